@@ -1,0 +1,119 @@
+// Wires the pieces together for `trafficjam`: Docker → reconciler → firewall, plus signals.
+import type { Config } from "./config.js";
+import type { Logger } from "./log.js";
+import { createDockerClient, describeDockerEndpoint, type Docker } from "./docker/client.js";
+import { observeNetwork } from "./docker/snapshot.js";
+import { EventWatcher, type DockerEvent } from "./docker/events.js";
+import { ensureBridgeNetfilter } from "./bridge-netfilter.js";
+import { IptablesBackend } from "./firewall/iptables/backend.js";
+import { deleteFlowsFrom } from "./conntrack.js";
+import { Reconciler } from "./reconciler.js";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitForDocker(docker: Docker, log: Logger, isStopping: () => boolean): Promise<void> {
+  for (let attempt = 0; !isStopping(); attempt++) {
+    try {
+      await docker.ping();
+      const version = await docker.version();
+      log.info({ endpoint: describeDockerEndpoint(), version: version.Version }, "connected to Docker");
+      return;
+    } catch (error) {
+      const retryMs = Math.min(5000, 200 * 2 ** attempt);
+      log.warn({ endpoint: describeDockerEndpoint(), err: error, retryMs }, "cannot reach Docker yet");
+      await sleep(retryMs);
+    }
+  }
+}
+
+/** Events that may change the network's members, whitelist or existence. */
+function isRelevant(event: DockerEvent, config: Config, networkId: () => string | null): boolean {
+  if (event.Type !== "network") return true;
+  const id = event.Actor?.ID ?? "";
+  const name = event.Actor?.Attributes?.name ?? "";
+  return id === networkId() || name === config.network || id.startsWith(config.network);
+}
+
+/** Runs until a signal; resolves with the exit code. */
+export async function runDaemon(config: Config, log: Logger): Promise<number> {
+  const docker = createDockerClient();
+  const backend = new IptablesBackend();
+  let networkId: string | null = null;
+  let stopping = false;
+
+  const bridge = await ensureBridgeNetfilter();
+  if (bridge.changed.length > 0) log.info({ sysctls: bridge.changed }, "enabled br_netfilter sysctls");
+
+  const reconciler = new Reconciler({
+    instanceId: config.instanceId,
+    networkRef: config.network,
+    allowHostTraffic: config.allowHostTraffic,
+    pollIntervalMs: config.pollIntervalMs,
+    backend,
+    deleteFlowsFrom,
+    log,
+    observe: async () => {
+      const snapshot = await observeNetwork(docker, config.network, config.whitelistFilter);
+      networkId = snapshot?.id ?? null;
+      return snapshot;
+    },
+  });
+
+  let resolveExit: (code: number) => void = () => undefined;
+  const exited = new Promise<number>((resolve) => (resolveExit = resolve));
+  const watcher = new EventWatcher(docker, {
+    onEvent: (event) => {
+      if (!isRelevant(event, config, () => networkId)) return;
+      log.debug({ type: event.Type, action: event.Action, actor: event.Actor?.ID }, "docker event");
+      reconciler.request(`${event.Type}:${event.Action}`);
+    },
+    onConnected: (reconnect) => {
+      if (reconnect) log.info("Docker event stream reconnected: resyncing");
+      reconciler.request(reconnect ? "docker-reconnected" : "events-connected");
+    },
+    onLost: (error, retryInMs) =>
+      log.warn({ err: error ?? undefined, retryInMs }, "Docker event stream lost: reconnecting"),
+  });
+
+  const shutdown = async (clear: boolean) => {
+    if (stopping) return;
+    stopping = true;
+    watcher.stop();
+    await reconciler.stop();
+    if (!clear) {
+      log.info("stopping: rules stay in force");
+      resolveExit(0);
+      return;
+    }
+    try {
+      const result = await backend.clear(config.instanceId);
+      log.info({ removed: result.differences }, "SIGUSR1: rules of this instance removed");
+      resolveExit(0);
+    } catch (error) {
+      log.error({ err: error }, "SIGUSR1: clearing the rules failed");
+      resolveExit(1);
+    }
+  };
+  process.on("SIGTERM", () => void shutdown(false));
+  process.on("SIGINT", () => void shutdown(false));
+  process.on("SIGUSR1", () => void shutdown(true));
+
+  await waitForDocker(docker, log, () => stopping);
+  if (stopping) return exited;
+  // Rules first: the initial pass runs before anything else, then events and the timer.
+  await reconciler.runOnce("startup");
+  if (!stopping) {
+    watcher.start();
+    reconciler.start();
+  }
+  return exited;
+}
+
+export async function runClear(instanceId: string, log: Logger): Promise<number> {
+  const result = await new IptablesBackend().clear(instanceId);
+  log.info(
+    { removed: result.differences },
+    result.changed ? "rules of this instance removed" : "nothing of this instance was installed",
+  );
+  return 0;
+}

@@ -1,0 +1,57 @@
+// Snapshot + configuration → desired ruleset. Pure: no I/O, no time, deterministic order,
+// so the same Docker state always renders the same rules (and golden files stay stable).
+import { isIPv6 } from "node:net";
+import type { Family, FamilyRuleset, Member, NetworkSnapshot, Ruleset } from "./model.js";
+
+export interface PolicyOptions {
+  instanceId: string;
+  allowHostTraffic: boolean;
+}
+
+export function familyOfCidr(cidr: string): Family {
+  return isIPv6(cidr.split("/")[0] ?? "") ? 6 : 4;
+}
+
+function uniqueSorted(values: Iterable<string>): string[] {
+  return [...new Set(values)].sort();
+}
+
+function addressOf(member: Member, family: Family): string | undefined {
+  return family === 4 ? member.ipv4 : member.ipv6;
+}
+
+/**
+ * Builds the instance's desired rules. With no snapshot (the network does not exist) the
+ * instance keeps its chains but enforces nothing: there is nothing on that network to protect.
+ */
+export function computeRuleset(snapshot: NetworkSnapshot | null, options: PolicyOptions): Ruleset {
+  const whitelisted = new Set(snapshot?.whitelistedIds ?? []);
+  const proxies = (snapshot?.members ?? []).filter((m) => whitelisted.has(m.id));
+  const family = (f: Family): FamilyRuleset => {
+    const subnets = [...new Set((snapshot?.subnets ?? []).filter((s) => familyOfCidr(s) === f))];
+    return {
+      subnets,
+      allowedSources:
+        subnets.length === 0
+          ? []
+          : uniqueSorted(proxies.flatMap((m) => addressOf(m, f) ?? []).filter(Boolean)),
+      protectHost: !options.allowHostTraffic,
+    };
+  };
+  return {
+    instanceId: options.instanceId,
+    networkName: snapshot?.name ?? null,
+    families: { 4: family(4), 6: family(6) },
+  };
+}
+
+/** Sources present in `before` but no longer allowed in `after`: their conntrack entries must go. */
+export function revokedSources(before: Ruleset | null, after: Ruleset): Array<[Family, string]> {
+  if (!before) return [];
+  const revoked: Array<[Family, string]> = [];
+  for (const f of [4, 6] as const) {
+    const still = new Set(after.families[f].allowedSources);
+    for (const ip of before.families[f].allowedSources) if (!still.has(ip)) revoked.push([f, ip]);
+  }
+  return revoked;
+}

@@ -1,0 +1,162 @@
+// The only place with time in it: triggers (events, the resync timer, failures, startup) become
+// passes of observe → policy → sync → verify, one at a time, bursts coalesced into one pass.
+import type { Logger } from "./log.js";
+import type { Family, NetworkSnapshot, Ruleset } from "./model.js";
+import type { FirewallBackend } from "./firewall/backend.js";
+import { computeRuleset, revokedSources } from "./policy.js";
+
+export interface ReconcilerDeps {
+  instanceId: string;
+  networkRef: string;
+  allowHostTraffic: boolean;
+  pollIntervalMs: number;
+  observe(): Promise<NetworkSnapshot | null>;
+  backend: FirewallBackend;
+  deleteFlowsFrom(family: Family, address: string): Promise<number>;
+  log: Logger;
+}
+
+export interface PassOutcome {
+  ok: boolean;
+  at: number;
+}
+
+/** Passes triggered together within this window share one apply. */
+const COALESCE_MS = 2;
+
+export class Reconciler {
+  private pending = new Set<string>();
+  private running: Promise<void> | null = null;
+  private scheduled: NodeJS.Timeout | null = null;
+  private resyncTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private failures = 0;
+  private applied: Ruleset | null = null;
+  private networkMissingLogged = false;
+  private whitelistedKey = "";
+  lastOutcome: PassOutcome | null = null;
+
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  /** Starts the periodic resync; the first pass is requested by the caller. */
+  start(): void {
+    this.resyncTimer = setInterval(() => this.request("resync"), this.deps.pollIntervalMs);
+  }
+
+  /** Asks for a pass; many requests before it starts make one pass. */
+  request(reason: string): void {
+    if (this.stopped) return;
+    this.pending.add(reason);
+    if (this.running || this.scheduled) return;
+    this.scheduled = setTimeout(() => {
+      this.scheduled = null;
+      this.running = this.drain().finally(() => (this.running = null));
+    }, COALESCE_MS);
+  }
+
+  /** Runs one pass now and reports whether it succeeded (used at startup). */
+  async runOnce(reason: string): Promise<boolean> {
+    await this.running;
+    this.pending.add(reason);
+    const run = this.drain();
+    this.running = run.finally(() => (this.running = null));
+    await run;
+    return this.lastOutcome?.ok ?? false;
+  }
+
+  /** Stops triggering and waits for a pass in flight, so nothing runs after this resolves. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.scheduled) clearTimeout(this.scheduled);
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    await this.running;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending.size > 0 && !this.stopped) {
+      const reasons = [...this.pending];
+      this.pending.clear();
+      await this.pass(reasons);
+    }
+  }
+
+  private async pass(reasons: string[]): Promise<void> {
+    const { log } = this.deps;
+    const started = performance.now();
+    try {
+      const snapshot = await this.deps.observe();
+      this.noteNetwork(snapshot);
+      const ruleset = computeRuleset(snapshot, {
+        instanceId: this.deps.instanceId,
+        allowHostTraffic: this.deps.allowHostTraffic,
+      });
+      this.noteWhitelist(snapshot, ruleset);
+      const result = await this.deps.backend.sync(ruleset);
+      const previous = this.applied;
+      const revoked = revokedSources(previous, ruleset);
+      this.applied = ruleset;
+      await this.dropFlows(revoked);
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      if (result.changed) {
+        const repair = previous !== null && reasons.every((r) => r === "resync");
+        const fields = {
+          reason: reasons.join(","),
+          location: result.location,
+          network: ruleset.networkName,
+          subnets: [...ruleset.families[4].subnets, ...ruleset.families[6].subnets],
+          allowed: [...ruleset.families[4].allowedSources, ...ruleset.families[6].allowedSources],
+          differences: result.differences,
+          ms,
+        };
+        if (repair) log.warn(fields, "rules repaired: the kernel differed from the desired state");
+        else log.info(fields, "rules applied");
+      } else {
+        log.debug({ reason: reasons.join(","), location: result.location, ms }, "rules verified");
+      }
+      this.failures = 0;
+      this.lastOutcome = { ok: true, at: Date.now() };
+    } catch (error) {
+      this.failures++;
+      const retryMs = Math.min(this.deps.pollIntervalMs, 250 * 2 ** Math.min(this.failures, 6));
+      log.error({ err: error, reason: reasons.join(","), retryMs }, "reconcile failed");
+      this.lastOutcome = { ok: false, at: Date.now() };
+      setTimeout(() => this.request("retry"), retryMs).unref();
+    }
+  }
+
+  private noteNetwork(snapshot: NetworkSnapshot | null): void {
+    const { log, networkRef } = this.deps;
+    if (snapshot === null && !this.networkMissingLogged) {
+      log.warn({ network: networkRef }, "network not found: waiting for it to be created");
+      this.networkMissingLogged = true;
+    } else if (snapshot !== null && this.networkMissingLogged) {
+      log.info({ network: networkRef, id: snapshot.id }, "network appeared: protecting it");
+      this.networkMissingLogged = false;
+    }
+  }
+
+  private noteWhitelist(snapshot: NetworkSnapshot | null, ruleset: Ruleset): void {
+    const whitelisted = new Set(snapshot?.whitelistedIds ?? []);
+    const containers = (snapshot?.members ?? [])
+      .filter((m) => whitelisted.has(m.id))
+      .map((m) => ({ name: m.name, ipv4: m.ipv4, ipv6: m.ipv6 }));
+    const key = JSON.stringify([containers, ruleset.families[4].subnets, ruleset.families[6].subnets]);
+    if (key === this.whitelistedKey) return;
+    this.whitelistedKey = key;
+    this.deps.log.info(
+      { network: ruleset.networkName, whitelisted: containers, members: snapshot?.members.length ?? 0 },
+      containers.length === 0 ? "no whitelisted container on the network" : "whitelisted containers",
+    );
+  }
+
+  private async dropFlows(revoked: Array<[Family, string]>): Promise<void> {
+    for (const [family, address] of revoked) {
+      try {
+        const count = await this.deps.deleteFlowsFrom(family, address);
+        this.deps.log.info({ address, flows: count }, "allowance revoked: tracked flows deleted");
+      } catch (error) {
+        this.deps.log.error({ err: error, address }, "could not delete tracked flows");
+      }
+    }
+  }
+}
