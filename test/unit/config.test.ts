@@ -1,0 +1,96 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ConfigError, parseClearConfig, parseConfig } from "../../src/config.js";
+
+const BASE = { NETWORK: "web", WHITELIST_FILTER: "label=role=proxy" };
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    parseConfig({ ...BASE, ...env });
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.problems;
+  }
+  assert.fail("expected a configuration error");
+}
+
+test("defaults", () => {
+  const config = parseConfig(BASE);
+  assert.deepEqual(config, {
+    network: "web",
+    whitelistFilter: { key: "label", value: "role=proxy" },
+    instanceId: "DEFAULT",
+    pollIntervalMs: 5000,
+    allowHostTraffic: false,
+    debug: false,
+    timeZone: "UTC",
+    swarmDaemon: false,
+    swarmImage: "kaysond/trafficjam",
+    firewallBackend: "auto",
+  });
+});
+
+test("booleans are strict: the original's ALLOW_HOST_TRAFFIC=false means off here", () => {
+  for (const word of ["true", "TRUE", "1", "yes", "On"]) {
+    assert.equal(parseConfig({ ...BASE, ALLOW_HOST_TRAFFIC: word }).allowHostTraffic, true, word);
+  }
+  for (const word of ["false", "False", "0", "no", "OFF", ""]) {
+    assert.equal(parseConfig({ ...BASE, ALLOW_HOST_TRAFFIC: word }).allowHostTraffic, false, word);
+  }
+  assert.match(problems({ DEBUG: "maybe" })[0]!, /^DEBUG="maybe": expected a boolean/);
+});
+
+test("each invalid variable gives one line naming it, its value and what is expected", () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ NETWORK: "" }, /^NETWORK="": is required/],
+    [{ WHITELIST_FILTER: "traefik" }, /^WHITELIST_FILTER="traefik": expected one Docker container filter key=value/],
+    [{ WHITELIST_FILTER: "colour=red" }, /^WHITELIST_FILTER="colour=red": expected/],
+    [{ WHITELIST_FILTER: "name=" }, /^WHITELIST_FILTER="name=": expected/],
+    [{ INSTANCE_ID: "a-b" }, /^INSTANCE_ID="a-b": expected 1 to 24 characters/],
+    [{ INSTANCE_ID: "x".repeat(25) }, /^INSTANCE_ID="x{25}": expected 1 to 24/],
+    [{ POLL_INTERVAL: "0" }, /^POLL_INTERVAL="0": expected a positive number/],
+    [{ POLL_INTERVAL: "soon" }, /^POLL_INTERVAL="soon": expected a positive number/],
+    [{ TZ: "Mars/Olympus" }, /^TZ="Mars\/Olympus": expected an IANA time zone/],
+    [{ SWARM_DAEMON: "sometimes" }, /^SWARM_DAEMON="sometimes": expected a boolean/],
+    [{ SWARM_IMAGE: "Bad Image" }, /^SWARM_IMAGE="Bad Image": expected a Docker image reference/],
+    [{ FIREWALL_BACKEND: "pf" }, /^FIREWALL_BACKEND="pf": expected auto, iptables or nftables/],
+  ];
+  for (const [env, pattern] of cases) {
+    const found = problems(env);
+    assert.equal(found.length, 1, JSON.stringify(found));
+    assert.match(found[0]!, pattern);
+  }
+});
+
+test("missing required variables are all reported at once", () => {
+  try {
+    parseConfig({});
+    assert.fail("expected an error");
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    assert.equal(error.problems.length, 2);
+    assert.match(error.problems[0]!, /^NETWORK=unset: is required/);
+    assert.match(error.problems[1]!, /^WHITELIST_FILTER=unset: is required/);
+  }
+});
+
+test("values that are valid", () => {
+  const config = parseConfig({
+    ...BASE,
+    WHITELIST_FILTER: "ancestor=traefik:v3",
+    INSTANCE_ID: "web_2",
+    POLL_INTERVAL: "0.5",
+    TZ: "America/Los_Angeles",
+    SWARM_IMAGE: "kaysond/trafficjam:v1@sha256:" + "a".repeat(64),
+    FIREWALL_BACKEND: "IPTABLES",
+  });
+  assert.deepEqual(config.whitelistFilter, { key: "ancestor", value: "traefik:v3" });
+  assert.equal(config.pollIntervalMs, 500);
+  assert.equal(config.firewallBackend, "iptables");
+});
+
+test("--clear needs only INSTANCE_ID", () => {
+  assert.equal(parseClearConfig({}).instanceId, "DEFAULT");
+  assert.equal(parseClearConfig({ INSTANCE_ID: "web2" }).instanceId, "web2");
+  assert.throws(() => parseClearConfig({ INSTANCE_ID: "no way" }), ConfigError);
+});

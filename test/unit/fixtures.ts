@@ -1,0 +1,54 @@
+// Scenarios shared by the golden-file tests: snapshots as the Docker adapter would build them.
+import type { NetworkSnapshot } from "../../src/model.js";
+
+const member = (n: number, ipv6 = false) => ({
+  id: `c${n}`.padEnd(64, "0"),
+  name: n === 1 ? "proxy" : `backend${n}`,
+  ipv4: `172.20.0.${n + 1}`,
+  ipv6: ipv6 ? `fd00:20::${n + 1}` : undefined,
+});
+
+function network(overrides: Partial<NetworkSnapshot>): NetworkSnapshot {
+  return {
+    id: "f".repeat(64),
+    name: "web",
+    subnets: ["172.20.0.0/16"],
+    members: [member(1), member(2), member(3)],
+    whitelistedIds: [member(1).id],
+    ...overrides,
+  };
+}
+
+export interface Scenario {
+  name: string;
+  snapshot: NetworkSnapshot;
+  allowHostTraffic: boolean;
+}
+
+export const SCENARIOS: Scenario[] = [
+  { name: "no-whitelisted", snapshot: network({ whitelistedIds: [] }), allowHostTraffic: false },
+  { name: "one-proxy", snapshot: network({}), allowHostTraffic: false },
+  {
+    name: "several-proxies",
+    snapshot: network({ whitelistedIds: [member(1).id, member(3).id] }),
+    allowHostTraffic: false,
+  },
+  {
+    name: "dual-stack",
+    snapshot: network({
+      subnets: ["172.20.0.0/16", "fd00:20::/64"],
+      members: [member(1, true), member(2, true), member(3, true)],
+    }),
+    allowHostTraffic: false,
+  },
+  {
+    name: "two-ipv4-subnets",
+    snapshot: network({
+      subnets: ["172.20.0.0/16", "172.21.0.0/16"],
+      members: [member(1), member(2), { ...member(3), ipv4: "172.21.0.4" }],
+      whitelistedIds: [member(1).id, member(3).id],
+    }),
+    allowHostTraffic: false,
+  },
+  { name: "allow-host-traffic", snapshot: network({}), allowHostTraffic: true },
+];

@@ -1,0 +1,157 @@
+// The planner against kernel states other than a fresh host: converged, drifted, shared, cleared.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { planFamily, type FamilyTarget } from "../../src/firewall/iptables/plan.js";
+import { forwardRules, inputRules, instanceChains } from "../../src/firewall/iptables/layout.js";
+import { normalizeRule, parseFilterTable } from "../../src/firewall/iptables/save-format.js";
+import type { FamilyRuleset } from "../../src/model.js";
+
+const RULES: FamilyRuleset = {
+  subnets: ["172.20.0.0/16"],
+  allowedSources: ["172.20.0.2"],
+  protectHost: true,
+};
+
+function target(instanceId: string, rules: FamilyRuleset | null): FamilyTarget {
+  return { family: 4, instanceId, rules, forwardAnchor: "DOCKER-USER", staleForwardAnchors: [] };
+}
+
+/** The filter table of a host where `instances` are installed as desired. */
+function converged(instances: Array<[string, FamilyRuleset]>, extra: string[] = []): string {
+  const lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":DOCKER-USER - [0:0]"];
+  lines.push(":TRAFFICJAM - [0:0]", ":TRAFFICJAM_INPUT - [0:0]");
+  for (const [id] of instances) lines.push(`:TJF_${id} - [0:0]`, `:TJI_${id} - [0:0]`);
+  lines.push("-A INPUT -j TRAFFICJAM_INPUT", "-A FORWARD -j DOCKER-USER", "-A DOCKER-USER -j TRAFFICJAM");
+  lines.push("-A DOCKER-USER -j RETURN");
+  for (const [id, rules] of instances) {
+    const c = instanceChains(id);
+    lines.push(...forwardRules(c, 4, rules), ...inputRules(c, 4, rules));
+    lines.push(`-A TRAFFICJAM -m comment --comment "${c.comment}" -j ${c.forward}`);
+    lines.push(`-A TRAFFICJAM_INPUT -m comment --comment "${c.comment}" -j ${c.input}`);
+  }
+  return [...lines, ...extra, "COMMIT", ""].join("\n");
+}
+
+test("a converged host needs nothing", () => {
+  const plan = planFamily(parseFilterTable(converged([["web", RULES]])), target("web", RULES));
+  assert.equal(plan.script, null);
+  assert.deepEqual(plan.createChains, []);
+  assert.deepEqual(plan.differences, []);
+});
+
+test("a changed whitelist replaces only the instance chain, declared once", () => {
+  const table = parseFilterTable(converged([["web", RULES]]));
+  const plan = planFamily(table, target("web", { ...RULES, allowedSources: ["172.20.0.9"] }));
+  assert.deepEqual(plan.differences, ["chain TJF_web differs from the desired rules"]);
+  assert.match(plan.script!, /^:TJF_web - \[0:0\]$/m);
+  assert.match(plan.script!, /-s 172\.20\.0\.9\/32 -d 172\.20\.0\.0\/16/);
+  assert.doesNotMatch(plan.script!, /TRAFFICJAM -m|DOCKER-USER|TJI_web/);
+});
+
+test("a jump pushed down in DOCKER-USER is moved back to the top", () => {
+  const dump = converged([["web", RULES]]).replace(
+    "-A DOCKER-USER -j TRAFFICJAM\n",
+    "-A DOCKER-USER -s 10.0.0.1/32 -j ACCEPT\n-A DOCKER-USER -j TRAFFICJAM\n",
+  );
+  const plan = planFamily(parseFilterTable(dump), target("web", RULES));
+  assert.deepEqual(plan.differences, ["jump DOCKER-USER → TRAFFICJAM is not first"]);
+  assert.equal(
+    plan.script,
+    "*filter\n-D DOCKER-USER -j TRAFFICJAM\n-I DOCKER-USER 1 -j TRAFFICJAM\nCOMMIT\n",
+  );
+});
+
+test("a flushed instance chain and a deleted jump are restored", () => {
+  const dump = converged([["web", RULES]])
+    .split("\n")
+    .filter((l) => !l.startsWith("-A TJF_web") && l !== "-A INPUT -j TRAFFICJAM_INPUT")
+    .join("\n");
+  const plan = planFamily(parseFilterTable(dump), target("web", RULES));
+  assert.deepEqual(plan.differences, [
+    "chain TJF_web differs from the desired rules",
+    "jump INPUT → TRAFFICJAM_INPUT missing",
+  ]);
+  assert.match(plan.script!, /^-I INPUT 1 -j TRAFFICJAM_INPUT$/m);
+});
+
+test("instances whose IDs share a prefix are independent (web, web2)", () => {
+  const table = parseFilterTable(converged([["web", RULES], ["web2", { ...RULES, subnets: ["172.21.0.0/16"] }]]));
+  assert.equal(planFamily(table, target("web2", { ...RULES, subnets: ["172.21.0.0/16"] })).script, null);
+  const clearWeb = planFamily(table, target("web", null));
+  assert.equal(
+    clearWeb.script,
+    [
+      "*filter",
+      '-D TRAFFICJAM -m comment --comment trafficjam:web -j TJF_web',
+      '-D TRAFFICJAM_INPUT -m comment --comment trafficjam:web -j TJI_web',
+      "-F TJF_web",
+      "-X TJF_web",
+      "-F TJI_web",
+      "-X TJI_web",
+      "COMMIT",
+      "",
+    ].join("\n"),
+  );
+});
+
+test("clearing the last instance removes the entry chains and Docker's jump to them", () => {
+  const plan = planFamily(parseFilterTable(converged([["web", RULES]])), target("web", null));
+  assert.match(plan.script!, /^-D DOCKER-USER -j TRAFFICJAM$/m);
+  assert.match(plan.script!, /^-D INPUT -j TRAFFICJAM_INPUT$/m);
+  assert.match(plan.script!, /^-X TRAFFICJAM$/m);
+  assert.match(plan.script!, /^-X TRAFFICJAM_INPUT$/m);
+  // Jumps go before the chains they point to.
+  assert.ok(plan.script!.indexOf("-D TRAFFICJAM ") < plan.script!.indexOf("-X TJF_web"));
+});
+
+test("clearing an instance that is not installed changes nothing", () => {
+  const plan = planFamily(parseFilterTable(converged([["web2", RULES]])), target("web", null));
+  assert.equal(plan.script, null);
+});
+
+test("switching ALLOW_HOST_TRAFFIC on removes the input chain left from before", () => {
+  const table = parseFilterTable(converged([["web", RULES]]));
+  const plan = planFamily(table, target("web", { ...RULES, protectHost: false }));
+  assert.match(plan.script!, /^-X TJI_web$/m);
+  assert.match(plan.script!, /^-X TRAFFICJAM_INPUT$/m);
+  assert.doesNotMatch(plan.script!, /TJF_web/);
+});
+
+test("a family without subnets holds nothing of the instance", () => {
+  const plan = planFamily(parseFilterTable(converged([])), target("web", { ...RULES, subnets: [] }));
+  assert.match(plan.script!, /^-X TRAFFICJAM$/m);
+  assert.doesNotMatch(plan.script!, /TJF_web/);
+});
+
+test("IPv6 hooks FORWARD when there is no DOCKER-USER, and drops that jump once there is", () => {
+  const fresh = parseFilterTable("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n");
+  const v6 = { ...RULES, subnets: ["fd00::/64"], allowedSources: ["fd00::2"] };
+  const first = planFamily(fresh, { ...target("web", v6), family: 6, forwardAnchor: "FORWARD" });
+  assert.match(first.script!, /^-I FORWARD 1 -j TRAFFICJAM$/m);
+  const withDockerUser = parseFilterTable(
+    "*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n-A FORWARD -j TRAFFICJAM\nCOMMIT\n",
+  );
+  const moved = planFamily(withDockerUser, {
+    ...target("web", v6),
+    family: 6,
+    forwardAnchor: "DOCKER-USER",
+    staleForwardAnchors: ["FORWARD"],
+  });
+  assert.match(moved.script!, /^-D FORWARD -j TRAFFICJAM$/m);
+  assert.match(moved.script!, /^-I DOCKER-USER 1 -j TRAFFICJAM$/m);
+});
+
+test("duplicate instance jumps are reduced to one", () => {
+  const c = instanceChains("web");
+  const dup = `-A TRAFFICJAM -m comment --comment "${c.comment}" -j ${c.forward}`;
+  const plan = planFamily(parseFilterTable(converged([["web", RULES]], [dup])), target("web", RULES));
+  assert.equal(plan.script, `*filter\n${normalizeRule(dup).replace("-A", "-D")}\nCOMMIT\n`);
+});
+
+test("iptables-save quoting and our rendering compare equal", () => {
+  assert.equal(
+    normalizeRule('-A X -m comment --comment "trafficjam:web" -j RETURN'),
+    normalizeRule("-A X -m comment --comment trafficjam:web -j RETURN"),
+  );
+  assert.equal(normalizeRule('-A X -m comment --comment "a b" -j RETURN'), '-A X -m comment --comment "a b" -j RETURN');
+});

@@ -1,0 +1,61 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { computeRuleset, revokedSources } from "../../src/policy.js";
+import { membersOf, subnetsOf } from "../../src/docker/snapshot.js";
+import { formatTimestamp } from "../../src/log.js";
+import { SCENARIOS } from "./fixtures.js";
+
+const options = { instanceId: "web", allowHostTraffic: false };
+
+test("a missing network enforces nothing", () => {
+  const ruleset = computeRuleset(null, options);
+  assert.deepEqual(ruleset.families[4].subnets, []);
+  assert.deepEqual(ruleset.families[6].subnets, []);
+});
+
+test("whitelisted members are allowed per family, others are not", () => {
+  const dual = SCENARIOS.find((s) => s.name === "dual-stack")!.snapshot;
+  const ruleset = computeRuleset(dual, options);
+  assert.deepEqual(ruleset.families[4].allowedSources, ["172.20.0.2"]);
+  assert.deepEqual(ruleset.families[6].allowedSources, ["fd00:20::2"]);
+  assert.deepEqual(ruleset.families[6].subnets, ["fd00:20::/64"]);
+});
+
+test("a whitelisted container without an address of a family adds nothing there", () => {
+  const one = SCENARIOS.find((s) => s.name === "one-proxy")!.snapshot;
+  const ruleset = computeRuleset({ ...one, subnets: [...one.subnets, "fd00::/64"] }, options);
+  assert.deepEqual(ruleset.families[6].allowedSources, []);
+});
+
+test("revoked sources are those allowed before and not now", () => {
+  const several = SCENARIOS.find((s) => s.name === "several-proxies")!.snapshot;
+  const before = computeRuleset(several, options);
+  const after = computeRuleset({ ...several, whitelistedIds: [several.whitelistedIds[0]!] }, options);
+  assert.deepEqual(revokedSources(before, after), [[4, "172.20.0.4"]]);
+  assert.deepEqual(revokedSources(null, after), []);
+});
+
+test("network inspect → members and subnets", () => {
+  const inspect = {
+    Id: "n1",
+    Name: "web",
+    IPAM: { Config: [{ Subnet: "172.31.0.0/24" }, { Subnet: "fd00:31::/64" }] },
+    Containers: {
+      abc: { Name: "proxy", IPv4Address: "172.31.0.2/24", IPv6Address: "fd00:31::2/64" },
+      def: { Name: "b1", IPv4Address: "172.31.0.3/24", IPv6Address: "" },
+    },
+  };
+  assert.deepEqual(subnetsOf(inspect), ["172.31.0.0/24", "fd00:31::/64"]);
+  assert.deepEqual(membersOf(inspect), [
+    { id: "abc", name: "proxy", ipv4: "172.31.0.2", ipv6: "fd00:31::2" },
+    { id: "def", name: "b1", ipv4: "172.31.0.3", ipv6: undefined },
+  ]);
+  assert.deepEqual(membersOf({ Id: "x", Name: "x", Containers: null }), []);
+});
+
+test("timestamps are written in TZ with its offset", () => {
+  const date = new Date("2026-01-15T12:34:56.789Z");
+  assert.equal(formatTimestamp(date, "UTC"), "2026-01-15T12:34:56.789+00:00");
+  assert.equal(formatTimestamp(date, "America/Los_Angeles"), "2026-01-15T04:34:56.789-08:00");
+  assert.equal(formatTimestamp(date, "Asia/Kolkata"), "2026-01-15T18:04:56.789+05:30");
+});

@@ -1,0 +1,90 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { pino } from "pino";
+import { Reconciler } from "../../src/reconciler.js";
+import type { FirewallBackend } from "../../src/firewall/backend.js";
+import type { NetworkSnapshot, Ruleset } from "../../src/model.js";
+import { SCENARIOS } from "./fixtures.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const silent = pino({ level: "silent" });
+
+function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
+  const applied: Ruleset[] = [];
+  const flowsDeleted: string[] = [];
+  let active = 0;
+  let maxActive = 0;
+  let observed = 0;
+  const backend: FirewallBackend = {
+    async sync(ruleset) {
+      active++;
+      maxActive = Math.max(maxActive, active);
+      await sleep(20);
+      applied.push(ruleset);
+      active--;
+      return { changed: true, differences: [], location: "fake" };
+    },
+    async clear() {
+      return { changed: false, differences: [], location: "fake" };
+    },
+  };
+  const reconciler = new Reconciler({
+    instanceId: "web",
+    networkRef: "web",
+    allowHostTraffic: false,
+    pollIntervalMs: 60_000,
+    backend,
+    log: silent,
+    deleteFlowsFrom: async (_family, address) => {
+      flowsDeleted.push(address);
+      return 1;
+    },
+    observe: async () => {
+      const next = snapshots[Math.min(observed++, snapshots.length - 1)];
+      if (next instanceof Error) throw next;
+      return next ?? null;
+    },
+  });
+  return { reconciler, applied, flowsDeleted, stats: () => ({ maxActive, observed }) };
+}
+
+const several = SCENARIOS.find((s) => s.name === "several-proxies")!.snapshot;
+const one = SCENARIOS.find((s) => s.name === "one-proxy")!.snapshot;
+
+test("a burst of events makes one pass, and passes never overlap", async () => {
+  const h = harness([several]);
+  assert.equal(await h.reconciler.runOnce("startup"), true);
+  for (let i = 0; i < 50; i++) h.reconciler.request(`container:start`);
+  await sleep(10);
+  for (let i = 0; i < 50; i++) h.reconciler.request(`network:connect`);
+  await sleep(100);
+  await h.reconciler.stop();
+  assert.equal(h.stats().maxActive, 1);
+  // startup + the first burst + at most one more for events that arrived during it
+  assert.ok(h.applied.length >= 2 && h.applied.length <= 3, `passes: ${h.applied.length}`);
+});
+
+test("a whitelisted address that loses its allowance has its flows deleted", async () => {
+  const h = harness([several, one]);
+  await h.reconciler.runOnce("startup");
+  await h.reconciler.runOnce("network:disconnect");
+  await h.reconciler.stop();
+  assert.deepEqual(h.flowsDeleted, ["172.20.0.4"]);
+});
+
+test("a failed pass is retried without waiting for the resync timer", async () => {
+  const h = harness([new Error("docker went away"), several]);
+  assert.equal(await h.reconciler.runOnce("startup"), false);
+  await sleep(600);
+  await h.reconciler.stop();
+  assert.equal(h.applied.length, 1);
+  assert.equal(h.reconciler.lastOutcome?.ok, true);
+});
+
+test("nothing runs after stop", async () => {
+  const h = harness([several]);
+  await h.reconciler.stop();
+  h.reconciler.request("container:start");
+  await sleep(30);
+  assert.equal(h.applied.length, 0);
+});
