@@ -39,6 +39,9 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const docker = createDockerClient();
   const backend = new IptablesBackend();
   let networkId: string | null = null;
+  // Whitelisted containers that died lose their allowance now, not when Docker gets round to
+  // disconnecting them: their address may be handed out again right after.
+  const dead = new Set<string>();
   let stopping = false;
 
   const bridge = await ensureBridgeNetfilter();
@@ -55,7 +58,10 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     observe: async () => {
       const snapshot = await observeNetwork(docker, config.network, config.whitelistFilter);
       networkId = snapshot?.id ?? null;
-      return snapshot;
+      if (!snapshot) return snapshot;
+      const members = new Set(snapshot.members.map((m) => m.id));
+      for (const id of dead) if (!members.has(id)) dead.delete(id);
+      return { ...snapshot, whitelistedIds: snapshot.whitelistedIds.filter((id) => !dead.has(id)) };
     },
   });
 
@@ -65,7 +71,11 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     onEvent: (event) => {
       if (!isRelevant(event, config, () => networkId)) return;
       log.debug({ type: event.Type, action: event.Action, actor: event.Actor?.ID }, "docker event");
-      reconciler.request(`${event.Type}:${event.Action}`);
+      const id = event.Actor?.ID ?? "";
+      if (event.Type === "container" && event.Action === "die") dead.add(id);
+      if (event.Type === "container" && (event.Action === "start" || event.Action === "destroy")) dead.delete(id);
+      const timeMs = event.timeNano ? Math.floor(event.timeNano / 1e6) : undefined;
+      reconciler.request(`${event.Type}:${event.Action}`, timeMs);
     },
     onConnected: (reconnect) => {
       if (reconnect) log.info("Docker event stream reconnected: resyncing");

@@ -26,6 +26,8 @@ const COALESCE_MS = 2;
 
 export class Reconciler {
   private pending = new Set<string>();
+  /** Earliest Docker event time (ms since epoch) among the pending triggers. */
+  private pendingSince: number | null = null;
   private running: Promise<void> | null = null;
   private scheduled: NodeJS.Timeout | null = null;
   private resyncTimer: NodeJS.Timeout | null = null;
@@ -44,9 +46,10 @@ export class Reconciler {
   }
 
   /** Asks for a pass; many requests before it starts make one pass. */
-  request(reason: string): void {
+  request(reason: string, eventTimeMs?: number): void {
     if (this.stopped) return;
     this.pending.add(reason);
+    if (eventTimeMs !== undefined) this.pendingSince = Math.min(this.pendingSince ?? eventTimeMs, eventTimeMs);
     if (this.running || this.scheduled) return;
     this.scheduled = setTimeout(() => {
       this.scheduled = null;
@@ -75,14 +78,17 @@ export class Reconciler {
   private async drain(): Promise<void> {
     while (this.pending.size > 0 && !this.stopped) {
       const reasons = [...this.pending];
+      const since = this.pendingSince;
       this.pending.clear();
-      await this.pass(reasons);
+      this.pendingSince = null;
+      await this.pass(reasons, since);
     }
   }
 
-  private async pass(reasons: string[]): Promise<void> {
+  private async pass(reasons: string[], eventTimeMs: number | null): Promise<void> {
     const { log } = this.deps;
     const started = performance.now();
+    let enforcedAt: number | null = null;
     try {
       const snapshot = await this.deps.observe();
       this.noteNetwork(snapshot);
@@ -91,7 +97,11 @@ export class Reconciler {
         allowHostTraffic: this.deps.allowHostTraffic,
       });
       this.noteWhitelist(snapshot, ruleset);
-      const result = await this.deps.backend.sync(ruleset);
+      const result = await this.deps.backend.sync(ruleset, {
+        // Docker events take the fast path; anything else re-reads the kernel first.
+        fresh: !reasons.every((r) => r.startsWith("container:") || r.startsWith("network:")),
+        onEnforced: () => (enforcedAt = Date.now()),
+      });
       const previous = this.applied;
       const revoked = revokedSources(previous, ruleset);
       this.applied = ruleset;
@@ -107,6 +117,9 @@ export class Reconciler {
           allowed: [...ruleset.families[4].allowedSources, ...ruleset.families[6].allowedSources],
           differences: result.differences,
           ms,
+          ...(eventTimeMs !== null && enforcedAt !== null
+            ? { eventToEnforcedMs: enforcedAt - eventTimeMs }
+            : {}),
         };
         if (repair) log.warn(fields, "rules repaired: the kernel differed from the desired state");
         else log.info(fields, "rules applied");

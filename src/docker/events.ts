@@ -7,6 +7,7 @@ export interface DockerEvent {
   Type?: string;
   Action?: string;
   Actor?: { ID?: string; Attributes?: Record<string, string> };
+  timeNano?: number;
 }
 
 export interface EventWatcherHandlers {

@@ -10,9 +10,16 @@ export interface SyncResult {
   location: string;
 }
 
+export interface SyncOptions {
+  /** Read the kernel first (resync, startup, retry); otherwise plan against the last read-back. */
+  fresh: boolean;
+  /** Called when a transaction has committed, before its read-back: the rules are in force. */
+  onEnforced?: () => void;
+}
+
 export interface FirewallBackend {
-  /** Reads the kernel, applies only what differs in one transaction per family, verifies. */
-  sync(ruleset: Ruleset): Promise<SyncResult>;
+  /** Applies only what differs, one transaction per family, then reads back and verifies. */
+  sync(ruleset: Ruleset, options?: SyncOptions): Promise<SyncResult>;
   /** Removes every rule, chain and jump of the instance, and nothing else. */
   clear(instanceId: string): Promise<SyncResult>;
 }

@@ -1,11 +1,19 @@
-// iptables backend: reads both flavours, writes in the one where Docker's DOCKER-USER lives,
-// applies each family in one iptables-restore --noflush transaction, then reads back.
+// iptables backend: writes in the flavour where Docker's DOCKER-USER lives, applies each family in
+// one iptables-restore --noflush transaction, then reads it back. Legacy tables are only read when
+// the kernel lists one (no process spawned otherwise), and event-driven passes plan against the
+// last read-back instead of reading again: a stale plan fails or misverifies, and is redone fresh.
+import { readFile } from "node:fs/promises";
 import type { Family, FamilyRuleset, Ruleset } from "../../model.js";
-import { VerificationError, type FirewallBackend, type SyncResult } from "../backend.js";
+import {
+  VerificationError,
+  type FirewallBackend,
+  type SyncOptions,
+  type SyncResult,
+} from "../backend.js";
 import { run, runChecked } from "../../util/exec.js";
 import { DOCKER_USER } from "./layout.js";
 import { planFamily, type FamilyTarget, type IptablesPlan } from "./plan.js";
-import { parseFilterTable, type FilterTable } from "./save-format.js";
+import { emptyFilterTable, parseFilterTable, type FilterTable } from "./save-format.js";
 
 export type Flavour = "nft" | "legacy";
 const FLAVOURS: readonly Flavour[] = ["nft", "legacy"];
@@ -15,13 +23,23 @@ function tool(family: Family, flavour: Flavour, suffix: "" | "-save" | "-restore
   return `${family === 4 ? "iptables" : "ip6tables"}-${flavour}${suffix}`;
 }
 
-function location(family: Family, flavour: Flavour): string {
-  return tool(family, flavour, "");
+/** Whether the legacy (x_tables) filter table of a family exists, without loading it. */
+async function legacyFilterExists(family: Family): Promise<boolean> {
+  const names = family === 4 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names";
+  try {
+    return (await readFile(names, "utf8")).split("\n").includes("filter");
+  } catch {
+    return false; // no x_tables in this kernel: nothing can live there
+  }
 }
 
 export async function readFilterTable(family: Family, flavour: Flavour): Promise<FilterTable> {
-  // No `-t filter`: with legacy, naming a table loads it, and we only want to look.
-  return parseFilterTable(await runChecked(tool(family, flavour, "-save"), []));
+  if (flavour === "legacy") {
+    // Naming a legacy table loads it; only look at what exists.
+    if (!(await legacyFilterExists(family))) return emptyFilterTable();
+    return parseFilterTable(await runChecked(tool(family, flavour, "-save"), []));
+  }
+  return parseFilterTable(await runChecked(tool(family, flavour, "-save"), ["-t", "filter"]));
 }
 
 export class DockerChainMissingError extends Error {
@@ -34,7 +52,7 @@ export class DockerChainMissingError extends Error {
   }
 }
 
-/** Docker's rules decide the flavour: ours must be evaluated by the same netfilter hooks. */
+/** Docker's rules decide the flavour: ours must sit in the same hooks, before Docker's accepts. */
 export function detectFlavour(ipv4: Record<Flavour, FilterTable>): Flavour {
   const withChain = FLAVOURS.filter((f) => ipv4[f].chains.has(DOCKER_USER));
   if (withChain.length === 0) throw new DockerChainMissingError();
@@ -49,7 +67,7 @@ async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): 
     const result = await run(tool(family, flavour, ""), ["-w", "-t", "filter", "-N", chain]);
     // Another instance may have created it a moment ago: that is fine.
     if (result.code !== 0 && !/exists/i.test(result.stderr)) {
-      throw new Error(`${location(family, flavour)} -N ${chain}: ${result.stderr.trim()}`);
+      throw new Error(`${tool(family, flavour, "")} -N ${chain}: ${result.stderr.trim()}`);
     }
   }
   if (plan.script) {
@@ -57,73 +75,102 @@ async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): 
   }
 }
 
+type Tables = Map<string, FilterTable>;
+const key = (family: Family, flavour: Flavour) => `${family}/${flavour}`;
+
 export class IptablesBackend implements FirewallBackend {
-  /** Flavour of the last successful sync, for logs that say when it changes. */
-  lastFlavour: Flavour | null = null;
+  /** Filter tables as last read back from the kernel. */
+  private cache: Tables | null = null;
+  private flavour: Flavour | null = null;
+  private legacySeen = false;
 
-  sync(ruleset: Ruleset): Promise<SyncResult> {
-    return this.converge(ruleset.instanceId, (family) => ruleset.families[family]);
+  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
+    const desired = (family: Family) => ruleset.families[family];
+    // Flavour re-detection on the fast path: a file read says whether legacy tables appeared.
+    const legacyNow = await legacyFilterExists(4);
+    if (!options.fresh && this.cache && this.flavour && legacyNow === this.legacySeen) {
+      try {
+        return await this.converge(ruleset.instanceId, desired, this.cache, this.flavour, options);
+      } catch {
+        // The kernel moved under our cached view: redo the pass from a fresh read.
+      }
+    }
+    const tables = await this.readAll();
+    this.legacySeen = legacyNow;
+    const flavour = detectFlavour({ nft: tables.get(key(4, "nft"))!, legacy: tables.get(key(4, "legacy"))! });
+    return this.converge(ruleset.instanceId, desired, tables, flavour, options);
   }
 
-  clear(instanceId: string): Promise<SyncResult> {
-    return this.converge(instanceId, () => null, null);
+  async clear(instanceId: string): Promise<SyncResult> {
+    return this.converge(instanceId, () => null, await this.readAll(), null, { fresh: true });
   }
 
-  /**
-   * `desired(family)` is written into `flavour`; every other flavour must hold nothing of this
-   * instance (Docker may have moved between flavours). `flavour` undefined: detect it now.
-   */
-  private async converge(
-    instanceId: string,
-    desired: (family: Family) => FamilyRuleset | null,
-    flavour?: Flavour | null,
-  ): Promise<SyncResult> {
-    const tables = new Map<string, FilterTable>();
-    const key = (family: Family, f: Flavour) => `${family}/${f}`;
+  private async readAll(): Promise<Tables> {
+    const tables: Tables = new Map();
     await Promise.all(
       FAMILIES.flatMap((family) =>
         FLAVOURS.map(async (f) => tables.set(key(family, f), await readFilterTable(family, f))),
       ),
     );
-    const table = (family: Family, f: Flavour) => tables.get(key(family, f))!;
-    const chosen =
-      flavour === undefined ? detectFlavour({ nft: table(4, "nft"), legacy: table(4, "legacy") }) : flavour;
-    this.lastFlavour = chosen;
+    return tables;
+  }
 
-    const targetFor = (family: Family, f: Flavour): FamilyTarget => {
+  /**
+   * Writes `desired(family)` into `flavour` and removes this instance from every other flavour
+   * (Docker may have moved between them). flavour null: remove it everywhere (--clear).
+   */
+  private async converge(
+    instanceId: string,
+    desired: (family: Family) => FamilyRuleset | null,
+    tables: Tables,
+    flavour: Flavour | null,
+    options: SyncOptions,
+  ): Promise<SyncResult> {
+    const table = (family: Family, f: Flavour) => tables.get(key(family, f)) ?? emptyFilterTable();
+    const targetFor = (family: Family, f: Flavour, current: FilterTable): FamilyTarget => {
       // Docker 20.10 makes no IPv6 DOCKER-USER: there we hook FORWARD directly, first.
-      const hasDockerUser = table(family, f).chains.has(DOCKER_USER);
-      const anchor = family === 4 || hasDockerUser ? DOCKER_USER : "FORWARD";
+      const anchor = family === 4 || current.chains.has(DOCKER_USER) ? DOCKER_USER : "FORWARD";
       return {
         family,
         instanceId,
-        rules: f === chosen ? desired(family) : null,
+        rules: f === flavour ? desired(family) : null,
         forwardAnchor: anchor,
         staleForwardAnchors: family === 6 && anchor === DOCKER_USER ? ["FORWARD"] : [],
       };
     };
 
-    const differences: string[] = [];
-    const changed: Array<[Family, Flavour]> = [];
-    for (const family of FAMILIES) {
-      for (const f of FLAVOURS) {
-        const plan = planFamily(table(family, f), targetFor(family, f));
-        if (plan.script === null && plan.createChains.length === 0) continue;
-        differences.push(...plan.differences.map((d) => `${location(family, f)}: ${d}`));
-        await applyPlan(family, f, plan);
-        changed.push([family, f]);
-      }
-    }
+    const work = FAMILIES.flatMap((family) =>
+      FLAVOURS.map((f) => ({ family, f, plan: planFamily(table(family, f), targetFor(family, f, table(family, f))) })),
+    ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
 
+    // Families are independent transactions: apply them side by side.
+    await Promise.all(
+      work.map(async ({ family, f, plan }) => {
+        await applyPlan(family, f, plan);
+        options.onEnforced?.();
+      }),
+    );
     // Read back what we changed: the kernel, not our intent, is the truth.
-    for (const [family, f] of changed) {
-      const after = planFamily(await readFilterTable(family, f), targetFor(family, f));
-      if (after.differences.length > 0) throw new VerificationError(location(family, f), after.differences);
-    }
+    const next: Tables = new Map(tables);
+    await Promise.all(
+      work.map(async ({ family, f }) => {
+        const after = await readFilterTable(family, f);
+        next.set(key(family, f), after);
+        const check = planFamily(after, targetFor(family, f, after));
+        if (check.differences.length > 0) {
+          this.cache = null;
+          throw new VerificationError(tool(family, f, ""), check.differences);
+        }
+      }),
+    );
+    this.cache = next;
+    this.flavour = flavour;
     return {
-      changed: changed.length > 0,
-      differences,
-      location: chosen ? `iptables-${chosen}` : "iptables (all flavours)",
+      changed: work.length > 0,
+      differences: work.flatMap(({ family, f, plan }) =>
+        plan.differences.map((d) => `${tool(family, f, "")}: ${d}`),
+      ),
+      location: flavour ? `iptables-${flavour}` : "iptables (all flavours)",
     };
   }
 }
