@@ -8,7 +8,8 @@ const USAGE = `usage: trafficjam            run the daemon (configured by enviro
        trafficjam --clear    remove this INSTANCE_ID's rules, chains and jumps, then exit`;
 
 function configError(problems: string[]): number {
-  for (const problem of problems) process.stderr.write(`trafficjam: configuration error: ${problem}\n`);
+  for (const problem of problems)
+    process.stderr.write(`trafficjam: configuration error: ${problem}\n`);
   return 2;
 }
 

@@ -106,7 +106,10 @@ const pollInterval = z
     if (raw === undefined || raw.trim() === "") return 5000;
     const seconds = Number(raw);
     if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86400) {
-      ctx.addIssue({ code: "custom", message: "expected a positive number of seconds (at most 86400)" });
+      ctx.addIssue({
+        code: "custom",
+        message: "expected a positive number of seconds (at most 86400)",
+      });
       return z.NEVER;
     }
     return Math.round(seconds * 1000);
@@ -121,7 +124,10 @@ const timeZone = z
       new Intl.DateTimeFormat("en-US", { timeZone: zone });
       return zone;
     } catch {
-      ctx.addIssue({ code: "custom", message: "expected an IANA time zone such as UTC or Europe/Paris" });
+      ctx.addIssue({
+        code: "custom",
+        message: "expected an IANA time zone such as UTC or Europe/Paris",
+      });
       return z.NEVER;
     }
   });

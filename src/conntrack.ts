@@ -4,10 +4,18 @@ import { run } from "./util/exec.js";
 
 /** Deletes the conntrack entries whose original source is `address`; returns how many. */
 export async function deleteFlowsFrom(family: Family, address: string): Promise<number> {
-  const result = await run("conntrack", ["-D", "-f", family === 4 ? "ipv4" : "ipv6", "-s", address]);
+  const result = await run("conntrack", [
+    "-D",
+    "-f",
+    family === 4 ? "ipv4" : "ipv6",
+    "-s",
+    address,
+  ]);
   const deleted = /(\d+) flow entries have been deleted/.exec(result.stderr);
   // conntrack exits 1 when nothing matched; that is success for us.
   if (deleted) return Number(deleted[1]);
   if (result.code === 0) return 0;
-  throw new Error(`conntrack -D -s ${address} failed: ${result.stderr.trim() || `exit ${result.code}`}`);
+  throw new Error(
+    `conntrack -D -s ${address} failed: ${result.stderr.trim() || `exit ${result.code}`}`,
+  );
 }

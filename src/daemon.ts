@@ -11,16 +11,26 @@ import { Reconciler } from "./reconciler.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitForDocker(docker: Docker, log: Logger, isStopping: () => boolean): Promise<void> {
+async function waitForDocker(
+  docker: Docker,
+  log: Logger,
+  isStopping: () => boolean,
+): Promise<void> {
   for (let attempt = 0; !isStopping(); attempt++) {
     try {
       await docker.ping();
       const version = await docker.version();
-      log.info({ endpoint: describeDockerEndpoint(), version: version.Version }, "connected to Docker");
+      log.info(
+        { endpoint: describeDockerEndpoint(), version: version.Version },
+        "connected to Docker",
+      );
       return;
     } catch (error) {
       const retryMs = Math.min(5000, 200 * 2 ** attempt);
-      log.warn({ endpoint: describeDockerEndpoint(), err: error, retryMs }, "cannot reach Docker yet");
+      log.warn(
+        { endpoint: describeDockerEndpoint(), err: error, retryMs },
+        "cannot reach Docker yet",
+      );
       await sleep(retryMs);
     }
   }
@@ -45,7 +55,8 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   let stopping = false;
 
   const bridge = await ensureBridgeNetfilter();
-  if (bridge.changed.length > 0) log.info({ sysctls: bridge.changed }, "enabled br_netfilter sysctls");
+  if (bridge.changed.length > 0)
+    log.info({ sysctls: bridge.changed }, "enabled br_netfilter sysctls");
 
   const reconciler = new Reconciler({
     instanceId: config.instanceId,
@@ -73,7 +84,8 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       log.debug({ type: event.Type, action: event.Action, actor: event.Actor?.ID }, "docker event");
       const id = event.Actor?.ID ?? "";
       if (event.Type === "container" && event.Action === "die") dead.add(id);
-      if (event.Type === "container" && (event.Action === "start" || event.Action === "destroy")) dead.delete(id);
+      if (event.Type === "container" && (event.Action === "start" || event.Action === "destroy"))
+        dead.delete(id);
       const timeMs = event.timeNano ? Math.floor(event.timeNano / 1e6) : undefined;
       reconciler.request(`${event.Type}:${event.Action}`, timeMs);
     },

@@ -16,13 +16,18 @@ export function formatTimestamp(date: Date, timeZone: string): string {
     second: "2-digit",
     timeZoneName: "longOffset",
   }).formatToParts(date);
-  const part = (type: Intl.DateTimeFormatPartTypes) => parts.find((p) => p.type === type)?.value ?? "";
+  const part = (type: Intl.DateTimeFormatPartTypes) =>
+    parts.find((p) => p.type === type)?.value ?? "";
   const offset = part("timeZoneName").replace(/^GMT/, "") || "+00:00";
   const ms = String(date.getMilliseconds()).padStart(3, "0");
   return `${part("year")}-${part("month")}-${part("day")}T${part("hour")}:${part("minute")}:${part("second")}.${ms}${offset === "" ? "Z" : offset}`;
 }
 
-export function createLogger(options: { debug: boolean; timeZone: string; instanceId: string }): Logger {
+export function createLogger(options: {
+  debug: boolean;
+  timeZone: string;
+  instanceId: string;
+}): Logger {
   return pino({
     level: options.debug ? "debug" : "info",
     base: { instance: options.instanceId },

@@ -49,7 +49,8 @@ export class Reconciler {
   request(reason: string, eventTimeMs?: number): void {
     if (this.stopped) return;
     this.pending.add(reason);
-    if (eventTimeMs !== undefined) this.pendingSince = Math.min(this.pendingSince ?? eventTimeMs, eventTimeMs);
+    if (eventTimeMs !== undefined)
+      this.pendingSince = Math.min(this.pendingSince ?? eventTimeMs, eventTimeMs);
     if (this.running || this.scheduled) return;
     this.scheduled = setTimeout(() => {
       this.scheduled = null;
@@ -153,12 +154,22 @@ export class Reconciler {
     const containers = (snapshot?.members ?? [])
       .filter((m) => whitelisted.has(m.id))
       .map((m) => ({ name: m.name, ipv4: m.ipv4, ipv6: m.ipv6 }));
-    const key = JSON.stringify([containers, ruleset.families[4].subnets, ruleset.families[6].subnets]);
+    const key = JSON.stringify([
+      containers,
+      ruleset.families[4].subnets,
+      ruleset.families[6].subnets,
+    ]);
     if (key === this.whitelistedKey) return;
     this.whitelistedKey = key;
     this.deps.log.info(
-      { network: ruleset.networkName, whitelisted: containers, members: snapshot?.members.length ?? 0 },
-      containers.length === 0 ? "no whitelisted container on the network" : "whitelisted containers",
+      {
+        network: ruleset.networkName,
+        whitelisted: containers,
+        members: snapshot?.members.length ?? 0,
+      },
+      containers.length === 0
+        ? "no whitelisted container on the network"
+        : "whitelisted containers",
     );
   }
 

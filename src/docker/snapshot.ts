@@ -11,7 +11,8 @@ interface NetworkInspect {
   Containers?: Record<string, { Name?: string; IPv4Address?: string; IPv6Address?: string }> | null;
 }
 
-const withoutPrefix = (cidr: string | undefined) => (cidr ? cidr.split("/")[0] : undefined) || undefined;
+const withoutPrefix = (cidr: string | undefined) =>
+  (cidr ? cidr.split("/")[0] : undefined) || undefined;
 
 /** Network inspect → snapshot fields; pure, so it is tested with recorded Engine answers. */
 export function membersOf(network: NetworkInspect): Member[] {

@@ -43,7 +43,10 @@ test("booleans are strict: the original's ALLOW_HOST_TRAFFIC=false means off her
 test("each invalid variable gives one line naming it, its value and what is expected", () => {
   const cases: Array<[Record<string, string>, RegExp]> = [
     [{ NETWORK: "" }, /^NETWORK="": is required/],
-    [{ WHITELIST_FILTER: "traefik" }, /^WHITELIST_FILTER="traefik": expected one Docker container filter key=value/],
+    [
+      { WHITELIST_FILTER: "traefik" },
+      /^WHITELIST_FILTER="traefik": expected one Docker container filter key=value/,
+    ],
     [{ WHITELIST_FILTER: "colour=red" }, /^WHITELIST_FILTER="colour=red": expected/],
     [{ WHITELIST_FILTER: "name=" }, /^WHITELIST_FILTER="name=": expected/],
     [{ INSTANCE_ID: "a-b" }, /^INSTANCE_ID="a-b": expected 1 to 24 characters/],

@@ -42,7 +42,9 @@ function render(name: string): string {
       forwardAnchor: anchor,
       staleForwardAnchors: [],
     });
-    const created = plan.createChains.map((c) => `${family === 4 ? "iptables" : "ip6tables"} -N ${c}`);
+    const created = plan.createChains.map(
+      (c) => `${family === 4 ? "iptables" : "ip6tables"} -N ${c}`,
+    );
     sections.push(
       `# ${family === 4 ? "iptables" : "ip6tables"}-restore --noflush (IPv${family})`,
       ...created.map((c) => `# before: ${c}`),

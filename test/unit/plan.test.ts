@@ -21,7 +21,11 @@ function converged(instances: Array<[string, FamilyRuleset]>, extra: string[] = 
   const lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":DOCKER-USER - [0:0]"];
   lines.push(":TRAFFICJAM - [0:0]", ":TRAFFICJAM_INPUT - [0:0]");
   for (const [id] of instances) lines.push(`:TJF_${id} - [0:0]`, `:TJI_${id} - [0:0]`);
-  lines.push("-A INPUT -j TRAFFICJAM_INPUT", "-A FORWARD -j DOCKER-USER", "-A DOCKER-USER -j TRAFFICJAM");
+  lines.push(
+    "-A INPUT -j TRAFFICJAM_INPUT",
+    "-A FORWARD -j DOCKER-USER",
+    "-A DOCKER-USER -j TRAFFICJAM",
+  );
   lines.push("-A DOCKER-USER -j RETURN");
   for (const [id, rules] of instances) {
     const c = instanceChains(id);
@@ -75,15 +79,23 @@ test("a flushed instance chain and a deleted jump are restored", () => {
 });
 
 test("instances whose IDs share a prefix are independent (web, web2)", () => {
-  const table = parseFilterTable(converged([["web", RULES], ["web2", { ...RULES, subnets: ["172.21.0.0/16"] }]]));
-  assert.equal(planFamily(table, target("web2", { ...RULES, subnets: ["172.21.0.0/16"] })).script, null);
+  const table = parseFilterTable(
+    converged([
+      ["web", RULES],
+      ["web2", { ...RULES, subnets: ["172.21.0.0/16"] }],
+    ]),
+  );
+  assert.equal(
+    planFamily(table, target("web2", { ...RULES, subnets: ["172.21.0.0/16"] })).script,
+    null,
+  );
   const clearWeb = planFamily(table, target("web", null));
   assert.equal(
     clearWeb.script,
     [
       "*filter",
-      '-D TRAFFICJAM -m comment --comment trafficjam:web -j TJF_web',
-      '-D TRAFFICJAM_INPUT -m comment --comment trafficjam:web -j TJI_web',
+      "-D TRAFFICJAM -m comment --comment trafficjam:web -j TJF_web",
+      "-D TRAFFICJAM_INPUT -m comment --comment trafficjam:web -j TJI_web",
       "-F TJF_web",
       "-X TJF_web",
       "-F TJI_web",
@@ -118,7 +130,10 @@ test("switching ALLOW_HOST_TRAFFIC on removes the input chain left from before",
 });
 
 test("a family without subnets holds nothing of the instance", () => {
-  const plan = planFamily(parseFilterTable(converged([])), target("web", { ...RULES, subnets: [] }));
+  const plan = planFamily(
+    parseFilterTable(converged([])),
+    target("web", { ...RULES, subnets: [] }),
+  );
   assert.match(plan.script!, /^-X TRAFFICJAM$/m);
   assert.doesNotMatch(plan.script!, /TJF_web/);
 });
@@ -144,7 +159,10 @@ test("IPv6 hooks FORWARD when there is no DOCKER-USER, and drops that jump once 
 test("duplicate instance jumps are reduced to one", () => {
   const c = instanceChains("web");
   const dup = `-A TRAFFICJAM -m comment --comment "${c.comment}" -j ${c.forward}`;
-  const plan = planFamily(parseFilterTable(converged([["web", RULES]], [dup])), target("web", RULES));
+  const plan = planFamily(
+    parseFilterTable(converged([["web", RULES]], [dup])),
+    target("web", RULES),
+  );
   assert.equal(plan.script, `*filter\n${normalizeRule(dup).replace("-A", "-D")}\nCOMMIT\n`);
 });
 
@@ -153,5 +171,8 @@ test("iptables-save quoting and our rendering compare equal", () => {
     normalizeRule('-A X -m comment --comment "trafficjam:web" -j RETURN'),
     normalizeRule("-A X -m comment --comment trafficjam:web -j RETURN"),
   );
-  assert.equal(normalizeRule('-A X -m comment --comment "a b" -j RETURN'), '-A X -m comment --comment "a b" -j RETURN');
+  assert.equal(
+    normalizeRule('-A X -m comment --comment "a b" -j RETURN'),
+    '-A X -m comment --comment "a b" -j RETURN',
+  );
 });

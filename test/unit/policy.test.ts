@@ -30,7 +30,10 @@ test("a whitelisted container without an address of a family adds nothing there"
 test("revoked sources are those allowed before and not now", () => {
   const several = SCENARIOS.find((s) => s.name === "several-proxies")!.snapshot;
   const before = computeRuleset(several, options);
-  const after = computeRuleset({ ...several, whitelistedIds: [several.whitelistedIds[0]!] }, options);
+  const after = computeRuleset(
+    { ...several, whitelistedIds: [several.whitelistedIds[0]!] },
+    options,
+  );
   assert.deepEqual(revokedSources(before, after), [[4, "172.20.0.4"]]);
   assert.deepEqual(revokedSources(null, after), []);
 });

@@ -97,7 +97,10 @@ export class IptablesBackend implements FirewallBackend {
     }
     const tables = await this.readAll();
     this.legacySeen = legacyNow;
-    const flavour = detectFlavour({ nft: tables.get(key(4, "nft"))!, legacy: tables.get(key(4, "legacy"))! });
+    const flavour = detectFlavour({
+      nft: tables.get(key(4, "nft"))!,
+      legacy: tables.get(key(4, "legacy"))!,
+    });
     return this.converge(ruleset.instanceId, desired, tables, flavour, options);
   }
 
@@ -140,7 +143,11 @@ export class IptablesBackend implements FirewallBackend {
     };
 
     const work = FAMILIES.flatMap((family) =>
-      FLAVOURS.map((f) => ({ family, f, plan: planFamily(table(family, f), targetFor(family, f, table(family, f))) })),
+      FLAVOURS.map((f) => ({
+        family,
+        f,
+        plan: planFamily(table(family, f), targetFor(family, f, table(family, f))),
+      })),
     ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
 
     // Families are independent transactions: apply them side by side.

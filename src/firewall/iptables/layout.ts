@@ -74,7 +74,9 @@ export function inputRules(chains: InstanceChains, family: Family, rules: Family
   const c = `-m comment --comment "${chains.comment}"`;
   const lines: string[] = [];
   for (const src of rules.subnets) {
-    lines.push(`-A ${chains.input} -s ${src} -m conntrack --ctstate RELATED,ESTABLISHED ${c} -j RETURN`);
+    lines.push(
+      `-A ${chains.input} -s ${src} -m conntrack --ctstate RELATED,ESTABLISHED ${c} -j RETURN`,
+    );
   }
   if (family === 6) {
     for (const src of rules.subnets) {

@@ -49,6 +49,8 @@ export function splitArgs(line: string): string[] {
 /** One spelling per rule, so rendered rules and read-back rules compare as strings. */
 export function normalizeRule(line: string): string {
   return splitArgs(line)
-    .map((arg) => (/^[A-Za-z0-9_.,:/!+=-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\])/g, "\\$1")}"`))
+    .map((arg) =>
+      /^[A-Za-z0-9_.,:/!+=-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\])/g, "\\$1")}"`,
+    )
     .join(" ");
 }
