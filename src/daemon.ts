@@ -6,6 +6,7 @@ import { observeNetwork } from "./docker/snapshot.js";
 import { EventWatcher, type DockerEvent } from "./docker/events.js";
 import { ensureBridgeNetfilter } from "./bridge-netfilter.js";
 import { IptablesBackend } from "./firewall/iptables/backend.js";
+import { NftChangeMonitor } from "./firewall/nft-monitor.js";
 import { deleteFlowsFrom } from "./conntrack.js";
 import { Reconciler } from "./reconciler.js";
 
@@ -47,7 +48,14 @@ function isRelevant(event: DockerEvent, config: Config, networkId: () => string 
 /** Runs until a signal; resolves with the exit code. */
 export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const docker = createDockerClient();
-  const backend = new IptablesBackend();
+  let monitorWarned = false;
+  const monitor = new NftChangeMonitor((reason) => {
+    if (monitorWarned) return;
+    monitorWarned = true;
+    log.warn({ reason }, "nft monitor unavailable: every resync re-reads the rules (more CPU)");
+  });
+  monitor.start();
+  const backend = new IptablesBackend(monitor);
   let networkId: string | null = null;
   // Whitelisted containers that died lose their allowance now, not when Docker gets round to
   // disconnecting them: their address may be handed out again right after.
@@ -102,6 +110,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     stopping = true;
     watcher.stop();
     await reconciler.stop();
+    monitor.stop();
     if (!clear) {
       log.info("stopping: rules stay in force");
       resolveExit(0);

@@ -2,7 +2,7 @@
 // one iptables-restore --noflush transaction, then reads it back. Legacy tables are only read when
 // the kernel lists one (no process spawned otherwise), and event-driven passes plan against the
 // last read-back instead of reading again: a stale plan fails or misverifies, and is redone fresh.
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import type { Family, FamilyRuleset, Ruleset } from "../../model.js";
 import {
   VerificationError,
@@ -14,6 +14,7 @@ import { run, runChecked } from "../../util/exec.js";
 import { DOCKER_USER } from "./layout.js";
 import { planFamily, type FamilyTarget, type IptablesPlan } from "./plan.js";
 import { emptyFilterTable, parseFilterTable, type FilterTable } from "./save-format.js";
+import type { NftChangeMonitor } from "../nft-monitor.js";
 
 export type Flavour = "nft" | "legacy";
 const FLAVOURS: readonly Flavour[] = ["nft", "legacy"];
@@ -24,10 +25,11 @@ function tool(family: Family, flavour: Flavour, suffix: "" | "-save" | "-restore
 }
 
 /** Whether the legacy (x_tables) filter table of a family exists, without loading it. */
-async function legacyFilterExists(family: Family): Promise<boolean> {
+function legacyFilterExists(family: Family): boolean {
   const names = family === 4 ? "/proc/net/ip_tables_names" : "/proc/net/ip6_tables_names";
   try {
-    return (await readFile(names, "utf8")).split("\n").includes("filter");
+    // A tiny procfs file: a synchronous read costs less than the promise machinery around it.
+    return readFileSync(names, "utf8").split("\n").includes("filter");
   } catch {
     return false; // no x_tables in this kernel: nothing can live there
   }
@@ -36,7 +38,7 @@ async function legacyFilterExists(family: Family): Promise<boolean> {
 export async function readFilterTable(family: Family, flavour: Flavour): Promise<FilterTable> {
   if (flavour === "legacy") {
     // Naming a legacy table loads it; only look at what exists.
-    if (!(await legacyFilterExists(family))) return emptyFilterTable();
+    if (!legacyFilterExists(family)) return emptyFilterTable();
     return parseFilterTable(await runChecked(tool(family, flavour, "-save"), []));
   }
   return parseFilterTable(await runChecked(tool(family, flavour, "-save"), ["-t", "filter"]));
@@ -79,24 +81,34 @@ type Tables = Map<string, FilterTable>;
 const key = (family: Family, flavour: Flavour) => `${family}/${flavour}`;
 
 export class IptablesBackend implements FirewallBackend {
-  /** Filter tables as last read back from the kernel. */
+  /** Filter tables as last read back from the kernel, and when the oldest of those reads began. */
   private cache: Tables | null = null;
+  private cacheReadAt = 0;
   private flavour: Flavour | null = null;
-  private legacySeen = false;
+  private legacySeen = "";
+
+  /** With a monitor, a resync whose kernel did not change since the last read skips the read. */
+  constructor(private readonly monitor: NftChangeMonitor | null = null) {}
 
   async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
     const desired = (family: Family) => ruleset.families[family];
-    // Flavour re-detection on the fast path: a file read says whether legacy tables appeared.
-    const legacyNow = await legacyFilterExists(4);
-    if (!options.fresh && this.cache && this.flavour && legacyNow === this.legacySeen) {
+    // Flavour re-detection on every apply: file reads say whether legacy tables exist; when that
+    // is unchanged, Docker's DOCKER-USER is where the last full read found it.
+    const legacy = FAMILIES.map(legacyFilterExists).join(",");
+    const unchanged =
+      !options.fresh ||
+      (legacy === "false,false" && (this.monitor?.quietSince(this.cacheReadAt) ?? false));
+    if (this.cache && this.flavour && legacy === this.legacySeen && unchanged) {
       try {
         return await this.converge(ruleset.instanceId, desired, this.cache, this.flavour, options);
       } catch {
         // The kernel moved under our cached view: redo the pass from a fresh read.
       }
     }
+    const readAt = Date.now();
     const tables = await this.readAll();
-    this.legacySeen = legacyNow;
+    this.legacySeen = legacy;
+    this.cacheReadAt = readAt;
     const flavour = detectFlavour({
       nft: tables.get(key(4, "nft"))!,
       legacy: tables.get(key(4, "legacy"))!,
@@ -105,6 +117,7 @@ export class IptablesBackend implements FirewallBackend {
   }
 
   async clear(instanceId: string): Promise<SyncResult> {
+    this.cache = null;
     return this.converge(instanceId, () => null, await this.readAll(), null, { fresh: true });
   }
 
@@ -129,6 +142,7 @@ export class IptablesBackend implements FirewallBackend {
     flavour: Flavour | null,
     options: SyncOptions,
   ): Promise<SyncResult> {
+    this.cache = null; // until this pass has read back what it changed
     const table = (family: Family, f: Flavour) => tables.get(key(family, f)) ?? emptyFilterTable();
     const targetFor = (family: Family, f: Flavour, current: FilterTable): FamilyTarget => {
       // Docker 20.10 makes no IPv6 DOCKER-USER: there we hook FORWARD directly, first.
@@ -165,7 +179,6 @@ export class IptablesBackend implements FirewallBackend {
         next.set(key(family, f), after);
         const check = planFamily(after, targetFor(family, f, after));
         if (check.differences.length > 0) {
-          this.cache = null;
           throw new VerificationError(tool(family, f, ""), check.differences);
         }
       }),
