@@ -1,0 +1,43 @@
+// End-to-end test lab: real dockerd engines in throwaway network namespaces.
+// See lab.ts (startLab / Lab), daemon.ts (TrafficJam processes), firewall.ts (rule inspection).
+export {
+  startLab,
+  startTestLab,
+  useLab,
+  Lab,
+  LAB_HOST,
+  type LabHost,
+  type Origin,
+  type StartLabOptions,
+  type OwnedProcess,
+} from "./lab.js";
+export type { Container, RunContainerOptions, Addresses } from "./containers.js";
+export type { CreateNetworkOptions, NetworkInfo } from "./networks.js";
+export type { WatchResult } from "./probes.js";
+export type { RunResult } from "./exec.js";
+export {
+  startDaemon,
+  runCli,
+  DaemonProcess,
+  CLI_PATH,
+  type CliOptions,
+  type CliResult,
+  type ExitStatus,
+  type LogEntry,
+  type LogPredicate,
+} from "./daemon.js";
+export {
+  iptablesSave,
+  iptablesRules,
+  iptablesLegacyShim,
+  nftRuleset,
+  nftRulesetJson,
+  conntrackList,
+  type Family,
+  type Flavour,
+} from "./firewall.js";
+export { TEST_IMAGE, testImageTarball, tjprobeBinary } from "./image.js";
+export type { HostServer } from "./host-server.js";
+export { sweepStaleLabs, isAlive, processStartTime } from "./teardown.js";
+export { waitFor, sleep, withTimeout, randomId, StopWaiting } from "./util.js";
+export { REPO_ROOT } from "./paths.js";

@@ -1,0 +1,380 @@
+// A lab = one network namespace acting as a Docker host, with its own dockerd and the test image.
+import { mkdirSync } from "node:fs";
+import { after, before, type TestContext } from "node:test";
+import {
+  inspectContainer,
+  runContainer,
+  type Container,
+  type RunContainerOptions,
+} from "./containers.js";
+import { docker as dockerCli, dockerRun } from "./docker-cli.js";
+import { Dockerd } from "./dockerd.js";
+import type { RunResult } from "./exec.js";
+import { BUSYBOX, loadTestImage, tjprobeBinary } from "./image.js";
+import { HostServer } from "./host-server.js";
+import { createNetns, nsRun, nsRunOk } from "./netns.js";
+import {
+  createNetwork,
+  globalAddressOf,
+  inspectNetwork,
+  type CreateNetworkOptions,
+  type NetworkInfo,
+} from "./networks.js";
+import { DATA_BASE, LOG_BASE, RUN_BASE, labPaths, type LabPaths } from "./paths.js";
+import * as probes from "./probes.js";
+import { register, unregister, type Disposable } from "./safety-net.js";
+import {
+  findLabPids,
+  killPids,
+  leftovers,
+  pruneOldLogs,
+  sweepStaleLabs,
+  teardownSync,
+  writeOwner,
+} from "./teardown.js";
+import { randomId, sleep } from "./util.js";
+
+export interface StartLabOptions {
+  /** Short name ([a-z0-9-], ≤ 15 chars); netns tj-NAME. Default: random, so parallel runs never collide. */
+  name?: string;
+  /** Docker 20.10 writes ip6tables rules only with experimental + ip6tables. */
+  ipv6?: boolean;
+  /** Merged over the defaults ({"shutdown-timeout": 2}, + the IPv6 keys). Must not repeat CLI flags. */
+  daemonJson?: Record<string, unknown>;
+  /** Folder prepended to dockerd's PATH (e.g. iptables -> iptables-legacy links). */
+  pathPrefix?: string;
+}
+
+/** Marker for "the lab host" where probes accept a container. */
+export const LAB_HOST = Object.freeze({ labHost: true as const });
+export type LabHost = typeof LAB_HOST;
+/** Where a probe starts: a container (object or name) or the lab host. */
+export type Origin = Container | string | LabHost;
+const isLabHost = (o: Origin): o is LabHost => o === LAB_HOST;
+
+/** Something the lab must kill on stop (TrafficJam daemons). */
+export interface OwnedProcess {
+  kill(): Promise<unknown>;
+  killSync(): void;
+}
+
+export class Lab implements Disposable {
+  readonly name: string;
+  readonly netns: string;
+  readonly netnsPath: string;
+  readonly dockerHost: string;
+  readonly paths: LabPaths;
+  private readonly dockerd: Dockerd;
+  private readonly owned = new Set<OwnedProcess>();
+  private stopping?: Promise<void>;
+
+  constructor(name: string, opts: StartLabOptions) {
+    this.name = name;
+    this.paths = labPaths(name);
+    this.netns = this.paths.netns;
+    this.netnsPath = this.paths.netnsPath;
+    const daemonJson: Record<string, unknown> = {
+      "shutdown-timeout": 2,
+      // keep the libtrust key in the lab instead of the machine's /etc/docker/key.json
+      "deprecated-key-path": `${this.paths.base}/key.json`,
+      ...(opts.ipv6 ? { experimental: true, ip6tables: true } : {}),
+      ...opts.daemonJson,
+    };
+    this.dockerd = new Dockerd({
+      paths: this.paths,
+      daemonJson,
+      pathPrefix: opts.pathPrefix,
+    });
+    this.dockerHost = this.dockerd.host;
+  }
+
+  /** Current dockerd pid (changes with restartDockerd()). */
+  get dockerdPid(): number {
+    return this.dockerd.pid;
+  }
+
+  /** @internal used by startLab() */
+  async init(): Promise<void> {
+    await createNetns(this.netns);
+    await this.dockerd.start();
+    await loadTestImage(this.dockerHost);
+  }
+
+  // ---- docker ----
+
+  /** docker CLI against this lab's engine: stdout, throws with stderr on failure. */
+  docker(...args: string[]): Promise<string> {
+    return dockerCli(this.dockerHost, args);
+  }
+
+  /** docker CLI without throwing on a non-zero exit. */
+  dockerResult(args: readonly string[], timeoutMs?: number): Promise<RunResult> {
+    return dockerRun(this.dockerHost, args, { timeoutMs });
+  }
+
+  private readonly dockerFn = (args: readonly string[], timeoutMs?: number): Promise<string> =>
+    dockerCli(this.dockerHost, args, { timeoutMs });
+
+  /** Creates and starts a container (default command: tjprobe serve, waited until it listens). */
+  run(opts: RunContainerOptions): Promise<Container> {
+    return runContainer(this.dockerFn, opts);
+  }
+
+  /** Fresh view of a container (addresses may change after restarts). */
+  inspect(nameOrId: string, networkOrder: readonly string[] = []): Promise<Container> {
+    return inspectContainer(this.dockerFn, nameOrId, networkOrder);
+  }
+
+  createNetwork(name: string, opts: CreateNetworkOptions): Promise<NetworkInfo> {
+    return createNetwork(this.dockerFn, name, opts);
+  }
+
+  inspectNetwork(nameOrId: string): Promise<NetworkInfo> {
+    return inspectNetwork(this.dockerFn, nameOrId);
+  }
+
+  /** The host's address on a network (its bridge gateway), as containers see the host. */
+  async hostAddressOf(network: string, family: 4 | 6 = 4): Promise<string> {
+    const n = await this.inspectNetwork(network);
+    const fromIpam = n.gateways.find((g) => g.includes(":") === (family === 6));
+    if (fromIpam) return fromIpam.replace(/\/\d+$/, "");
+    // 20.10 leaves IPAM Gateway empty when only --subnet was given: read the bridge itself
+    const ip = globalAddressOf(
+      await this.nsExec(["ip", "-j", "addr", "show", "dev", n.bridge]),
+      family,
+    );
+    if (!ip)
+      throw new Error(
+        `bridge ${n.bridge} of network ${network} has no global IPv${family} address`,
+      );
+    return ip;
+  }
+
+  // ---- inside containers ----
+
+  /** docker exec; never throws for a non-zero exit (see RunResult.code). */
+  exec(
+    container: Container | string,
+    cmd: readonly string[],
+    timeoutMs = 30_000,
+  ): Promise<RunResult> {
+    const name = typeof container === "string" ? container : container.name;
+    return this.dockerResult(["exec", name, ...cmd], timeoutMs);
+  }
+
+  /** The lab host itself as a probe origin: lab.tcp(lab.host, ip, port). */
+  readonly host: LabHost = LAB_HOST;
+
+  /** Where a probe runs: docker exec in a container, or `ip netns exec` on the lab host. */
+  private runner(from: Origin): probes.Runner {
+    if (!isLabHost(from)) return (cmd, t) => this.exec(from, cmd, t);
+    return async (cmd, t) => {
+      const [bin, ...rest] = cmd;
+      const argv =
+        bin === "tjprobe"
+          ? [await tjprobeBinary(), ...rest]
+          : bin === "ping"
+            ? [BUSYBOX, "ping", ...rest]
+            : cmd;
+      return nsRun(this.netns, argv, t);
+    };
+  }
+
+  /** TCP connect from a container (or lab.host); true if it connected within timeoutMs. */
+  tcp(from: Origin, host: string, port: number, timeoutMs = 1000): Promise<boolean> {
+    return probes.tcpProbe(this.runner(from), host, port, timeoutMs);
+  }
+
+  /** UDP datagram from a container (or lab.host); true if the echo came back within timeoutMs. */
+  udp(
+    from: Origin,
+    host: string,
+    port = 9000,
+    timeoutMs = 1000,
+    payload?: string,
+  ): Promise<boolean> {
+    return probes.udpProbe(this.runner(from), host, port, timeoutMs, payload);
+  }
+
+  /** One ICMP echo (1 s). */
+  ping(from: Origin, host: string): Promise<boolean> {
+    return probes.pingProbe(this.runner(from), host);
+  }
+
+  /** COUNT connects every intervalMs; start it, act, then await the result. */
+  watch(
+    from: Origin,
+    host: string,
+    port: number,
+    intervalMs: number,
+    count: number,
+    timeoutMs?: number,
+  ): Promise<probes.WatchResult> {
+    return probes.watchProbe(this.runner(from), host, port, intervalMs, count, timeoutMs);
+  }
+
+  /** One UDP datagram with a forged source address (raw socket). */
+  spoofUdp(from: Origin, src: string, dst: string, port = 9000, payload?: string): Promise<void> {
+    return probes.spoofUdp(this.runner(from), src, dst, port, payload);
+  }
+
+  /** "<src ip> <payload>" lines received so far by a serving container on UDP 9000. */
+  async udpLog(container: Container | string): Promise<string[]> {
+    const r = await this.exec(container, ["cat", "/tmp/udp.log"]);
+    if (r.code === 0) return probes.parseUdpLog(r.stdout);
+    if (/No such file/.test(r.stderr)) return [];
+    throw new Error(`reading /tmp/udp.log failed: ${r.stderr.trim()}`);
+  }
+
+  /**
+   * `tjprobe serve` on the lab host itself (TCP 80 + 8080, UDP 9000 on every host address, e.g.
+   * the bridge gateways), to test container -> host traffic without a published port.
+   * Stopped by lab.stop() at the latest.
+   */
+  async startHostServer(): Promise<HostServer> {
+    const server = new HostServer(this, await tjprobeBinary());
+    await server.ready();
+    return server;
+  }
+
+  /** Host-side veth of a container's interface on a network (for physdev matches). */
+  async hostVethOf(container: Container, network?: string): Promise<string> {
+    const ip = network ? container.ipOn(network) : container.ipv4;
+    const addrs = await this.exec(container, ["ip", "-o", "-4", "addr", "show"]);
+    const ifname = addrs.stdout
+      .split("\n")
+      .find((l) => l.includes(` ${ip}/`))
+      ?.split(/\s+/)[1];
+    if (!ifname) throw new Error(`no interface with ${ip} in ${container.name}`);
+    const iflink = (
+      await this.exec(container, ["cat", `/sys/class/net/${ifname}/iflink`])
+    ).stdout.trim();
+    const links = await this.nsExec(["ip", "-o", "link", "show"]);
+    const veth = links
+      .split("\n")
+      .find((l) => l.startsWith(`${iflink}: `))
+      ?.split(": ")[1]
+      ?.split("@")[0];
+    if (!veth) throw new Error(`no host interface with index ${iflink} for ${container.name}`);
+    return veth;
+  }
+
+  // ---- the lab host ----
+
+  /** Runs a command in the lab netns (e.g. iptables-save, nft list ruleset); stdout, throws on failure. */
+  nsExec(cmd: readonly string[], timeoutMs?: number): Promise<string> {
+    return nsRunOk(this.netns, cmd, timeoutMs);
+  }
+
+  nsRun(cmd: readonly string[], timeoutMs?: number): Promise<RunResult> {
+    return nsRun(this.netns, cmd, timeoutMs);
+  }
+
+  /** Graceful dockerd restart (SIGTERM, bounded wait, start with the same roots, wait ready). */
+  async restartDockerd(): Promise<void> {
+    await this.dockerd.stop();
+    await this.dockerd.start();
+  }
+
+  dockerdLogTail(lines = 40): string {
+    return this.dockerd.logTail(lines);
+  }
+
+  /** @internal TrafficJam processes killed by stop(). */
+  own(p: OwnedProcess): void {
+    this.owned.add(p);
+  }
+
+  disown(p: OwnedProcess): void {
+    this.owned.delete(p);
+  }
+
+  /** What of this lab still exists (empty after a successful stop()). */
+  leftovers(): string[] {
+    return leftovers(this.name);
+  }
+
+  /**
+   * Removes everything: TrafficJam daemons, containers, dockerd, containerd, shims (all by PID),
+   * cgroups, the netns (and so all its rules), folders. Idempotent; throws if something remains.
+   * Everything is SIGKILLed: nothing of the lab survives it, so there is nothing to shut down cleanly.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const p of this.owned) await p.kill().catch(() => undefined);
+      await this.dockerd.kill();
+      for (let round = 0; round < 30; round++) {
+        const pids = findLabPids(this.name);
+        if (pids.length === 0) break;
+        killPids(pids);
+        await sleep(100); // lets node reap its own children between rounds
+      }
+      const left = teardownSync(this.name);
+      unregister(this);
+      if (left.length) throw new Error(`lab ${this.name} not fully removed: ${left.join("; ")}`);
+    })();
+    return this.stopping;
+  }
+
+  /** Synchronous SIGKILL teardown for the process-exit safety net. */
+  disposeSync(): void {
+    for (const p of this.owned) p.killSync();
+    this.dockerd.killSync();
+    teardownSync(this.name);
+  }
+}
+
+/** Starts a lab; on failure everything already created is removed before the error is thrown. */
+export async function startLab(opts: StartLabOptions = {}): Promise<Lab> {
+  sweepStaleLabs();
+  pruneOldLogs();
+  const name = opts.name ?? `l${randomId(3)}`;
+  const paths = labPaths(name);
+  for (const d of [DATA_BASE, RUN_BASE, LOG_BASE]) mkdirSync(d, { recursive: true });
+  try {
+    mkdirSync(paths.base); // not recursive: fails if another live lab has this name
+  } catch (e) {
+    throw new Error(`lab ${name} already exists (${paths.base})`, { cause: e });
+  }
+  writeOwner(paths.ownerFile);
+  const lab = new Lab(name, opts);
+  register(lab);
+  try {
+    await lab.init();
+  } catch (e) {
+    await lab.stop().catch(() => undefined);
+    throw e;
+  }
+  return lab;
+}
+
+/**
+ * startLab() inside a test, stopped by `t.after` whether the test passes, fails or throws:
+ *   test("x", async (t) => { const lab = await startTestLab({ ipv6: true }, t); ... });
+ */
+export async function startTestLab(opts: StartLabOptions, t: TestContext): Promise<Lab> {
+  const lab = await startLab(opts);
+  t.after(() => lab.stop());
+  return lab;
+}
+
+/**
+ * One lab for a describe() block: registers its before/after hooks (call it synchronously in the
+ * describe body) and returns a getter for the tests. (A global after() called from inside a
+ * before() hook would run right after that hook, hence this shape.)
+ *   describe("x", () => { const lab = useLab({ ipv6: true }); it("y", async () => lab().docker("ps")); });
+ */
+export function useLab(opts: StartLabOptions = {}): () => Lab {
+  let lab: Lab | undefined;
+  before(async () => {
+    lab = await startLab(opts);
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+  return () => {
+    if (!lab)
+      throw new Error("useLab(): the lab is not started (its before() hook failed or has not run)");
+    return lab;
+  };
+}
