@@ -149,6 +149,16 @@ const swarmImage = z
     }),
   );
 
+const dockerHost = z
+  .string()
+  .optional()
+  .refine(
+    (raw) => raw === undefined || raw === "" || /^(unix|tcp|ssh|npipe|https?):\/\/\S*$/.test(raw),
+    {
+      error: "expected a Docker endpoint such as unix:///var/run/docker.sock or tcp://proxy:2375",
+    },
+  );
+
 const daemonSchema = z.object({
   NETWORK: required("the name or ID of the Docker network to protect"),
   WHITELIST_FILTER: whitelistFilter,
@@ -160,6 +170,7 @@ const daemonSchema = z.object({
   SWARM_DAEMON: strictBoolean,
   SWARM_IMAGE: swarmImage,
   FIREWALL_BACKEND: firewallBackend,
+  DOCKER_HOST: dockerHost,
 });
 
 type Env = Record<string, string | undefined>;

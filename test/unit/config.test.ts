@@ -57,6 +57,10 @@ test("each invalid variable gives one line naming it, its value and what is expe
     [{ SWARM_DAEMON: "sometimes" }, /^SWARM_DAEMON="sometimes": expected a boolean/],
     [{ SWARM_IMAGE: "Bad Image" }, /^SWARM_IMAGE="Bad Image": expected a Docker image reference/],
     [{ FIREWALL_BACKEND: "pf" }, /^FIREWALL_BACKEND="pf": expected auto, iptables or nftables/],
+    [
+      { DOCKER_HOST: "localhost:2375" },
+      /^DOCKER_HOST="localhost:2375": expected a Docker endpoint/,
+    ],
   ];
   for (const [env, pattern] of cases) {
     const found = problems(env);
