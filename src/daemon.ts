@@ -2,7 +2,7 @@
 import type { Config } from "./config.js";
 import type { Logger } from "./log.js";
 import { createDockerClient, describeDockerEndpoint, type Docker } from "./docker/client.js";
-import { observeNetwork } from "./docker/snapshot.js";
+import { NetworkObserver } from "./docker/snapshot.js";
 import { EventWatcher, type DockerEvent } from "./docker/events.js";
 import { ensureBridgeNetfilter } from "./bridge-netfilter.js";
 import { IptablesBackend } from "./firewall/iptables/backend.js";
@@ -60,6 +60,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   // Whitelisted containers that died lose their allowance now, not when Docker gets round to
   // disconnecting them: their address may be handed out again right after.
   const dead = new Set<string>();
+  const observer = new NetworkObserver(docker, config.network, config.whitelistFilter);
   let stopping = false;
 
   const bridge = await ensureBridgeNetfilter();
@@ -74,13 +75,14 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     backend,
     deleteFlowsFrom,
     log,
-    observe: async () => {
-      const snapshot = await observeNetwork(docker, config.network, config.whitelistFilter);
+    observe: async (fresh) => {
+      const snapshot = await observer.observe(fresh);
       networkId = snapshot?.id ?? null;
       if (!snapshot) return snapshot;
-      const members = new Set(snapshot.members.map((m) => m.id));
-      for (const id of dead) if (!members.has(id)) dead.delete(id);
-      return { ...snapshot, whitelistedIds: snapshot.whitelistedIds.filter((id) => !dead.has(id)) };
+      // Once Docker no longer lists a dead container as running, it needs no tombstone.
+      const listed = new Set(snapshot.whitelisted.map((m) => m.id));
+      for (const id of dead) if (!listed.has(id)) dead.delete(id);
+      return { ...snapshot, whitelisted: snapshot.whitelisted.filter((m) => !dead.has(m.id)) };
     },
   });
 

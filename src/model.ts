@@ -8,10 +8,8 @@ export interface NetworkSnapshot {
   name: string;
   /** Every IPAM subnet, IPv4 and IPv6, in CIDR notation. */
   subnets: string[];
-  /** Containers attached to the network on this host. */
-  members: Member[];
-  /** IDs of the members matched by WHITELIST_FILTER. */
-  whitelistedIds: string[];
+  /** Running containers attached to the network and matched by WHITELIST_FILTER. */
+  whitelisted: Member[];
 }
 
 export interface Member {

@@ -25,8 +25,7 @@ function addressOf(member: Member, family: Family): string | undefined {
  * instance keeps its chains but enforces nothing: there is nothing on that network to protect.
  */
 export function computeRuleset(snapshot: NetworkSnapshot | null, options: PolicyOptions): Ruleset {
-  const whitelisted = new Set(snapshot?.whitelistedIds ?? []);
-  const proxies = (snapshot?.members ?? []).filter((m) => whitelisted.has(m.id));
+  const proxies = snapshot?.whitelisted ?? [];
   const family = (f: Family): FamilyRuleset => {
     const subnets = [...new Set((snapshot?.subnets ?? []).filter((s) => familyOfCidr(s) === f))];
     return {

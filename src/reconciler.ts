@@ -10,7 +10,8 @@ export interface ReconcilerDeps {
   networkRef: string;
   allowHostTraffic: boolean;
   pollIntervalMs: number;
-  observe(): Promise<NetworkSnapshot | null>;
+  /** fresh: re-read everything (resync); otherwise what a Docker event may have changed. */
+  observe(fresh: boolean): Promise<NetworkSnapshot | null>;
   backend: FirewallBackend;
   deleteFlowsFrom(family: Family, address: string): Promise<number>;
   log: Logger;
@@ -90,8 +91,10 @@ export class Reconciler {
     const { log } = this.deps;
     const started = performance.now();
     let enforcedAt: number | null = null;
+    // Docker events take the fast path; anything else (startup, resync, retry) re-reads all.
+    const fresh = !reasons.every((r) => r.startsWith("container:") || r.startsWith("network:"));
     try {
-      const snapshot = await this.deps.observe();
+      const snapshot = await this.deps.observe(fresh);
       this.noteNetwork(snapshot);
       const ruleset = computeRuleset(snapshot, {
         instanceId: this.deps.instanceId,
@@ -99,8 +102,7 @@ export class Reconciler {
       });
       this.noteWhitelist(snapshot, ruleset);
       const result = await this.deps.backend.sync(ruleset, {
-        // Docker events take the fast path; anything else re-reads the kernel first.
-        fresh: !reasons.every((r) => r.startsWith("container:") || r.startsWith("network:")),
+        fresh,
         onEnforced: () => (enforcedAt = Date.now()),
       });
       const previous = this.applied;
@@ -150,10 +152,11 @@ export class Reconciler {
   }
 
   private noteWhitelist(snapshot: NetworkSnapshot | null, ruleset: Ruleset): void {
-    const whitelisted = new Set(snapshot?.whitelistedIds ?? []);
-    const containers = (snapshot?.members ?? [])
-      .filter((m) => whitelisted.has(m.id))
-      .map((m) => ({ name: m.name, ipv4: m.ipv4, ipv6: m.ipv6 }));
+    const containers = (snapshot?.whitelisted ?? []).map((m) => ({
+      name: m.name,
+      ipv4: m.ipv4,
+      ipv6: m.ipv6,
+    }));
     const key = JSON.stringify([
       containers,
       ruleset.families[4].subnets,
@@ -162,11 +165,7 @@ export class Reconciler {
     if (key === this.whitelistedKey) return;
     this.whitelistedKey = key;
     this.deps.log.info(
-      {
-        network: ruleset.networkName,
-        whitelisted: containers,
-        members: snapshot?.members.length ?? 0,
-      },
+      { network: ruleset.networkName, whitelisted: containers },
       containers.length === 0
         ? "no whitelisted container on the network"
         : "whitelisted containers",

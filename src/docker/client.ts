@@ -11,7 +11,3 @@ export function describeDockerEndpoint(): string {
   return process.env.DOCKER_HOST || "unix:///var/run/docker.sock";
 }
 
-/** Docker answered "no such object". */
-export function isNotFound(error: unknown): boolean {
-  return (error as { statusCode?: number } | null)?.statusCode === 404;
-}

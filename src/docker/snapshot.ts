@@ -1,60 +1,99 @@
-// Docker state → NetworkSnapshot: the network's subnets, its members and the whitelisted ones.
+// Docker state → NetworkSnapshot: the network's subnets and its whitelisted members.
+// Cost matters: a pass triggered by a container event makes one small query (the containers
+// matching the whitelist), whatever the number of containers on the network; the network
+// itself (subnets are fixed for a network's life) is re-read on resyncs and network events,
+// from the network list, whose entries leave out the (possibly long) list of members.
 import type { Docker } from "./client.js";
-import { isNotFound } from "./client.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import type { WhitelistFilter } from "../config.js";
 
-interface NetworkInspect {
+export interface NetworkInspect {
   Id: string;
   Name: string;
   IPAM?: { Config?: Array<{ Subnet?: string }> | null };
-  Containers?: Record<string, { Name?: string; IPv4Address?: string; IPv6Address?: string }> | null;
 }
 
-const withoutPrefix = (cidr: string | undefined) =>
-  (cidr ? cidr.split("/")[0] : undefined) || undefined;
+/** The parts of GET /containers/json that matter here. */
+export interface ContainerSummary {
+  Id: string;
+  Names?: string[];
+  NetworkSettings?: {
+    Networks?: Record<
+      string,
+      { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null
+    > | null;
+  } | null;
+}
 
-/** Network inspect → snapshot fields; pure, so it is tested with recorded Engine answers. */
-export function membersOf(network: NetworkInspect): Member[] {
-  return Object.entries(network.Containers ?? {}).map(([id, endpoint]) => ({
-    id,
-    name: endpoint.Name ?? id.slice(0, 12),
-    ipv4: withoutPrefix(endpoint.IPv4Address),
-    ipv6: withoutPrefix(endpoint.IPv6Address),
-  }));
+/**
+ * Finds NETWORK the way the Engine resolves a reference: full ID, then exact name, then a
+ * unique ID prefix. Returns null when nothing (or more than one prefix match) fits.
+ */
+export function resolveNetwork<T extends { Id: string; Name: string }>(
+  networks: T[],
+  ref: string,
+): T | null {
+  const byId = networks.find((n) => n.Id === ref);
+  if (byId) return byId;
+  const byName = networks.find((n) => n.Name === ref);
+  if (byName) return byName;
+  const byPrefix = networks.filter((n) => n.Id.startsWith(ref));
+  return byPrefix.length === 1 ? byPrefix[0]! : null;
 }
 
 export function subnetsOf(network: NetworkInspect): string[] {
   return (network.IPAM?.Config ?? []).flatMap((c) => (c.Subnet ? [c.Subnet] : []));
 }
 
-/**
- * Reads the network (by name or ID) and the containers matching the whitelist filter.
- * Returns null when the network does not exist. The filter is evaluated by the Engine itself
- * and then restricted to the network's members, so a `network=` filter cannot widen it.
- */
-export async function observeNetwork(
-  docker: Docker,
-  networkRef: string,
-  whitelist: WhitelistFilter,
-): Promise<NetworkSnapshot | null> {
-  let network: NetworkInspect;
-  try {
-    network = (await docker.getNetwork(networkRef).inspect()) as NetworkInspect;
-  } catch (error) {
-    if (isNotFound(error)) return null;
-    throw error;
-  }
-  const matching = await docker.listContainers({
-    filters: { [whitelist.key]: [whitelist.value] },
+/** Containers listed by the Engine → those attached to `networkId`, with their addresses there. */
+export function membersOn(networkId: string, containers: ContainerSummary[]): Member[] {
+  return containers.flatMap((c) => {
+    const endpoint = Object.values(c.NetworkSettings?.Networks ?? {}).find(
+      (e) => e?.NetworkID === networkId,
+    );
+    if (!endpoint) return [];
+    return [
+      {
+        id: c.Id,
+        name: (c.Names?.[0] ?? c.Id.slice(0, 12)).replace(/^\//, ""),
+        ipv4: endpoint.IPAddress || undefined,
+        ipv6: endpoint.GlobalIPv6Address || undefined,
+      },
+    ];
   });
-  const members = membersOf(network);
-  const memberIds = new Set(members.map((m) => m.id));
-  return {
-    id: network.Id,
-    name: network.Name,
-    subnets: subnetsOf(network),
-    members,
-    whitelistedIds: matching.map((c) => c.Id).filter((id) => memberIds.has(id)),
-  };
+}
+
+type NetworkInfo = Omit<NetworkSnapshot, "whitelisted">;
+
+export class NetworkObserver {
+  private network: NetworkInfo | null = null;
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly networkRef: string,
+    private readonly whitelist: WhitelistFilter,
+  ) {}
+
+  /** The network may have been created, destroyed or replaced: read it again next time. */
+  invalidate(): void {
+    this.network = null;
+  }
+
+  /**
+   * Reads the whitelisted containers (and the network, when not known or `fresh`). Returns null
+   * when the network does not exist. The filter is evaluated by the Engine itself, then
+   * restricted to the network's members, so even a `network=` filter cannot widen it.
+   */
+  async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
+    if (fresh || !this.network) {
+      const networks = (await this.docker.listNetworks()) as NetworkInspect[];
+      const found = resolveNetwork(networks, this.networkRef);
+      this.network = found ? { id: found.Id, name: found.Name, subnets: subnetsOf(found) } : null;
+      if (!this.network) return null;
+    }
+    const matching = (await this.docker.listContainers({
+      filters: { [this.whitelist.key]: [this.whitelist.value] },
+    })) as ContainerSummary[];
+    return { ...this.network, whitelisted: membersOn(this.network.id, matching) };
+  }
 }

@@ -13,8 +13,7 @@ function network(overrides: Partial<NetworkSnapshot>): NetworkSnapshot {
     id: "f".repeat(64),
     name: "web",
     subnets: ["172.20.0.0/16"],
-    members: [member(1), member(2), member(3)],
-    whitelistedIds: [member(1).id],
+    whitelisted: [member(1)],
     ...overrides,
   };
 }
@@ -26,18 +25,18 @@ export interface Scenario {
 }
 
 export const SCENARIOS: Scenario[] = [
-  { name: "no-whitelisted", snapshot: network({ whitelistedIds: [] }), allowHostTraffic: false },
+  { name: "no-whitelisted", snapshot: network({ whitelisted: [] }), allowHostTraffic: false },
   { name: "one-proxy", snapshot: network({}), allowHostTraffic: false },
   {
     name: "several-proxies",
-    snapshot: network({ whitelistedIds: [member(1).id, member(3).id] }),
+    snapshot: network({ whitelisted: [member(1), member(3)] }),
     allowHostTraffic: false,
   },
   {
     name: "dual-stack",
     snapshot: network({
       subnets: ["172.20.0.0/16", "fd00:20::/64"],
-      members: [member(1, true), member(2, true), member(3, true)],
+      whitelisted: [member(1, true)],
     }),
     allowHostTraffic: false,
   },
@@ -45,8 +44,7 @@ export const SCENARIOS: Scenario[] = [
     name: "two-ipv4-subnets",
     snapshot: network({
       subnets: ["172.20.0.0/16", "172.21.0.0/16"],
-      members: [member(1), member(2), { ...member(3), ipv4: "172.21.0.4" }],
-      whitelistedIds: [member(1).id, member(3).id],
+      whitelisted: [member(1), { ...member(3), ipv4: "172.21.0.4" }],
     }),
     allowHostTraffic: false,
   },

@@ -1,7 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeRuleset, revokedSources } from "../../src/policy.js";
-import { membersOf, subnetsOf } from "../../src/docker/snapshot.js";
+import {
+  membersOn,
+  resolveNetwork,
+  subnetsOf,
+  type ContainerSummary,
+} from "../../src/docker/snapshot.js";
 import { formatTimestamp } from "../../src/log.js";
 import { SCENARIOS } from "./fixtures.js";
 
@@ -30,30 +35,59 @@ test("a whitelisted container without an address of a family adds nothing there"
 test("revoked sources are those allowed before and not now", () => {
   const several = SCENARIOS.find((s) => s.name === "several-proxies")!.snapshot;
   const before = computeRuleset(several, options);
-  const after = computeRuleset(
-    { ...several, whitelistedIds: [several.whitelistedIds[0]!] },
-    options,
-  );
+  const after = computeRuleset({ ...several, whitelisted: [several.whitelisted[0]!] }, options);
   assert.deepEqual(revokedSources(before, after), [[4, "172.20.0.4"]]);
   assert.deepEqual(revokedSources(null, after), []);
 });
 
-test("network inspect → members and subnets", () => {
+test("Engine answers → subnets, and whitelisted containers attached to the network", () => {
   const inspect = {
     Id: "n1",
     Name: "web",
     IPAM: { Config: [{ Subnet: "172.31.0.0/24" }, { Subnet: "fd00:31::/64" }] },
-    Containers: {
-      abc: { Name: "proxy", IPv4Address: "172.31.0.2/24", IPv6Address: "fd00:31::2/64" },
-      def: { Name: "b1", IPv4Address: "172.31.0.3/24", IPv6Address: "" },
-    },
   };
   assert.deepEqual(subnetsOf(inspect), ["172.31.0.0/24", "fd00:31::/64"]);
-  assert.deepEqual(membersOf(inspect), [
+  const listed: ContainerSummary[] = [
+    {
+      Id: "abc",
+      Names: ["/proxy"],
+      NetworkSettings: {
+        Networks: {
+          other: { NetworkID: "n2", IPAddress: "10.0.0.2", GlobalIPv6Address: "" },
+          web: { NetworkID: "n1", IPAddress: "172.31.0.2", GlobalIPv6Address: "fd00:31::2" },
+        },
+      },
+    },
+    {
+      Id: "def",
+      Names: ["/elsewhere"],
+      NetworkSettings: { Networks: { other: { NetworkID: "n2" } } },
+    },
+    {
+      Id: "ghi",
+      Names: ["/v4only"],
+      NetworkSettings: { Networks: { web: { NetworkID: "n1", IPAddress: "172.31.0.3" } } },
+    },
+  ];
+  assert.deepEqual(membersOn("n1", listed), [
     { id: "abc", name: "proxy", ipv4: "172.31.0.2", ipv6: "fd00:31::2" },
-    { id: "def", name: "b1", ipv4: "172.31.0.3", ipv6: undefined },
+    { id: "ghi", name: "v4only", ipv4: "172.31.0.3", ipv6: undefined },
   ]);
-  assert.deepEqual(membersOf({ Id: "x", Name: "x", Containers: null }), []);
+  assert.deepEqual(membersOn("n1", [{ Id: "x", NetworkSettings: null }]), []);
+});
+
+test("NETWORK resolves like the Engine: full ID, exact name, unique ID prefix", () => {
+  const nets = [
+    { Id: "abc123", Name: "web2" },
+    { Id: "abd456", Name: "web" },
+    { Id: "fff000", Name: "abc123x" },
+  ];
+  assert.equal(resolveNetwork(nets, "web")?.Id, "abd456");
+  assert.equal(resolveNetwork(nets, "web2")?.Id, "abc123");
+  assert.equal(resolveNetwork(nets, "abc123")?.Name, "web2");
+  assert.equal(resolveNetwork(nets, "abd")?.Name, "web");
+  assert.equal(resolveNetwork(nets, "ab"), null, "ambiguous prefix");
+  assert.equal(resolveNetwork(nets, "we"), null, "no partial names");
 });
 
 test("timestamps are written in TZ with its offset", () => {
