@@ -43,14 +43,3 @@ export function computeRuleset(snapshot: NetworkSnapshot | null, options: Policy
     families: { 4: family(4), 6: family(6) },
   };
 }
-
-/** Sources present in `before` but no longer allowed in `after`: their conntrack entries must go. */
-export function revokedSources(before: Ruleset | null, after: Ruleset): Array<[Family, string]> {
-  if (!before) return [];
-  const revoked: Array<[Family, string]> = [];
-  for (const f of [4, 6] as const) {
-    const still = new Set(after.families[f].allowedSources);
-    for (const ip of before.families[f].allowedSources) if (!still.has(ip)) revoked.push([f, ip]);
-  }
-  return revoked;
-}

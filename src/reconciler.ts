@@ -3,7 +3,7 @@
 import type { Logger } from "./log.js";
 import type { Family, NetworkSnapshot, Ruleset } from "./model.js";
 import type { FirewallBackend } from "./firewall/backend.js";
-import { computeRuleset, revokedSources } from "./policy.js";
+import { computeRuleset } from "./policy.js";
 
 export interface ReconcilerDeps {
   instanceId: string;
@@ -106,12 +106,13 @@ export class Reconciler {
         onEnforced: () => (enforcedAt = Date.now()),
       });
       const previous = this.applied;
-      const revoked = revokedSources(previous, ruleset);
       this.applied = ruleset;
-      await this.dropFlows(revoked);
+      // Revocations come from the kernel's own rules, so they hold across daemon restarts too.
+      await this.dropFlows(result.revoked);
       const ms = Math.round((performance.now() - started) * 10) / 10;
       if (result.changed) {
-        const repair = previous !== null && reasons.every((r) => r === "resync");
+        // Same desired rules as last time, yet the kernel had to change: someone else changed it.
+        const repair = previous !== null && JSON.stringify(previous) === JSON.stringify(ruleset);
         const fields = {
           reason: reasons.join(","),
           location: result.location,

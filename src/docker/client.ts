@@ -10,4 +10,3 @@ export function createDockerClient(): Docker {
 export function describeDockerEndpoint(): string {
   return process.env.DOCKER_HOST || "unix:///var/run/docker.sock";
 }
-

@@ -19,7 +19,8 @@ export interface EventWatcherHandlers {
 
 const FILTERS = {
   type: ["container", "network"] as Array<"container" | "network">,
-  event: ["start", "die", "destroy", "connect", "disconnect", "create"],
+  // rename: a name= whitelist may start or stop matching.
+  event: ["start", "die", "destroy", "rename", "connect", "disconnect", "create"],
 };
 
 export class EventWatcher {

@@ -1,5 +1,5 @@
 // What the reconciler needs from a firewall backend, whatever it renders to.
-import type { Ruleset } from "../model.js";
+import type { Family, Ruleset } from "../model.js";
 
 export interface SyncResult {
   /** True when the kernel had to be changed. */
@@ -8,6 +8,8 @@ export interface SyncResult {
   differences: string[];
   /** Short description of where the rules live, e.g. "iptables-nft". */
   location: string;
+  /** Source addresses the kernel allowed before this change and no longer does. */
+  revoked: Array<[Family, string]>;
 }
 
 export interface SyncOptions {

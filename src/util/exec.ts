@@ -18,10 +18,17 @@ export interface RunResult {
   code: number;
 }
 
-/** Runs a program without a shell; rejects on spawn failure, resolves with the exit code. */
+/** No firewall tool should take this long; a stuck one must not stall the daemon forever. */
+const TIMEOUT_MS = 20_000;
+
+/** Runs a program without a shell; rejects on spawn failure or timeout, else gives the exit code. */
 export function run(file: string, args: string[], input?: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(file, args, {
+      stdio: ["pipe", "pipe", "pipe"],
+      timeout: TIMEOUT_MS,
+      killSignal: "SIGKILL",
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
@@ -29,7 +36,13 @@ export function run(file: string, args: string[], input?: string): Promise<RunRe
     child.on("error", (error) =>
       reject(new CommandError([file, ...args].join(" "), null, error.message)),
     );
-    child.on("close", (code) => resolve({ stdout, stderr, code: code ?? -1 }));
+    child.on("close", (code, signal) => {
+      if (signal === "SIGKILL") {
+        reject(new CommandError([file, ...args].join(" "), null, `killed after ${TIMEOUT_MS} ms`));
+      } else {
+        resolve({ stdout, stderr, code: code ?? -1 });
+      }
+    });
     child.stdin.on("error", () => undefined); // the child may exit before reading its input
     child.stdin.end(input ?? "");
   });

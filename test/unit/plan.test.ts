@@ -176,3 +176,34 @@ test("iptables-save quoting and our rendering compare equal", () => {
     '-A X -m comment --comment "a b" -j RETURN',
   );
 });
+
+test("revoked sources are read from the kernel's rules, exactly this instance's", () => {
+  const table = parseFilterTable(
+    converged([
+      ["web", { ...RULES, allowedSources: ["172.20.0.2", "172.20.0.3"] }],
+      ["web2", { ...RULES, subnets: ["172.21.0.0/16"], allowedSources: ["172.21.0.9"] }],
+    ]),
+  );
+  assert.deepEqual(planFamily(table, target("web", RULES)).revokedSources, ["172.20.0.3"]);
+  assert.deepEqual(planFamily(table, target("web", null)).revokedSources, [
+    "172.20.0.2",
+    "172.20.0.3",
+  ]);
+  assert.deepEqual(
+    planFamily(parseFilterTable(converged([])), target("web", RULES)).revokedSources,
+    [],
+  );
+});
+
+test("a jump into TRAFFICJAM inserted twice (two instances starting together) is made single", () => {
+  const dump = converged([["web", RULES]]).replace(
+    "-A DOCKER-USER -j TRAFFICJAM\n",
+    "-A DOCKER-USER -j TRAFFICJAM\n-A DOCKER-USER -j TRAFFICJAM\n",
+  );
+  const plan = planFamily(parseFilterTable(dump), target("web", RULES));
+  assert.deepEqual(plan.differences, ["jump DOCKER-USER → TRAFFICJAM duplicated"]);
+  assert.equal(
+    plan.script,
+    "*filter\n-D DOCKER-USER -j TRAFFICJAM\n-D DOCKER-USER -j TRAFFICJAM\n-I DOCKER-USER 1 -j TRAFFICJAM\nCOMMIT\n",
+  );
+});

@@ -15,17 +15,21 @@ function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
   let active = 0;
   let maxActive = 0;
   let observed = 0;
+  // A fake kernel: it remembers the last ruleset, and reports what a new one stops allowing.
   const backend: FirewallBackend = {
     async sync(ruleset) {
       active++;
       maxActive = Math.max(maxActive, active);
       await sleep(20);
+      const before = applied.at(-1)?.families[4].allowedSources ?? [];
+      const now = new Set(ruleset.families[4].allowedSources);
       applied.push(ruleset);
       active--;
-      return { changed: true, differences: [], location: "fake" };
+      const revoked = before.filter((ip) => !now.has(ip)).map((ip) => [4, ip] as [4, string]);
+      return { changed: true, differences: [], location: "fake", revoked };
     },
     async clear() {
-      return { changed: false, differences: [], location: "fake" };
+      return { changed: false, differences: [], location: "fake", revoked: [] };
     },
   };
   const reconciler = new Reconciler({

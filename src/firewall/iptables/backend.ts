@@ -66,14 +66,15 @@ export function detectFlavour(ipv4: Record<Flavour, FilterTable>): Flavour {
 
 async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): Promise<void> {
   for (const chain of plan.createChains) {
-    const result = await run(tool(family, flavour, ""), ["-w", "-t", "filter", "-N", chain]);
+    const result = await run(tool(family, flavour, ""), ["-w", "5", "-t", "filter", "-N", chain]);
     // Another instance may have created it a moment ago: that is fine.
     if (result.code !== 0 && !/exists/i.test(result.stderr)) {
       throw new Error(`${tool(family, flavour, "")} -N ${chain}: ${result.stderr.trim()}`);
     }
   }
   if (plan.script) {
-    await runChecked(tool(family, flavour, "-restore"), ["--noflush", "-w"], plan.script);
+    // -w 5: wait for the xtables lock (legacy), but fail (and retry) rather than hang.
+    await runChecked(tool(family, flavour, "-restore"), ["--noflush", "-w", "5"], plan.script);
   }
 }
 
@@ -118,7 +119,22 @@ export class IptablesBackend implements FirewallBackend {
 
   async clear(instanceId: string): Promise<SyncResult> {
     this.cache = null;
-    return this.converge(instanceId, () => null, await this.readAll(), null, { fresh: true });
+    // Two instances clearing at once each see the other's jump and leave the shared entry
+    // chains, or trip over each other's commit: look again until nothing of ours, or unused, is
+    // left. A pass that changes nothing ends it.
+    const removed: string[] = [];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const pass = await this.converge(instanceId, () => null, await this.readAll(), null, {
+          fresh: true,
+        });
+        removed.push(...pass.differences);
+        if (!pass.changed) return { ...pass, changed: removed.length > 0, differences: removed };
+      } catch (error) {
+        if (attempt >= 5) throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
+    }
   }
 
   private async readAll(): Promise<Tables> {
@@ -185,8 +201,14 @@ export class IptablesBackend implements FirewallBackend {
     );
     this.cache = next;
     this.flavour = flavour;
+    const revoked = new Map<string, [Family, string]>();
+    for (const { family, plan } of work) {
+      for (const source of plan.revokedSources)
+        revoked.set(`${family}/${source}`, [family, source]);
+    }
     return {
       changed: work.length > 0,
+      revoked: [...revoked.values()],
       differences: work.flatMap(({ family, f, plan }) =>
         plan.differences.map((d) => `${tool(family, f, "")}: ${d}`),
       ),

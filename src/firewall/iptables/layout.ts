@@ -102,3 +102,14 @@ export function instanceJump(entry: string, target: string, chains: InstanceChai
 export function anchorJump(anchor: string, entry: string): string {
   return `-A ${anchor} -j ${entry}`;
 }
+
+/**
+ * Sources an instance chain currently allows, read from its rules (normalized iptables-save
+ * lines): what the kernel enforced before this pass, even across a restart of the daemon.
+ */
+export function allowedSourcesIn(lines: readonly string[], chains: InstanceChains): string[] {
+  const pattern = new RegExp(
+    `^-A ${chains.forward} -s (\\S+)/(?:32|128) -d \\S+ -m comment --comment ${chains.comment} -j RETURN$`,
+  );
+  return [...new Set(lines.flatMap((line) => pattern.exec(line)?.[1] ?? []))];
+}

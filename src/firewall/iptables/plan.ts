@@ -3,6 +3,7 @@
 import type { Family, FamilyRuleset } from "../../model.js";
 import { normalizeRule, type FilterTable } from "./save-format.js";
 import {
+  allowedSourcesIn,
   ENTRY_FORWARD,
   ENTRY_INPUT,
   anchorJump,
@@ -19,6 +20,8 @@ export interface IptablesPlan {
   script: string | null;
   /** Human-readable differences found, for logs ("jump from DOCKER-USER missing", …). */
   differences: string[];
+  /** Sources the kernel allowed and the target no longer does: their flows must be dropped. */
+  revokedSources: string[];
 }
 
 export interface FamilyTarget {
@@ -109,16 +112,21 @@ export function planFamily(table: FilterTable, target: FamilyTarget): IptablesPl
       if (ourJumps > 1) differences.push(`jump ${part.entry} → ${part.chain} duplicated`);
       for (let extra = 1; extra < ourJumps; extra++) del(jump);
 
+      // Exactly one jump, first. Two instances starting together may both insert it; deleting
+      // by spec removes the first match, so all copies go and one comes back at the top, in the
+      // same transaction.
       const anchorLine = anchorJump(part.anchor, part.entry);
       const anchorRules = rulesOf(table, part.anchor);
-      if (anchorRules[0] !== anchorLine) {
-        const misplaced = anchorRules.filter((line) => line === anchorLine).length;
+      const copies = anchorRules.filter((line) => line === anchorLine).length;
+      if (anchorRules[0] !== anchorLine || copies > 1) {
         differences.push(
-          misplaced > 0
-            ? `jump ${part.anchor} → ${part.entry} is not first`
-            : `jump ${part.anchor} → ${part.entry} missing`,
+          copies === 0
+            ? `jump ${part.anchor} → ${part.entry} missing`
+            : anchorRules[0] !== anchorLine
+              ? `jump ${part.anchor} → ${part.entry} is not first`
+              : `jump ${part.anchor} → ${part.entry} duplicated`,
         );
-        for (let i = 0; i < misplaced; i++) del(anchorLine);
+        for (let i = 0; i < copies; i++) del(anchorLine);
         link.push(anchorLine.replace(/^-A (\S+)/, "-I $1 1"));
       }
       for (const stale of part.staleAnchors) {
@@ -148,9 +156,13 @@ export function planFamily(table: FilterTable, target: FamilyTarget): IptablesPl
   }
 
   const commands = [...declare, ...fill, ...unlink, ...link, ...remove];
+  const stillAllowed = new Set(present ? target.rules!.allowedSources : []);
   return {
     createChains,
     script: commands.length === 0 ? null : ["*filter", ...commands, "COMMIT", ""].join("\n"),
     differences,
+    revokedSources: allowedSourcesIn(rulesOf(table, chains.forward), chains).filter(
+      (source) => !stillAllowed.has(source),
+    ),
   };
 }
