@@ -2,11 +2,11 @@
 import { readFile, writeFile } from "node:fs/promises";
 
 const SYSCTLS = ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] as const;
-const path = (name: string) => `/proc/sys/net/bridge/${name}`;
+export const BRIDGE_SYSCTL_DIR = "/proc/sys/net/bridge";
 
-async function readSysctl(name: string): Promise<string | null> {
+async function readSysctl(path: string): Promise<string | null> {
   try {
-    return (await readFile(path(name), "utf8")).trim();
+    return (await readFile(path, "utf8")).trim();
   } catch {
     return null;
   }
@@ -24,17 +24,20 @@ export class BridgeNetfilterError extends Error {
 }
 
 /** Makes sure both sysctls are 1, setting them if we may; throws with the fix otherwise. */
-export async function ensureBridgeNetfilter(): Promise<{ changed: string[] }> {
+export async function ensureBridgeNetfilter(
+  dir = BRIDGE_SYSCTL_DIR,
+): Promise<{ changed: string[] }> {
   const changed: string[] = [];
   const off: string[] = [];
   for (const name of SYSCTLS) {
-    if ((await readSysctl(name)) === "1") continue;
+    const path = `${dir}/${name}`;
+    if ((await readSysctl(path)) === "1") continue;
     try {
-      await writeFile(path(name), "1");
+      await writeFile(path, "1");
     } catch {
       // read-only /proc/sys or no br_netfilter: reported below
     }
-    if ((await readSysctl(name)) === "1") changed.push(name);
+    if ((await readSysctl(path)) === "1") changed.push(name);
     else off.push(name);
   }
   if (off.length > 0) throw new BridgeNetfilterError(off);

@@ -128,7 +128,13 @@ export class Reconciler {
         if (repair) log.warn(fields, "rules repaired: the kernel differed from the desired state");
         else log.info(fields, "rules applied");
       } else {
-        log.debug({ reason: reasons.join(","), location: result.location, ms }, "rules verified");
+        // Said at info level when it is news: the first pass, or the first after a failure
+        // (whose apply may have taken effect before its verification failed).
+        const news = previous === null || this.failures > 0;
+        log[news ? "info" : "debug"](
+          { reason: reasons.join(","), location: result.location, ms },
+          "rules verified",
+        );
       }
       this.failures = 0;
       this.lastOutcome = { ok: true, at: Date.now() };

@@ -195,6 +195,26 @@ describe("configuration", () => {
     assert.match(r.stderr, /^trafficjam: configuration error: FIREWALL_BACKEND="nftables": /m);
   });
 
+  it("bridged traffic hidden from netfilter is switched back on at startup, and logged", async () => {
+    const sysctl = "net.bridge.bridge-nf-call-iptables";
+    await lab.nsExec(["sysctl", "-qw", `${sysctl}=0`]);
+    try {
+      const daemon = startDaemon(lab, { ...VALID, INSTANCE_ID: "brnf" });
+      daemons.push(daemon);
+      const entry = await daemon.waitForLog(
+        (e) => e.msg === "enabled br_netfilter sysctls",
+        10_000,
+      );
+      assert.deepEqual(entry.sysctls, ["bridge-nf-call-iptables"]);
+      assert.equal((await lab.nsExec(["sysctl", "-n", sysctl])).trim(), "1");
+      await daemon.waitForLog(isApplied, 10_000);
+      daemon.signal("SIGUSR1");
+      assert.deepEqual(await daemon.waitExit(10_000), { code: 0, signal: null });
+    } finally {
+      await lab.nsExec(["sysctl", "-qw", `${sysctl}=1`]);
+    }
+  });
+
   it("a missing network is waited for and protected the moment it is created", async (t: TestContext) => {
     const NET = "late";
     const daemon = startDaemon(lab, {

@@ -84,9 +84,13 @@ export async function startTrafficJam(
     POLL_INTERVAL: "1",
     ...env,
   });
-  await daemon.waitForLog(isApplied, 15_000);
+  await daemon.waitForLog(isInForce, 15_000);
   return daemon;
 }
+
+/** The first pass that leaves the rules in force, whether it had to change them or not. */
+export const isInForce = (e: LogEntry) =>
+  isApplied(e) || (e.msg === "rules verified" && e.level === "info");
 
 export const isApplied = (e: LogEntry) =>
   e.msg === "rules applied" ||
