@@ -13,7 +13,14 @@ import {
   type Lab,
   type LogEntry,
 } from "./lab/index.js";
-import { PROXY_LABEL, WHITELIST_FILTER, eventually, expectAll, isApplied } from "./topology.js";
+import {
+  PROXY_LABEL,
+  WHITELIST_FILTER,
+  eventually,
+  expectAll,
+  isApplied,
+  watchOutput,
+} from "./topology.js";
 
 /** An existing network: a daemon that ignored a configuration error would install rules for it. */
 const PRESENT = "present";
@@ -283,13 +290,7 @@ describe("configuration", () => {
       true,
       10_000,
     );
-    await eventually(
-      "the watcher's probe to finish",
-      async () => /summary/.test(await lab.docker("logs", watcher.name)),
-      true,
-      10_000,
-    );
-    assert.match(await lab.docker("logs", watcher.name), /summary ok=0 fail=50/);
+    assert.match(await watchOutput(lab, watcher, 10_000), /summary ok=0 fail=50/);
 
     const a = await appeared;
     const p = await applied;

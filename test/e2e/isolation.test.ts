@@ -10,6 +10,7 @@ import {
   expectAll,
   isApplied,
   startTrafficJam,
+  watchOutput,
   PROXY_LABEL,
   type Topology,
 } from "./topology.js";
@@ -111,14 +112,7 @@ describe("isolation on a dual-stack network (iptables)", () => {
       network: t.net,
       cmd: ["tjprobe", "watch", t.backends[0].ipv4, "80", "20", "50"],
     });
-    const logs = await eventually(
-      "the late container's probe to finish",
-      async () => /summary/.test(await lab.docker("logs", c.name)),
-      true,
-      10_000,
-    );
-    assert.ok(logs >= 0);
-    const output = await lab.docker("logs", c.name);
+    const output = await watchOutput(lab, c, 10_000);
     assert.match(output, /summary ok=0 fail=50/, output);
   });
 
@@ -145,13 +139,7 @@ describe("isolation on a dual-stack network (iptables)", () => {
       true,
       3000,
     );
-    await eventually(
-      "the stranger's probe to finish",
-      async () => /summary/.test(await lab.docker("logs", stranger.name)),
-      true,
-      15_000,
-    );
-    assert.match(await lab.docker("logs", stranger.name), /summary ok=0 fail=100/);
+    assert.match(await watchOutput(lab, stranger, 15_000), /summary ok=0 fail=100/);
     t.proxy = proxy;
   });
 

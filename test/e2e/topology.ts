@@ -123,3 +123,18 @@ export async function expectAll(
     `expected ${expected ? "connected" : "blocked"}: ${wrong.join(", ")}`,
   );
 }
+
+/** Waits for a container running `tjprobe watch` to print its summary; returns its output. */
+export async function watchOutput(
+  lab: Lab,
+  container: Container,
+  timeoutMs: number,
+): Promise<string> {
+  await eventually(
+    `${container.name}'s probe to finish`,
+    async () => /summary/.test(await lab.docker("logs", container.name)),
+    true,
+    timeoutMs,
+  );
+  return lab.docker("logs", container.name);
+}
