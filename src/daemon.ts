@@ -48,6 +48,10 @@ function isRelevant(event: DockerEvent, config: Config, networkId: () => string 
 /** Runs until a signal; resolves with the exit code. */
 export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const docker = createDockerClient();
+  const bridge = await ensureBridgeNetfilter();
+  if (bridge.changed.length > 0)
+    log.info({ sysctls: bridge.changed }, "enabled br_netfilter sysctls");
+
   let monitorWarned = false;
   const monitor = new NftChangeMonitor((reason) => {
     if (monitorWarned) return;
@@ -56,16 +60,13 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   });
   monitor.start();
   const backend = new IptablesBackend(monitor);
+
   let networkId: string | null = null;
   // Whitelisted containers that died lose their allowance now, not when Docker gets round to
   // disconnecting them: their address may be handed out again right after.
   const dead = new Set<string>();
   const observer = new NetworkObserver(docker, config.network, config.whitelistFilter);
   let stopping = false;
-
-  const bridge = await ensureBridgeNetfilter();
-  if (bridge.changed.length > 0)
-    log.info({ sysctls: bridge.changed }, "enabled br_netfilter sysctls");
 
   const reconciler = new Reconciler({
     instanceId: config.instanceId,
