@@ -1,0 +1,30 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { DockerChainMissingError, detectFlavour } from "../../src/firewall/iptables/backend.js";
+import { emptyFilterTable, parseFilterTable } from "../../src/firewall/iptables/save-format.js";
+
+const withDockerUser = (jumped: boolean) =>
+  parseFilterTable(
+    `*filter\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n${jumped ? "-A FORWARD -j DOCKER-USER\n" : ""}COMMIT\n`,
+  );
+
+test("the flavour is the one where Docker's DOCKER-USER lives", () => {
+  assert.equal(detectFlavour({ nft: withDockerUser(true), legacy: emptyFilterTable() }), "nft");
+  assert.equal(detectFlavour({ nft: emptyFilterTable(), legacy: withDockerUser(true) }), "legacy");
+});
+
+test("with DOCKER-USER in both, the one FORWARD actually jumps to wins", () => {
+  assert.equal(
+    detectFlavour({ nft: withDockerUser(false), legacy: withDockerUser(true) }),
+    "legacy",
+  );
+  assert.equal(detectFlavour({ nft: withDockerUser(true), legacy: withDockerUser(true) }), "nft");
+});
+
+test("no DOCKER-USER anywhere is an error that says what to check", () => {
+  assert.throws(
+    () => detectFlavour({ nft: emptyFilterTable(), legacy: emptyFilterTable() }),
+    (error: unknown) =>
+      error instanceof DockerChainMissingError && /is dockerd running/.test(error.message),
+  );
+});
