@@ -10,7 +10,7 @@ import {
   type SyncOptions,
   type SyncResult,
 } from "../backend.js";
-import { run, runChecked } from "../../util/exec.js";
+import { CommandError, run, runChecked } from "../../util/exec.js";
 import { DOCKER_USER } from "./layout.js";
 import { planFamily, type FamilyTarget, type IptablesPlan } from "./plan.js";
 import { emptyFilterTable, parseFilterTable, type FilterTable } from "./save-format.js";
@@ -36,19 +36,23 @@ function legacyFilterExists(family: Family): boolean {
 }
 
 export async function readFilterTable(family: Family, flavour: Flavour): Promise<FilterTable> {
-  if (flavour === "legacy") {
-    // Naming a legacy table loads it; only look at what exists.
-    if (!legacyFilterExists(family)) return emptyFilterTable();
-    return parseFilterTable(await runChecked(tool(family, flavour, "-save"), []));
+  // Naming a legacy table loads it; only look at what exists.
+  if (flavour === "legacy" && !legacyFilterExists(family)) return emptyFilterTable();
+  try {
+    const args = flavour === "nft" ? ["-t", "filter"] : [];
+    return parseFilterTable(await runChecked(tool(family, flavour, "-save"), args));
+  } catch (error) {
+    // A host with one flavour installed has no rules in the other: nothing to read there.
+    if (error instanceof CommandError && /ENOENT/.test(error.stderr)) return emptyFilterTable();
+    throw error;
   }
-  return parseFilterTable(await runChecked(tool(family, flavour, "-save"), ["-t", "filter"]));
 }
 
 export class DockerChainMissingError extends Error {
   constructor() {
     super(
       `Docker's ${DOCKER_USER} chain exists in neither iptables-nft nor iptables-legacy: ` +
-        `is dockerd running, with its iptables integration on?`,
+        `is dockerd running, with its iptables integration on, and are iptables' tools installed?`,
     );
     this.name = "DockerChainMissingError";
   }
