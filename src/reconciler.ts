@@ -70,11 +70,18 @@ export class Reconciler {
   }
 
   /** Stops triggering and waits for a pass in flight, so nothing runs after this resolves. */
-  async stop(): Promise<void> {
+  async stop(maxWaitMs = 5000): Promise<void> {
     this.stopped = true;
     if (this.scheduled) clearTimeout(this.scheduled);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
-    await this.running;
+    // A pass stuck on a hung Docker must not hold up the exit: it will not reach the firewall
+    // (a stopped reconciler applies nothing), and the firewall tools time out on their own.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.running,
+      new Promise((resolve) => (timer = setTimeout(resolve, maxWaitMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   private async drain(): Promise<void> {
@@ -95,6 +102,7 @@ export class Reconciler {
     const fresh = !reasons.every((r) => r.startsWith("container:") || r.startsWith("network:"));
     try {
       const snapshot = await this.deps.observe(fresh);
+      if (this.stopped) return; // stopped while Docker answered: leave the firewall alone
       this.noteNetwork(snapshot);
       const ruleset = computeRuleset(snapshot, {
         instanceId: this.deps.instanceId,

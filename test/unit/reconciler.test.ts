@@ -92,3 +92,27 @@ test("nothing runs after stop", async () => {
   await sleep(30);
   assert.equal(h.applied.length, 0);
 });
+
+test("stop does not wait for a Docker call that hangs, and that pass then applies nothing", async () => {
+  let release: (v: NetworkSnapshot) => void = () => undefined;
+  const hung = new Promise<NetworkSnapshot>((resolve) => (release = resolve));
+  const reconciler = new Reconciler({
+    instanceId: "web",
+    networkRef: "web",
+    allowHostTraffic: false,
+    pollIntervalMs: 60_000,
+    backend: {
+      sync: async () => assert.fail("a stopped reconciler must not apply"),
+      clear: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),
+    },
+    log: silent,
+    deleteFlowsFrom: async () => 0,
+    observe: () => hung,
+  });
+  void reconciler.runOnce("startup");
+  const started = Date.now();
+  await reconciler.stop(50);
+  assert.ok(Date.now() - started < 1000);
+  release(several);
+  await sleep(20);
+});
