@@ -69,13 +69,14 @@ export class Reconciler {
     return this.lastOutcome?.ok ?? false;
   }
 
-  /** Stops triggering and waits for a pass in flight, so nothing runs after this resolves. */
+  /** Stops triggering and waits (at most maxWaitMs) for a pass in flight. */
   async stop(maxWaitMs = 5000): Promise<void> {
     this.stopped = true;
     if (this.scheduled) clearTimeout(this.scheduled);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
-    // A pass stuck on a hung Docker must not hold up the exit: it will not reach the firewall
-    // (a stopped reconciler applies nothing), and the firewall tools time out on their own.
+    // A pass stuck on a hung Docker must not hold up the exit; once Docker answers, it sees the
+    // reconciler stopped and leaves the firewall alone. A pass stuck in a firewall tool instead
+    // ends when the tool is killed (util/exec.ts timeout).
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.running,
