@@ -5,7 +5,7 @@ import { createDockerClient, describeDockerEndpoint, type Docker } from "./docke
 import { NetworkObserver } from "./docker/snapshot.js";
 import { EventWatcher, type DockerEvent } from "./docker/events.js";
 import { ensureBridgeNetfilter } from "./bridge-netfilter.js";
-import { IptablesBackend } from "./firewall/iptables/backend.js";
+import { createBackend } from "./firewall/index.js";
 import { NftChangeMonitor } from "./firewall/nft-monitor.js";
 import { deleteFlowsFrom } from "./conntrack.js";
 import { Reconciler } from "./reconciler.js";
@@ -59,7 +59,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     log.warn({ reason }, "nft monitor unavailable: every resync re-reads the rules (more CPU)");
   });
   monitor.start();
-  const backend = new IptablesBackend(monitor);
+  const backend = createBackend(config.firewallBackend, monitor);
 
   let networkId: string | null = null;
   // Whitelisted containers that died lose their allowance now, not when Docker gets round to
@@ -144,7 +144,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
 }
 
 export async function runClear(instanceId: string, log: Logger): Promise<number> {
-  const result = await new IptablesBackend().clear(instanceId);
+  const result = await createBackend("auto").clear(instanceId);
   log.info(
     { removed: result.differences },
     result.changed ? "rules of this instance removed" : "nothing of this instance was installed",

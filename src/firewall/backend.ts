@@ -19,11 +19,19 @@ export interface SyncOptions {
   onEnforced?: () => void;
 }
 
+export interface CheckResult {
+  location: string;
+  /** Differences between the kernel and the desired state; empty when it is in force. */
+  differences: string[];
+}
+
 export interface FirewallBackend {
   /** Applies only what differs, one transaction per family, then reads back and verifies. */
   sync(ruleset: Ruleset, options?: SyncOptions): Promise<SyncResult>;
   /** Removes every rule, chain and jump of the instance, and nothing else. */
   clear(instanceId: string): Promise<SyncResult>;
+  /** Reads the kernel and compares it with the desired state, changing nothing. */
+  check(ruleset: Ruleset): Promise<CheckResult>;
 }
 
 export class VerificationError extends Error {

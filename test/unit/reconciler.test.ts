@@ -31,6 +31,9 @@ function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
     async clear() {
       return { changed: false, differences: [], location: "fake", revoked: [] };
     },
+    async check() {
+      return { location: "fake", differences: [] };
+    },
   };
   const reconciler = new Reconciler({
     instanceId: "web",
@@ -104,6 +107,7 @@ test("stop does not wait for a Docker call that hangs, and that pass then applie
     backend: {
       sync: async () => assert.fail("a stopped reconciler must not apply"),
       clear: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),
+      check: async () => ({ location: "fake", differences: [] }),
     },
     log: silent,
     deleteFlowsFrom: async () => 0,

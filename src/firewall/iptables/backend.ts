@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import type { Family, FamilyRuleset, Ruleset } from "../../model.js";
 import {
   VerificationError,
+  type CheckResult,
   type FirewallBackend,
   type SyncOptions,
   type SyncResult,
@@ -58,14 +59,20 @@ export class DockerChainMissingError extends Error {
   }
 }
 
-/** Docker's rules decide the flavour: ours must sit in the same hooks, before Docker's accepts. */
-export function detectFlavour(ipv4: Record<Flavour, FilterTable>): Flavour {
+/** Where Docker's DOCKER-USER lives (ours must sit in the same hooks), or null: nowhere. */
+export function dockerFlavour(ipv4: Record<Flavour, FilterTable>): Flavour | null {
   const withChain = FLAVOURS.filter((f) => ipv4[f].chains.has(DOCKER_USER));
-  if (withChain.length === 0) throw new DockerChainMissingError();
   const jumped = withChain.filter((f) =>
     (ipv4[f].chains.get("FORWARD") ?? []).includes(`-A FORWARD -j ${DOCKER_USER}`),
   );
-  return (jumped[0] ?? withChain[0])!;
+  return jumped[0] ?? withChain[0] ?? null;
+}
+
+/** Docker's rules decide the flavour: ours must sit in the same hooks, before Docker's accepts. */
+export function detectFlavour(ipv4: Record<Flavour, FilterTable>): Flavour {
+  const flavour = dockerFlavour(ipv4);
+  if (flavour === null) throw new DockerChainMissingError();
+  return flavour;
 }
 
 async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): Promise<void> {
@@ -85,40 +92,83 @@ async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): 
 type Tables = Map<string, FilterTable>;
 const key = (family: Family, flavour: Flavour) => `${family}/${flavour}`;
 
+interface FamilyWork {
+  family: Family;
+  f: Flavour;
+  plan: IptablesPlan;
+}
+
+export interface Located {
+  /** Where Docker's DOCKER-USER lives, or null when no flavour has it. */
+  flavour: Flavour | null;
+  tables: Tables;
+  /** True when this is the last read-back rather than a read made now. */
+  cached: boolean;
+}
+
 export class IptablesBackend implements FirewallBackend {
   /** Filter tables as last read back from the kernel, and when the oldest of those reads began. */
   private cache: Tables | null = null;
   private cacheReadAt = 0;
-  private flavour: Flavour | null = null;
   private legacySeen = "";
 
   /** With a monitor, a resync whose kernel did not change since the last read skips the read. */
   constructor(private readonly monitor: NftChangeMonitor | null = null) {}
 
-  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
-    const desired = (family: Family) => ruleset.families[family];
-    // Flavour re-detection on every apply: file reads say whether legacy tables exist; when that
-    // is unchanged, Docker's DOCKER-USER is where the last full read found it.
+  /**
+   * Finds Docker's flavour. fresh: re-detect, which is a procfs read plus, unless `nft monitor`
+   * saw nothing change since the last read, a read of every table; otherwise the last read-back.
+   */
+  async locate(fresh: boolean): Promise<Located> {
     const legacy = FAMILIES.map(legacyFilterExists).join(",");
     const unchanged =
-      !options.fresh ||
-      (legacy === "false,false" && (this.monitor?.quietSince(this.cacheReadAt) ?? false));
-    if (this.cache && this.flavour && legacy === this.legacySeen && unchanged) {
-      try {
-        return await this.converge(ruleset.instanceId, desired, this.cache, this.flavour, options);
-      } catch {
-        // The kernel moved under our cached view: redo the pass from a fresh read.
-      }
+      !fresh || (legacy === "false,false" && (this.monitor?.quietSince(this.cacheReadAt) ?? false));
+    if (this.cache && legacy === this.legacySeen && unchanged) {
+      return { flavour: flavourOf(this.cache), tables: this.cache, cached: true };
     }
     const readAt = Date.now();
     const tables = await this.readAll();
+    this.cache = tables;
     this.legacySeen = legacy;
     this.cacheReadAt = readAt;
-    const flavour = detectFlavour({
-      nft: tables.get(key(4, "nft"))!,
-      legacy: tables.get(key(4, "legacy"))!,
-    });
-    return this.converge(ruleset.instanceId, desired, tables, flavour, options);
+    return { flavour: flavourOf(tables), tables, cached: false };
+  }
+
+  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
+    const desired = (family: Family) => ruleset.families[family];
+    const located = await this.locate(options.fresh);
+    if (located.cached) {
+      try {
+        if (located.flavour === null) throw new DockerChainMissingError();
+        return await this.converge(
+          ruleset.instanceId,
+          desired,
+          located.tables,
+          located.flavour,
+          options,
+        );
+      } catch {
+        // The kernel moved under our cached view: redo the pass from a fresh read.
+        this.cache = null;
+      }
+    }
+    const fresh = located.cached ? await this.locate(true) : located;
+    if (fresh.flavour === null) throw new DockerChainMissingError();
+    return this.converge(ruleset.instanceId, desired, fresh.tables, fresh.flavour, options);
+  }
+
+  async check(ruleset: Ruleset): Promise<CheckResult> {
+    const tables = await this.readAll();
+    const flavour = flavourOf(tables);
+    if (flavour === null) throw new DockerChainMissingError();
+    const work = this.plan(ruleset.instanceId, (f) => ruleset.families[f], tables, flavour);
+    return { location: `iptables-${flavour}`, differences: describe(work, true) };
+  }
+
+  /** Whether anything of the instance is installed, in any flavour (from a fresh read). */
+  async holds(instanceId: string): Promise<boolean> {
+    const work = this.plan(instanceId, () => null, await this.readAll(), null);
+    return work.length > 0;
   }
 
   async clear(instanceId: string): Promise<SyncResult> {
@@ -152,9 +202,30 @@ export class IptablesBackend implements FirewallBackend {
   }
 
   /**
-   * Writes `desired(family)` into `flavour` and removes this instance from every other flavour
-   * (Docker may have moved between them). flavour null: remove it everywhere (--clear).
+   * Plans writing `desired(family)` into `flavour` and removing this instance from every other
+   * flavour (Docker may have moved between them). flavour null: remove it everywhere (--clear).
    */
+  private plan(
+    instanceId: string,
+    desired: (family: Family) => FamilyRuleset | null,
+    tables: Tables,
+    flavour: Flavour | null,
+  ): FamilyWork[] {
+    return FAMILIES.flatMap((family) =>
+      FLAVOURS.map((f) => {
+        const table = tables.get(key(family, f)) ?? emptyFilterTable();
+        return {
+          family,
+          f,
+          plan: planFamily(
+            table,
+            target(instanceId, family, f, table, f === flavour ? desired(family) : null),
+          ),
+        };
+      }),
+    ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
+  }
+
   private async converge(
     instanceId: string,
     desired: (family: Family) => FamilyRuleset | null,
@@ -163,27 +234,7 @@ export class IptablesBackend implements FirewallBackend {
     options: SyncOptions,
   ): Promise<SyncResult> {
     this.cache = null; // until this pass has read back what it changed
-    const table = (family: Family, f: Flavour) => tables.get(key(family, f)) ?? emptyFilterTable();
-    const targetFor = (family: Family, f: Flavour, current: FilterTable): FamilyTarget => {
-      // Docker 20.10 makes no IPv6 DOCKER-USER: there we hook FORWARD directly, first.
-      const anchor = family === 4 || current.chains.has(DOCKER_USER) ? DOCKER_USER : "FORWARD";
-      return {
-        family,
-        instanceId,
-        rules: f === flavour ? desired(family) : null,
-        forwardAnchor: anchor,
-        staleForwardAnchors: family === 6 && anchor === DOCKER_USER ? ["FORWARD"] : [],
-      };
-    };
-
-    const work = FAMILIES.flatMap((family) =>
-      FLAVOURS.map((f) => ({
-        family,
-        f,
-        plan: planFamily(table(family, f), targetFor(family, f, table(family, f))),
-      })),
-    ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
-
+    const work = this.plan(instanceId, desired, tables, flavour);
     // Families are independent transactions: apply them side by side.
     await Promise.all(
       work.map(async ({ family, f, plan }) => {
@@ -197,16 +248,15 @@ export class IptablesBackend implements FirewallBackend {
       work.map(async ({ family, f }) => {
         const after = await readFilterTable(family, f);
         next.set(key(family, f), after);
-        // A shared jump duplicated by another instance starting at the same moment is harmless
-        // (and made single by the next pass); anything else means our transaction did not hold.
-        const failed = planFamily(after, targetFor(family, f, after)).differences.filter(
-          (d) => !d.endsWith(" duplicated"),
+        const rules = f === flavour ? desired(family) : null;
+        const failed = describe(
+          [{ family, f, plan: planFamily(after, target(instanceId, family, f, after, rules)) }],
+          true,
         );
         if (failed.length > 0) throw new VerificationError(tool(family, f, ""), failed);
       }),
     );
     this.cache = next;
-    this.flavour = flavour;
     const revoked = new Map<string, [Family, string]>();
     for (const { family, plan } of work) {
       for (const source of plan.revokedSources)
@@ -215,10 +265,46 @@ export class IptablesBackend implements FirewallBackend {
     return {
       changed: work.length > 0,
       revoked: [...revoked.values()],
-      differences: work.flatMap(({ family, f, plan }) =>
-        plan.differences.map((d) => `${tool(family, f, "")}: ${d}`),
-      ),
+      differences: describe(work, false),
       location: flavour ? `iptables-${flavour}` : "iptables (all flavours)",
     };
   }
+}
+
+function flavourOf(tables: Tables): Flavour | null {
+  return dockerFlavour({
+    nft: tables.get(key(4, "nft")) ?? emptyFilterTable(),
+    legacy: tables.get(key(4, "legacy")) ?? emptyFilterTable(),
+  });
+}
+
+function target(
+  instanceId: string,
+  family: Family,
+  f: Flavour,
+  current: FilterTable,
+  rules: FamilyRuleset | null,
+): FamilyTarget {
+  // Docker 20.10 makes no IPv6 DOCKER-USER: there we hook FORWARD directly, first.
+  const anchor = family === 4 || current.chains.has(DOCKER_USER) ? DOCKER_USER : "FORWARD";
+  return {
+    family,
+    instanceId,
+    rules,
+    forwardAnchor: anchor,
+    staleForwardAnchors: family === 6 && anchor === DOCKER_USER ? ["FORWARD"] : [],
+  };
+}
+
+/**
+ * Differences of planned work, prefixed with the tool. harmfulOnly: leave out a shared jump
+ * duplicated by another instance starting at the same moment, which is harmless and made single
+ * by the next pass; anything else found on a read-back means our transaction did not hold.
+ */
+function describe(work: readonly FamilyWork[], harmfulOnly: boolean): string[] {
+  return work.flatMap(({ family, f, plan }) =>
+    plan.differences
+      .filter((d) => !harmfulOnly || !d.endsWith(" duplicated"))
+      .map((d) => `${tool(family, f, "")}: ${d}`),
+  );
 }
