@@ -35,11 +35,6 @@ async function main(argv: string[]): Promise<number> {
         `SWARM_DAEMON=${JSON.stringify(process.env.SWARM_DAEMON)}: Swarm mode is not available in this version; unset it to protect a bridge network`,
       ]);
     }
-    if (config.firewallBackend === "nftables") {
-      return configError([
-        `FIREWALL_BACKEND="nftables": the nftables backend is not available in this version; use auto or iptables`,
-      ]);
-    }
     const log = createLogger(config);
     log.info(
       {
@@ -47,6 +42,7 @@ async function main(argv: string[]): Promise<number> {
         whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
         pollIntervalMs: config.pollIntervalMs,
         allowHostTraffic: config.allowHostTraffic,
+        firewallBackend: config.firewallBackend,
       },
       "starting",
     );

@@ -59,7 +59,10 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     log.warn({ reason }, "nft monitor unavailable: every resync re-reads the rules (more CPU)");
   });
   monitor.start();
-  const backend = createBackend(config.firewallBackend, monitor);
+  const backend = createBackend(config.firewallBackend, {
+    monitor,
+    onChoice: (choice) => log.info(choice, `firewall backend: ${choice.kind}`),
+  });
 
   let networkId: string | null = null;
   // Whitelisted containers that died lose their allowance now, not when Docker gets round to

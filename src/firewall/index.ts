@@ -1,14 +1,116 @@
-// The backend the configuration asks for: FIREWALL_BACKEND=auto|iptables|nftables.
-import type { FirewallBackend } from "./backend.js";
+// The backend FIREWALL_BACKEND asks for. `auto` follows Docker: iptables in the flavour where
+// Docker's DOCKER-USER chain lives, nftables where no flavour has it (Docker's own nftables
+// firewall, or "iptables": false). The choice is made again on every resync, and a switch takes
+// this instance's rules out of the old backend right after the new one is in force.
+import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "./backend.js";
+import type { Ruleset } from "../model.js";
 import { IptablesBackend } from "./iptables/backend.js";
+import { NftablesBackend } from "./nftables/backend.js";
 import type { NftChangeMonitor } from "./nft-monitor.js";
 
 export type BackendMode = "auto" | "iptables" | "nftables";
+export type BackendKind = "iptables" | "nftables";
 
-export function createBackend(
-  mode: BackendMode,
-  monitor: NftChangeMonitor | null = null,
-): FirewallBackend {
-  if (mode === "nftables") throw new Error("the nftables backend is not available yet");
-  return new IptablesBackend(monitor);
+export interface BackendChoice {
+  kind: BackendKind;
+  reason: string;
+}
+
+export interface SelectingOptions {
+  monitor?: NftChangeMonitor | null;
+  /** Told whenever the choice differs from the previous one (and at the first choice). */
+  onChoice?: (choice: BackendChoice) => void;
+  /** Handed to the nftables backend (benchmark contrast). */
+  nftReplaceAlways?: boolean;
+}
+
+export class SelectingBackend implements FirewallBackend {
+  readonly iptables: IptablesBackend;
+  readonly nftables: NftablesBackend;
+  private last: BackendChoice | null = null;
+
+  constructor(
+    private readonly mode: BackendMode,
+    private readonly options: SelectingOptions = {},
+  ) {
+    this.iptables = new IptablesBackend(options.monitor ?? null);
+    this.nftables = new NftablesBackend({
+      monitor: options.monitor ?? null,
+      replaceAlways: options.nftReplaceAlways ?? false,
+    });
+  }
+
+  /** Decides where the rules go. Only `auto` looks at the kernel (Docker's chains). */
+  async choose(fresh: boolean): Promise<BackendChoice> {
+    if (this.mode !== "auto") return { kind: this.mode, reason: `FIREWALL_BACKEND=${this.mode}` };
+    const { flavour } = await this.iptables.locate(fresh);
+    return flavour
+      ? { kind: "iptables", reason: `Docker's DOCKER-USER chain is in iptables-${flavour}` }
+      : {
+          kind: "nftables",
+          reason:
+            "no iptables flavour has Docker's DOCKER-USER chain (Docker's nftables firewall, or \"iptables\": false)",
+        };
+  }
+
+  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
+    const choice = await this.choose(options.fresh);
+    if (this.last?.kind !== choice.kind) this.options.onChoice?.(choice);
+    const switched = this.last !== null && this.last.kind !== choice.kind;
+    this.last = choice;
+    const [chosen, other] =
+      choice.kind === "iptables"
+        ? [this.iptables, this.nftables]
+        : ([this.nftables, this.iptables] as const);
+    const result = await chosen.sync(ruleset, options);
+    // Make before break: the old backend's rules go only once the new ones are in force. Both
+    // only ever drop, so the moment when both hold rules is closed, never open.
+    const leftover =
+      switched ||
+      (choice.kind === "iptables"
+        ? await this.nftables.holds(ruleset.instanceId, options.fresh)
+        : await this.iptables.holdsInstance(ruleset.instanceId, options.fresh));
+    if (!leftover) return result;
+    const removed = await other.clear(ruleset.instanceId);
+    if (!removed.changed) return result;
+    // An address allowed by the old backend alone lost its allowance too.
+    const keep = new Set(result.revoked.map(([f, a]) => `${f}/${a}`));
+    const allowedNow = new Set(
+      ([4, 6] as const).flatMap((f) => ruleset.families[f].allowedSources.map((a) => `${f}/${a}`)),
+    );
+    const revoked = [
+      ...result.revoked,
+      ...removed.revoked.filter(([f, a]) => !keep.has(`${f}/${a}`) && !allowedNow.has(`${f}/${a}`)),
+    ];
+    return {
+      changed: true,
+      location: result.location,
+      revoked,
+      differences: [
+        ...result.differences,
+        ...removed.differences.map((d) => `${removed.location}: ${d}`),
+      ],
+    };
+  }
+
+  async check(ruleset: Ruleset): Promise<CheckResult> {
+    const choice = await this.choose(true);
+    return (choice.kind === "iptables" ? this.iptables : this.nftables).check(ruleset);
+  }
+
+  /** Removes the instance from every backend: whichever one it used, nothing of it is left. */
+  async clear(instanceId: string): Promise<SyncResult> {
+    const results = [await this.iptables.clear(instanceId), await this.nftables.clear(instanceId)];
+    const changed = results.filter((r) => r.changed);
+    return {
+      changed: changed.length > 0,
+      location: changed.map((r) => r.location).join(", ") || "iptables, nftables",
+      revoked: results.flatMap((r) => r.revoked),
+      differences: results.flatMap((r) => r.differences),
+    };
+  }
+}
+
+export function createBackend(mode: BackendMode, options: SelectingOptions = {}): SelectingBackend {
+  return new SelectingBackend(mode, options);
 }

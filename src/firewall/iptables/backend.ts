@@ -165,10 +165,10 @@ export class IptablesBackend implements FirewallBackend {
     return { location: `iptables-${flavour}`, differences: describe(work, true) };
   }
 
-  /** Whether anything of the instance is installed, in any flavour (from a fresh read). */
-  async holds(instanceId: string): Promise<boolean> {
-    const work = this.plan(instanceId, () => null, await this.readAll(), null);
-    return work.length > 0;
+  /** Whether anything of the instance is installed, in any flavour (used after a switch). */
+  async holdsInstance(instanceId: string, fresh = true): Promise<boolean> {
+    const { tables } = await this.locate(fresh);
+    return this.plan(instanceId, () => null, tables, null).length > 0;
   }
 
   async clear(instanceId: string): Promise<SyncResult> {
