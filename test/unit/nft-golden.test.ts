@@ -32,25 +32,29 @@ for (const scenario of SCENARIOS) {
 
 const canRun = process.getuid?.() === 0 && spawnSync("nft", ["--version"]).status === 0;
 
-describe("nft golden files in a throwaway network namespace", { skip: !canRun && "needs root and nft" }, () => {
-  const netns = `tj-unit-${process.pid}`;
-  const nft = (args: string[], input?: string) =>
-    execFileSync("ip", ["netns", "exec", netns, "nft", ...args], { input, encoding: "utf8" });
-  before(() => execFileSync("ip", ["netns", "add", netns]));
-  after(() => execFileSync("ip", ["netns", "delete", netns]));
+describe(
+  "nft golden files in a throwaway network namespace",
+  { skip: !canRun && "needs root and nft" },
+  () => {
+    const netns = `tj-unit-${process.pid}`;
+    const nft = (args: string[], input?: string) =>
+      execFileSync("ip", ["netns", "exec", netns, "nft", ...args], { input, encoding: "utf8" });
+    before(() => execFileSync("ip", ["netns", "add", netns]));
+    after(() => execFileSync("ip", ["netns", "delete", netns]));
 
-  for (const scenario of SCENARIOS) {
-    test(`${scenario.name}: nft -c accepts it; the kernel lists back the same table`, async () => {
-      const script = await readFile(golden(scenario.name), "utf8");
-      nft(["-c", "-f", "-"], script);
-      nft(["-f", "-"], script);
-      try {
-        const listed = parseTable(nft(["list", "table", "inet", "trafficjam_web"]));
-        const plan = planTable(listed, parseTable(script), renderTable);
-        assert.deepEqual(plan.differences, []);
-      } finally {
-        nft(["delete", "table", "inet", "trafficjam_web"]);
-      }
-    });
-  }
-});
+    for (const scenario of SCENARIOS) {
+      test(`${scenario.name}: nft -c accepts it; the kernel lists back the same table`, async () => {
+        const script = await readFile(golden(scenario.name), "utf8");
+        nft(["-c", "-f", "-"], script);
+        nft(["-f", "-"], script);
+        try {
+          const listed = parseTable(nft(["list", "table", "inet", "trafficjam_web"]));
+          const plan = planTable(listed, parseTable(script), renderTable);
+          assert.deepEqual(plan.differences, []);
+        } finally {
+          nft(["delete", "table", "inet", "trafficjam_web"]);
+        }
+      });
+    }
+  },
+);

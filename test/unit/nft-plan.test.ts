@@ -41,7 +41,10 @@ test("a whitelist change is a set-element update in one transaction, and revokes
 
 test("replaceAlways turns the same change into a whole-table replace", () => {
   const plan = planTable(kernel(["172.20.0.2"]), table(["172.20.0.9"]), renderTable, true);
-  assert.match(plan.script!, /^add table inet trafficjam_web\ndelete table inet trafficjam_web\ntable inet/);
+  assert.match(
+    plan.script!,
+    /^add table inet trafficjam_web\ndelete table inet trafficjam_web\ntable inet/,
+  );
 });
 
 test("a rule removed or added by someone else replaces the whole table atomically", () => {

@@ -67,8 +67,10 @@ export class Dockerd {
     }
   }
 
-  async start(): Promise<void> {
+  /** Starts dockerd; `daemonJson` keys, if given, are merged over the current ones first. */
+  async start(daemonJson: Record<string, unknown> = {}): Promise<void> {
     if (this.running) throw new Error("dockerd already running");
+    Object.assign(this.opts.daemonJson, daemonJson);
     const p = this.opts.paths;
     mkdirSync(p.runDir, { recursive: true });
     mkdirSync(p.dataRoot, { recursive: true });
@@ -91,7 +93,7 @@ export class Dockerd {
         ...["netns", "exec", p.netns, "sh", "-ec", INNER_SCRIPT, "sh", p.cgroupMounts, p.runDir],
         ...["dockerd", "--config-file", p.daemonJson, "--data-root", p.dataRoot],
         ...["--exec-root", "/var/run/docker", "--pidfile", "/var/run/docker.pid"],
-        ...["-H", "unix:///var/run/docker.sock", "--iptables=true"],
+        ...["-H", "unix:///var/run/docker.sock"],
         ...["--cgroup-parent", p.cgroupParent],
       ],
       // own process group: a Ctrl-C reaches our safety net, not dockerd directly

@@ -39,7 +39,7 @@ export interface StartLabOptions {
   name?: string;
   /** Docker 20.10 writes ip6tables rules only with experimental + ip6tables. */
   ipv6?: boolean;
-  /** Merged over the defaults ({"shutdown-timeout": 2}, + the IPv6 keys). Must not repeat CLI flags. */
+  /** Merged over the defaults ({"shutdown-timeout": 2, iptables: true}, + the IPv6 keys). Must not repeat CLI flags. */
   daemonJson?: Record<string, unknown>;
   /** Folder prepended to dockerd's PATH (e.g. iptables -> iptables-legacy links). */
   pathPrefix?: string;
@@ -75,6 +75,7 @@ export class Lab implements Disposable {
     this.netnsPath = this.paths.netnsPath;
     const daemonJson: Record<string, unknown> = {
       "shutdown-timeout": 2,
+      iptables: true,
       // keep the libtrust key in the lab instead of the machine's /etc/docker/key.json
       "deprecated-key-path": `${this.paths.base}/key.json`,
       ...(opts.ipv6 ? { experimental: true, ip6tables: true } : {}),
@@ -270,10 +271,13 @@ export class Lab implements Disposable {
     return nsRun(this.netns, cmd, timeoutMs);
   }
 
-  /** Graceful dockerd restart (SIGTERM, bounded wait, start with the same roots, wait ready). */
-  async restartDockerd(): Promise<void> {
+  /**
+   * Graceful dockerd restart (SIGTERM, bounded wait, start with the same roots, wait ready),
+   * optionally with daemon.json keys changed (e.g. { iptables: true }).
+   */
+  async restartDockerd(daemonJson: Record<string, unknown> = {}): Promise<void> {
     await this.dockerd.stop();
-    await this.dockerd.start();
+    await this.dockerd.start(daemonJson);
   }
 
   dockerdLogTail(lines = 40): string {

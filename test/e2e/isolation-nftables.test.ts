@@ -1,0 +1,33 @@
+// Isolation with FIREWALL_BACKEND=nftables on a Docker host using iptables-nft: the instance's
+// own inet table drops, alongside Docker's iptables rules, and nothing is written to iptables.
+import assert from "node:assert/strict";
+import { iptablesRules, nftRuleset } from "./lab/index.js";
+import { isolationSuite } from "./isolation-suite.js";
+
+const TABLE = { family: "inet", name: "trafficjam_web" };
+
+isolationSuite({
+  title: "FIREWALL_BACKEND=nftables on iptables-nft",
+  labName: "isonft",
+  lab: {},
+  env: { FIREWALL_BACKEND: "nftables" },
+  expectBackend: "nftables",
+  expectLocation: "nftables",
+  vandalism: (t) => [
+    ["nft", "flush", "chain", "inet", TABLE.name, "forward"],
+    ["nft", "flush", "set", "inet", TABLE.name, "subnets4"],
+    ["nft", "insert", "rule", "inet", TABLE.name, "forward", "accept"],
+    ["nft", "add", "element", "inet", TABLE.name, "allowed4", `{ ${t.backends[1].ipv4} }`],
+    ["nft", "delete", "table", "inet", TABLE.name],
+  ],
+  checkRepaired: async (lab) => {
+    assert.match(await nftRuleset(lab, TABLE), /ip saddr @subnets4 ip daddr @subnets4 drop/);
+    for (const family of [4, 6] as const) {
+      const rules = await iptablesRules(lab, family);
+      assert.deepEqual(
+        rules.filter((l) => /TRAFFICJAM|TJF_|TJI_/.test(l)),
+        [],
+      );
+    }
+  },
+});

@@ -1,0 +1,229 @@
+// The core promise, proven with packets on a dual-stack network: only the proxy opens
+// connections; backends reach neither each other, nor the proxy, nor the host. One suite, run
+// once per firewall setup (see the isolation*.test.ts files), so every backend keeps the promise.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import {
+  iptablesRules,
+  nftRuleset,
+  startLab,
+  type DaemonProcess,
+  type Lab,
+  type StartLabOptions,
+} from "./lab/index.js";
+import {
+  PUBLISHED_PORT,
+  buildTopology,
+  eventually,
+  expectAll,
+  isApplied,
+  startTrafficJam,
+  watchOutput,
+  PROXY_LABEL,
+  type Topology,
+} from "./topology.js";
+
+export interface FirewallSetup {
+  /** Test title suffix, e.g. "iptables-nft, auto". */
+  title: string;
+  /** Lab name: unique per test file. */
+  labName: string;
+  /** How the lab's dockerd runs (its iptables flavour, or none). */
+  lab: StartLabOptions;
+  /** Extra daemon environment, e.g. FIREWALL_BACKEND. */
+  env: Record<string, string>;
+  /** What the daemon must report: `firewall backend: KIND` and the `location` of its applies. */
+  expectBackend: "iptables" | "nftables";
+  expectLocation: string;
+  /** Changes another tool might make that open the network; each must be repaired. */
+  vandalism: (t: Topology) => string[][];
+  /** After the repairs: the rules are back where they belong (beyond b2→b1 being dropped). */
+  checkRepaired?: (lab: Lab) => Promise<void>;
+}
+
+/** Every trace of TrafficJam in the lab's firewall, whatever the backend or flavour. */
+export async function firewallLeftovers(lab: Lab): Promise<string[]> {
+  const found: string[] = [];
+  for (const flavour of ["nft", "legacy"] as const) {
+    for (const family of [4, 6] as const) {
+      const lines = await iptablesRules(lab, family, undefined, { flavour });
+      found.push(...lines.filter((l) => /trafficjam|TJF_|TJI_|TRAFFICJAM/i.test(l)));
+    }
+  }
+  const nft = await nftRuleset(lab);
+  found.push(...nft.split("\n").filter((l) => /trafficjam/i.test(l)));
+  return found;
+}
+
+export function isolationSuite(setup: FirewallSetup): void {
+  describe(`isolation on a dual-stack network (${setup.title})`, () => {
+    let lab: Lab;
+    let t: Topology;
+    let daemon: DaemonProcess;
+
+    before(async () => {
+      lab = await startLab({ name: setup.labName, ipv6: true, ...setup.lab });
+      t = await buildTopology(lab, { v6: "fd00:28" });
+      daemon = await startTrafficJam(lab, t.net, setup.env);
+    });
+    after(async () => {
+      daemon?.kill();
+      await lab?.stop();
+    });
+
+    it(`chooses ${setup.expectBackend} and says why`, async () => {
+      const choice = await daemon.waitForLog(
+        (e) => e.msg === `firewall backend: ${setup.expectBackend}`,
+        1000,
+      );
+      assert.equal(typeof choice.reason, "string");
+      const applied = await daemon.waitForLog(isApplied, 1000);
+      assert.equal(applied.location, setup.expectLocation);
+    });
+
+    it("the proxy reaches every backend over TCP, IPv4 and IPv6", async () => {
+      await expectAll(
+        t.backends.flatMap((b) => [
+          [`proxy→${b.name} v4`, () => lab.tcp(t.proxy, b.ipv4, 80)],
+          [`proxy→${b.name} v6`, () => lab.tcp(t.proxy, b.ipv6!, 80)],
+        ]),
+        true,
+      );
+    });
+
+    it("backends reach no other backend, both ways, over TCP, UDP and ICMP", async () => {
+      const [b1, b2, b3] = t.backends;
+      const pairs = [
+        [b1, b2],
+        [b2, b1],
+        [b1, b3],
+        [b3, b2],
+      ] as const;
+      await expectAll(
+        pairs.flatMap(([from, to]) => [
+          [`${from.name}→${to.name} tcp`, () => lab.tcp(from, to.ipv4, 80, 500)],
+          [`${from.name}→${to.name} udp`, () => lab.udp(from, to.ipv4, 9000, 500)],
+          [`${from.name}→${to.name} icmp`, () => lab.ping(from, to.ipv4)],
+        ]),
+        false,
+      );
+    });
+
+    it("backends cannot open connections to the proxy", async () => {
+      await expectAll(
+        t.backends.flatMap((b) => [
+          [`${b.name}→proxy tcp`, () => lab.tcp(b, t.proxy.ipv4, 80, 500)],
+          [`${b.name}→proxy udp`, () => lab.udp(b, t.proxy.ipv4, 9000, 500)],
+        ]),
+        false,
+      );
+    });
+
+    it("IPv6 between backends is dropped; neighbour discovery still works for the proxy", async () => {
+      const [b1, b2] = t.backends;
+      await expectAll(
+        [
+          ["b1→b2 tcp v6", () => lab.tcp(b1, b2.ipv6!, 80, 500)],
+          ["b2→b1 udp v6", () => lab.udp(b2, b1.ipv6!, 9000, 500)],
+          ["b1→b2 icmp v6", () => lab.ping(b1, b2.ipv6!)],
+          ["b1→proxy tcp v6", () => lab.tcp(b1, t.proxy.ipv6!, 80, 500)],
+        ],
+        false,
+      );
+      await expectAll([["proxy→b2 udp v6", () => lab.udp(t.proxy, b2.ipv6!, 9000)]], true);
+    });
+
+    it("a backend cannot reach another backend's published port through the host", async () => {
+      const b2 = t.backends[1];
+      await expectAll(
+        [
+          ["via gateway", () => lab.tcp(b2, t.gateway4, PUBLISHED_PORT, 500)],
+          ["via another host address", () => lab.tcp(b2, t.otherHostAddress, PUBLISHED_PORT, 500)],
+        ],
+        false,
+      );
+    });
+
+    it("other networks and the host itself are unaffected", async () => {
+      await expectAll(
+        [
+          ["host→b1", () => lab.tcp(lab.host, t.backends[0].ipv4, 80)],
+          ["host→b2 v6", () => lab.tcp(lab.host, t.backends[1].ipv6!, 80)],
+          ["host→outsider", () => lab.tcp(lab.host, t.outsider.ipv4, 80)],
+          [
+            "outsider→published port",
+            () => lab.tcp(t.outsider, t.otherHostAddress, PUBLISHED_PORT),
+          ],
+        ],
+        true,
+      );
+    });
+
+    it("a container started while TrafficJam runs is isolated from its first packet", async () => {
+      // It probes a backend immediately at start: every attempt must fail.
+      const c = await lab.run({
+        name: "late",
+        network: t.net,
+        cmd: ["tjprobe", "watch", t.backends[0].ipv4, "80", "20", "50"],
+      });
+      const output = await watchOutput(lab, c, 10_000);
+      assert.match(output, /summary ok=0 fail=50/, output);
+    });
+
+    it("a proxy recreated with a new address regains access; a stranger at its old address gets nothing", async () => {
+      const old = t.proxy;
+      const b1 = t.backends[0];
+      await lab.docker("rm", "-f", old.name);
+      // The stranger takes the old address and probes without pause from its first moment.
+      const stranger = await lab.run({
+        name: "stranger",
+        network: t.net,
+        ip: old.ipv4,
+        cmd: ["tjprobe", "watch", b1.ipv4, "80", "20", "100"],
+      });
+      const proxy = await lab.run({
+        name: "proxy2",
+        network: t.net,
+        ip: "172.28.0.11",
+        labels: PROXY_LABEL,
+      });
+      await eventually(
+        "the new proxy to reach b1",
+        () => lab.tcp(proxy, b1.ipv4, 80, 300),
+        true,
+        3000,
+      );
+      assert.match(await watchOutput(lab, stranger, 15_000), /summary ok=0 fail=100/);
+      t.proxy = proxy;
+    });
+
+    it("changes another tool makes are repaired within POLL_INTERVAL", async () => {
+      const [b1, b2] = t.backends;
+      for (const vandalism of setup.vandalism(t)) {
+        const mark = daemon.mark();
+        await lab.nsExec(vandalism);
+        const entry = await daemon.waitForLog(isApplied, 2500, mark);
+        assert.equal(entry.msg, "rules repaired: the kernel differed from the desired state");
+        await expectAll(
+          [[`b2→b1 after ${vandalism.join(" ")}`, () => lab.tcp(b2, b1.ipv4, 80, 500)]],
+          false,
+        );
+      }
+      await setup.checkRepaired?.(lab);
+    });
+
+    it("SIGUSR1 removes everything of the instance and exits 0; backends talk again", async () => {
+      const [b1, b2] = t.backends;
+      daemon.signal("SIGUSR1");
+      assert.deepEqual(await daemon.waitExit(10_000), { code: 0, signal: null });
+      assert.deepEqual(await firewallLeftovers(lab), []);
+      await expectAll(
+        [
+          ["b1→b2", () => lab.tcp(b1, b2.ipv4, 80)],
+          ["b2→b1 v6", () => lab.tcp(b2, b1.ipv6!, 80)],
+        ],
+        true,
+      );
+    });
+  });
+}
