@@ -118,13 +118,12 @@ export class NftablesBackend implements FirewallBackend {
     const previous = this.cache;
     this.cache = null; // until this pass has read back what it changed
     const plan = planTable(current, desired, renderTable, this.options.replaceAlways);
-    let after = current;
     if (plan.script !== null) {
       await runChecked("nft", ["-f", "-"], plan.script);
       options.onEnforced?.();
       // Read back what we changed: the kernel, not our intent, is the truth.
       const readAt = Date.now();
-      after = await readTable(instanceId);
+      const after = await readTable(instanceId);
       const failed = planTable(after, desired, renderTable).differences;
       if (failed.length > 0) throw new VerificationError(LOCATION, failed);
       this.cache = { instanceId, table: after, readAt };
