@@ -35,6 +35,7 @@ export class Reconciler {
   private stopped = false;
   private failures = 0;
   private applied: Ruleset | null = null;
+  private appliedLocation: string | null = null;
   private networkMissingLogged = false;
   private whitelistedKey = "";
   lastOutcome: PassOutcome | null = null;
@@ -115,13 +116,19 @@ export class Reconciler {
         onEnforced: () => (enforcedAt = Date.now()),
       });
       const previous = this.applied;
+      const previousLocation = this.appliedLocation;
       this.applied = ruleset;
+      this.appliedLocation = result.location;
       // Revocations come from the kernel's own rules, so they hold across daemon restarts too.
       await this.dropFlows(result.revoked);
       const ms = Math.round((performance.now() - started) * 10) / 10;
       if (result.changed) {
-        // Same desired rules as last time, yet the kernel had to change: someone else changed it.
-        const repair = previous !== null && JSON.stringify(previous) === JSON.stringify(ruleset);
+        // Same desired rules in the same place as last time, yet the kernel had to change:
+        // someone else changed it. (A move to another backend is not a repair.)
+        const repair =
+          previous !== null &&
+          previousLocation === result.location &&
+          JSON.stringify(previous) === JSON.stringify(ruleset);
         const fields = {
           reason: reasons.join(","),
           location: result.location,
