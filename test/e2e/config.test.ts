@@ -197,11 +197,6 @@ describe("configuration", () => {
     );
   });
 
-  it("FIREWALL_BACKEND=nftables → exit 2 until that backend exists", async () => {
-    const r = await expectRefused(envWith({ FIREWALL_BACKEND: "nftables" }));
-    assert.match(r.stderr, /^trafficjam: configuration error: FIREWALL_BACKEND="nftables": /m);
-  });
-
   it("bridged traffic hidden from netfilter is switched back on at startup, and logged", async () => {
     const sysctl = "net.bridge.bridge-nf-call-iptables";
     await lab.nsExec(["sysctl", "-qw", `${sysctl}=0`]);
