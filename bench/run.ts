@@ -6,6 +6,7 @@
 //   BENCH_SIZES=10,100,500 containers on the network for "one change"
 //   BENCH_CHANGES=10       changes measured at each size
 //   BENCH_IDLE=0           skip the idle measurements (3 minutes)
+//   BENCH_BACKENDS=iptables,nftables  FIREWALL_BACKEND of the latency and one-change runs
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -46,6 +47,16 @@ const STARTS = envInt("BENCH_STARTS", 30, 1, 1000);
 const SIZES = envSizes();
 const CHANGES = envInt("BENCH_CHANGES", 10, 1, 1000);
 const IDLE = envInt("BENCH_IDLE", 1, 0, 1) === 1;
+type Backend = "iptables" | "nftables";
+const BACKENDS = envBackends();
+
+function envBackends(): Backend[] {
+  const raw = process.env.BENCH_BACKENDS?.trim() || "iptables,nftables";
+  const list = raw.split(",").map((b) => b.trim());
+  if (list.length === 0 || list.some((b) => b !== "iptables" && b !== "nftables"))
+    throw new Error(`BENCH_BACKENDS=${raw}: expected iptables and/or nftables, comma-separated`);
+  return [...new Set(list)] as Backend[];
+}
 
 const NETWORK = "benchnet";
 const SUBNET = "10.88.0.0/16"; // backends are allocated from 10.88.0.2 up, proxies from 10.88.200.2
@@ -64,6 +75,8 @@ const SETUP_PARALLEL = 8;
 const IDLE_WARMUP_S = 30;
 const IDLE_WINDOW_S = 60;
 const WAIT_MS = 60_000;
+
+const NFT_UPDATE_SCRIPT = new URL("./nft-update.ts", import.meta.url).pathname;
 
 const TARGET = { eventToEnforcedP50Ms: 50, changeAt500Ms: 100, idleCpuSPerMin: 0.05 };
 
@@ -122,8 +135,8 @@ const FIRST_PASS = new Set(["whitelisted containers", "no whitelisted container 
 const daemons: Array<{ phase: string; daemon: DaemonProcess }> = [];
 
 /** A daemon with DEBUG=true ("rules verified" lines mark the passes that changed nothing). */
-async function startDebugDaemon(lab: Lab, phase: string): Promise<DaemonProcess> {
-  const daemon = startDaemon(lab, { ...DAEMON_ENV, DEBUG: "true" });
+async function startDebugDaemon(lab: Lab, phase: string, backend: Backend): Promise<DaemonProcess> {
+  const daemon = startDaemon(lab, { ...DAEMON_ENV, DEBUG: "true", FIREWALL_BACKEND: backend });
   daemons.push({ phase, daemon });
   await daemon.waitForLog((e) => isPassEnd(e) && hasReason(e, "startup"), WAIT_MS);
   await waitQuiet(daemon, 500);
@@ -422,10 +435,17 @@ async function idleCost(lab: Lab, phase: string): Promise<IdleResult> {
 
 // ---- the run ----
 
-interface Results {
+interface BackendResults {
+  backend: Backend;
   latency: Change[];
   sizes: Array<{ size: number; members: number; changes: Change[] }>;
+}
+
+interface Results {
+  backends: BackendResults[];
   idle: Array<{ phase: string; r: IdleResult }>;
+  /** The nftables update-strategy table (bench/nft-update.ts), when nftables is benchmarked. */
+  nftUpdate?: string;
 }
 
 const withEventTime = (changes: readonly Change[]): number[] =>
@@ -488,18 +508,23 @@ async function runPhases(lab: Lab, results: Results): Promise<void> {
   await lab.createNetwork(NETWORK, { subnets: [SUBNET] });
   const target = await lab.run({ name: "tjb-target", network: NETWORK }); // tjprobe serve
   await addBackends(lab, LATENCY_BACKENDS - 1, LATENCY_BACKENDS);
+  for (const backend of BACKENDS) results.backends.push({ backend, latency: [], sizes: [] });
 
-  log(`\n(a) event → enforced: ${STARTS} whitelisted starts, ${LATENCY_BACKENDS} backends`);
-  const watch = [target.ipv4, 80, PROBE_INTERVAL_MS, PROBE_COUNT, PROBE_TIMEOUT_MS].join(" ");
-  log(`    1 start in ${PROBE_EVERY} runs \`tjprobe watch ${watch}\` as the proxy's command`);
-  let daemon = await startDebugDaemon(lab, "latency");
-  for (let i = 0; i < STARTS; i++) {
-    const probe = i % PROBE_EVERY === PROBE_EVERY - 1 ? target.ipv4 : undefined;
-    const c = await whitelistedStart(lab, daemon, probe);
-    results.latency.push(c);
-    log(`    start ${String(i + 1).padStart(2)}/${STARTS}: ${describeChange(c)}`);
+  for (const r of results.backends) {
+    log(
+      `\n(a) ${r.backend}: event → enforced, ${STARTS} whitelisted starts, ${LATENCY_BACKENDS} backends`,
+    );
+    const watch = [target.ipv4, 80, PROBE_INTERVAL_MS, PROBE_COUNT, PROBE_TIMEOUT_MS].join(" ");
+    log(`    1 start in ${PROBE_EVERY} runs \`tjprobe watch ${watch}\` as the proxy's command`);
+    const daemon = await startDebugDaemon(lab, `latency-${r.backend}`, r.backend);
+    for (let i = 0; i < STARTS; i++) {
+      const probe = i % PROBE_EVERY === PROBE_EVERY - 1 ? target.ipv4 : undefined;
+      const c = await whitelistedStart(lab, daemon, probe);
+      r.latency.push(c);
+      log(`    start ${String(i + 1).padStart(2)}/${STARTS}: ${describeChange(c)}`);
+    }
+    await stopDaemon(daemon);
   }
-  await stopDaemon(daemon);
 
   if (IDLE) {
     log(`\n(c) idle cost, ${await memberCount(lab)} containers on the network (POLL_INTERVAL 5 s)`);
@@ -509,25 +534,27 @@ async function runPhases(lab: Lab, results: Results): Promise<void> {
   }
 
   log(`\n(b) one change with ${SIZES.join(", ")} containers on the network`);
-  daemon = await startDebugDaemon(lab, "sizes");
   for (const size of SIZES) {
     const have = await memberCount(lab);
     if (have < size) {
       log(`  growing the network to ${size} containers (${SETUP_PARALLEL} in parallel)`);
       await addBackends(lab, size - have, size);
-      await waitQuiet(daemon, 1000);
     }
     const members = await memberCount(lab);
-    const entry = { size, members, changes: [] as Change[] };
-    results.sizes.push(entry);
-    log(`  ${members} containers: ${CHANGES} whitelisted starts`);
-    for (let i = 0; i < CHANGES; i++) {
-      const c = await whitelistedStart(lab, daemon);
-      entry.changes.push(c);
-      log(`    change ${String(i + 1).padStart(2)}/${CHANGES}: ${describeChange(c)}`);
+    // One backend at a time: a daemon of the other backend would take the rules over.
+    for (const r of results.backends) {
+      const daemon = await startDebugDaemon(lab, `sizes-${size}-${r.backend}`, r.backend);
+      const entry = { size, members, changes: [] as Change[] };
+      r.sizes.push(entry);
+      log(`  ${members} containers, ${r.backend}: ${CHANGES} whitelisted starts`);
+      for (let i = 0; i < CHANGES; i++) {
+        const c = await whitelistedStart(lab, daemon);
+        entry.changes.push(c);
+        log(`    change ${String(i + 1).padStart(2)}/${CHANGES}: ${describeChange(c)}`);
+      }
+      await stopDaemon(daemon);
     }
   }
-  await stopDaemon(daemon);
 
   if (IDLE) {
     log(`\n(c) idle cost, ${await memberCount(lab)} containers on the network (POLL_INTERVAL 5 s)`);
@@ -535,10 +562,28 @@ async function runPhases(lab: Lab, results: Results): Promise<void> {
     results.idle.push({ phase: "idle-large", r });
     log(`    ${describeIdle(r)}`);
   }
+
+  if (BACKENDS.includes("nftables")) {
+    log("\n(d) nftables: one whitelist change as set-element updates vs a whole-table replace");
+    results.nftUpdate = execFileSync(
+      "ip",
+      ["netns", "exec", lab.netns, process.execPath, "--import", "tsx", NFT_UPDATE_SCRIPT],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+    );
+    log(results.nftUpdate);
+  }
 }
 
 function summary(results: Results): string {
   const rows: string[][] = [];
+  for (const r of results.backends) backendRows(r, rows);
+  idleRows(results, rows);
+  const main = table(["figure", "value", "target", ""], rows);
+  return results.nftUpdate ? `${main}\n\n${results.nftUpdate}` : main;
+}
+
+function backendRows(results: BackendResults, rows: string[][]): void {
+  const b = `[${results.backend}] `;
   const lat = withEventTime(results.latency);
   const n = results.latency.length;
   if (n > 0) {
@@ -546,7 +591,7 @@ function summary(results: Results): string {
     const noEvent = n - lat.length;
     const note = noEvent > 0 ? `, ${noEvent} applied by a resync first` : "";
     rows.push([
-      `event → enforced, p50 (daemon log, ${lat.length} of ${n} starts${note})`,
+      `${b}event → enforced, p50 (daemon log, ${lat.length} of ${n} starts${note})`,
       `${fmt(p50)} ms`,
       `≤ ${TARGET.eventToEnforcedP50Ms} ms`,
       mark(lat.length > 0 ? p50 <= TARGET.eventToEnforcedP50Ms : undefined),
@@ -586,7 +631,7 @@ function summary(results: Results): string {
     const e2e = withEventTime(s.changes);
     const e2eMed = pct(e2e, 50);
     const is500 = s.size === 500;
-    const what = `one change, ${s.members} containers (median of ${s.changes.length})`;
+    const what = `${b}one change, ${s.members} containers (median of ${s.changes.length})`;
     rows.push([
       `${what}: pass ms`,
       `${fmt(passMs)} ms`,
@@ -601,10 +646,18 @@ function summary(results: Results): string {
     ]);
   }
   if (!results.sizes.some((s) => s.size === 500 && s.changes.length > 0))
-    rows.push(["one change, 500 containers", "not measured", `≤ ${TARGET.changeAt500Ms} ms`, "–"]);
+    rows.push([
+      `${b}one change, 500 containers`,
+      "not measured",
+      `≤ ${TARGET.changeAt500Ms} ms`,
+      "–",
+    ]);
+}
+
+function idleRows(results: Results, rows: string[][]): void {
   for (const { r } of results.idle) {
     rows.push([
-      `idle, ${r.members} containers: CPU-s per minute, ${IDLE_WINDOW_S} s after ${IDLE_WARMUP_S} s warm-up`,
+      `[auto: iptables] idle, ${r.members} containers: CPU-s per minute, ${IDLE_WINDOW_S} s after ${IDLE_WARMUP_S} s warm-up`,
       `${r.steadyCpuPerMin.toFixed(3)} (Node itself ${r.steadySelfPerMin.toFixed(3)})`,
       `≤ ${TARGET.idleCpuSPerMin}`,
       mark(r.steadyCpuPerMin <= TARGET.idleCpuSPerMin),
@@ -621,7 +674,6 @@ function summary(results: Results): string {
       `≤ ${TARGET.idleCpuSPerMin}`,
       "–",
     ]);
-  return table(["figure", "value", "target", ""], rows);
 }
 
 async function main(): Promise<number> {
@@ -629,7 +681,7 @@ async function main(): Promise<number> {
     console.error("npm run bench needs root (network namespaces, netfilter)");
     return 1;
   }
-  const results: Results = { latency: [], sizes: [], idle: [] };
+  const results: Results = { backends: [], idle: [] };
   const began = performance.now();
   let lab: Lab | undefined;
   let failed = false;
