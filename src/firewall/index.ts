@@ -24,20 +24,27 @@ export interface SelectingOptions {
   nftReplaceAlways?: boolean;
 }
 
+/** What the choice needs of the iptables backend: where Docker's chains are, and our leftovers. */
+export type IptablesSide = FirewallBackend & Pick<IptablesBackend, "locate" | "holdsInstance">;
+export type NftablesSide = FirewallBackend & Pick<NftablesBackend, "holds">;
+
 export class SelectingBackend implements FirewallBackend {
-  readonly iptables: IptablesBackend;
-  readonly nftables: NftablesBackend;
+  readonly iptables: IptablesSide;
+  readonly nftables: NftablesSide;
   private last: BackendChoice | null = null;
 
   constructor(
     private readonly mode: BackendMode,
     private readonly options: SelectingOptions = {},
+    backends?: { iptables: IptablesSide; nftables: NftablesSide },
   ) {
-    this.iptables = new IptablesBackend(options.monitor ?? null);
-    this.nftables = new NftablesBackend({
-      monitor: options.monitor ?? null,
-      replaceAlways: options.nftReplaceAlways ?? false,
-    });
+    this.iptables = backends?.iptables ?? new IptablesBackend(options.monitor ?? null);
+    this.nftables =
+      backends?.nftables ??
+      new NftablesBackend({
+        monitor: options.monitor ?? null,
+        replaceAlways: options.nftReplaceAlways ?? false,
+      });
   }
 
   /** Decides where the rules go. Only `auto` looks at the kernel (Docker's chains). */

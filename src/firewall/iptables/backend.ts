@@ -53,7 +53,8 @@ export class DockerChainMissingError extends Error {
   constructor() {
     super(
       `Docker's ${DOCKER_USER} chain exists in neither iptables-nft nor iptables-legacy: ` +
-        `is dockerd running, with its iptables integration on, and are iptables' tools installed?`,
+        `is dockerd running, with its iptables integration on, and are iptables' tools installed? ` +
+        `(FIREWALL_BACKEND=auto uses nftables on such hosts)`,
     );
     this.name = "DockerChainMissingError";
   }
