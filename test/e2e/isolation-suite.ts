@@ -22,6 +22,7 @@ import {
   PROXY_LABEL,
   type Topology,
 } from "./topology.js";
+import { proxyLosesItsAllowance } from "./revocation.js";
 
 export interface FirewallSetup {
   /** Test title suffix, e.g. "iptables-nft, auto". */
@@ -60,6 +61,7 @@ export function isolationSuite(setup: FirewallSetup): void {
     let lab: Lab;
     let t: Topology;
     let daemon: DaemonProcess;
+    const others: DaemonProcess[] = [];
 
     before(async () => {
       lab = await startLab({ name: setup.labName, ipv6: true, ...setup.lab });
@@ -68,6 +70,7 @@ export function isolationSuite(setup: FirewallSetup): void {
     });
     after(async () => {
       daemon?.kill();
+      for (const d of others) d.kill();
       await lab?.stop();
     });
 
@@ -195,6 +198,45 @@ export function isolationSuite(setup: FirewallSetup): void {
       );
       assert.match(await watchOutput(lab, stranger, 15_000), /summary ok=0 fail=100/);
       t.proxy = proxy;
+    });
+
+    it("allowed traffic is never dropped while the rules change", async (tc) => {
+      const b1 = t.backends[0];
+      // The proxy connects to b1 every 20 ms while other proxies come and go (each a change of
+      // the rules): every attempt must succeed.
+      const watching = lab.watch(t.proxy, b1.ipv4, 80, 20, 300);
+      const mark = daemon.mark();
+      for (let i = 0; i < 4; i++) {
+        const extra = await lab.run({ name: `extra-${i}`, network: t.net, labels: PROXY_LABEL });
+        await daemon.waitForLog(
+          (e) => isApplied(e) && JSON.stringify(e.allowed).includes(`"${extra.ipv4}"`),
+          3000,
+          mark,
+        );
+        await lab.docker("rm", "-f", extra.name);
+      }
+      const w = await watching;
+      const changes = daemon.lines.slice(mark).filter((l) => /"msg":"rules applied"/.test(l));
+      tc.diagnostic(
+        `${w.attempts.length} attempts across ${changes.length} rule changes: ok=${w.ok} fail=${w.fail}`,
+      );
+      assert.ok(changes.length >= 4, `only ${changes.length} rule changes during the watch`);
+      assert.equal(w.fail, 0, w.attempts.join(" "));
+    });
+
+    it("a proxy losing its allowance has its tracked flows deleted, and only those", async (tc) => {
+      await proxyLosesItsAllowance(lab, tc, {
+        env: setup.env,
+        network: "ct",
+        prefix: "172.27.0",
+        pollIntervalS: 1,
+        started: others,
+      });
+      // That second instance clears its rules, so the last test can expect nothing at all left.
+      for (const d of others.splice(0)) {
+        d.signal("SIGUSR1");
+        assert.deepEqual(await d.waitExit(10_000), { code: 0, signal: null });
+      }
     });
 
     it("changes another tool makes are repaired within POLL_INTERVAL", async () => {
