@@ -3,9 +3,12 @@
 import { ConfigError, parseClearConfig, parseConfig } from "./config.js";
 import { createLogger } from "./log.js";
 import { runClear, runDaemon } from "./daemon.js";
+import { checkHealth } from "./health.js";
 
 const USAGE = `usage: trafficjam            run the daemon (configured by environment variables)
-       trafficjam --clear    remove this INSTANCE_ID's rules, chains and jumps, then exit`;
+       trafficjam --clear    remove this INSTANCE_ID's rules, chains and jumps, then exit
+       trafficjam healthcheck  exit 0 if this INSTANCE_ID's daemon is alive, recent and its rules
+                               are in force in the kernel, else 1 (one line says why)`;
 
 function configError(problems: string[]): number {
   for (const problem of problems)
@@ -18,6 +21,17 @@ async function main(argv: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
+  }
+  if (args.length === 1 && args[0] === "healthcheck") {
+    try {
+      const verdict = await checkHealth(parseClearConfig(process.env).instanceId, process.env);
+      const out = verdict.healthy ? process.stdout : process.stderr;
+      out.write(`${verdict.healthy ? "healthy" : "unhealthy"}: ${verdict.reason}\n`);
+      return verdict.healthy ? 0 : 1;
+    } catch (error) {
+      if (error instanceof ConfigError) return configError(error.problems);
+      throw error;
+    }
   }
   const unknown = args.filter((a) => a !== "--clear");
   if (unknown.length > 0) {

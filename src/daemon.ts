@@ -9,6 +9,7 @@ import { createBackend } from "./firewall/index.js";
 import { NftChangeMonitor } from "./firewall/nft-monitor.js";
 import { deleteFlowsFrom } from "./conntrack.js";
 import { Reconciler } from "./reconciler.js";
+import { HealthPublisher, stateDir, statePath } from "./health.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -70,6 +71,16 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const dead = new Set<string>();
   const observer = new NetworkObserver(docker, config.network, config.whitelistFilter);
   let stopping = false;
+  // For `trafficjam healthcheck` (see health.ts); removed on exit.
+  const health = new HealthPublisher(
+    statePath(stateDir(process.env), config.instanceId),
+    {
+      instanceId: config.instanceId,
+      firewallBackend: config.firewallBackend,
+      pollIntervalMs: config.pollIntervalMs,
+    },
+    (err) => log.warn({ err }, "cannot write the health state file"),
+  );
 
   const reconciler = new Reconciler({
     instanceId: config.instanceId,
@@ -79,6 +90,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     backend,
     deleteFlowsFrom,
     log,
+    onPass: (outcome) => health.record(outcome),
     observe: async (fresh) => {
       const snapshot = await observer.observe(fresh);
       networkId = snapshot?.id ?? null;
@@ -117,6 +129,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     watcher.stop();
     await reconciler.stop();
     monitor.stop();
+    health.close();
     if (!clear) {
       log.info("stopping: rules stay in force");
       resolveExit(0);

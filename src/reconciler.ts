@@ -15,11 +15,17 @@ export interface ReconcilerDeps {
   backend: FirewallBackend;
   deleteFlowsFrom(family: Family, address: string): Promise<number>;
   log: Logger;
+  /** Called after every pass (e.g. to publish health); must not throw. */
+  onPass?(outcome: PassOutcome): void;
 }
 
 export interface PassOutcome {
   ok: boolean;
   at: number;
+  /** The desired ruleset the pass put (or found) in force; absent when the pass failed. */
+  ruleset?: Ruleset;
+  /** Why the pass failed. */
+  error?: string;
 }
 
 /** Passes triggered together within this window share one apply. */
@@ -153,12 +159,14 @@ export class Reconciler {
         );
       }
       this.failures = 0;
-      this.lastOutcome = { ok: true, at: Date.now() };
+      this.lastOutcome = { ok: true, at: Date.now(), ruleset };
+      this.deps.onPass?.(this.lastOutcome);
     } catch (error) {
       this.failures++;
       const retryMs = Math.min(this.deps.pollIntervalMs, 250 * 2 ** Math.min(this.failures, 6));
       log.error({ err: error, reason: reasons.join(","), retryMs }, "reconcile failed");
-      this.lastOutcome = { ok: false, at: Date.now() };
+      this.lastOutcome = { ok: false, at: Date.now(), error: (error as Error).message };
+      this.deps.onPass?.(this.lastOutcome);
       setTimeout(() => this.request("retry"), retryMs).unref();
     }
   }

@@ -25,7 +25,7 @@ export const TJPROBE_SOURCE = fileURLToPath(new URL("./tjprobe.c", import.meta.u
 export const BUSYBOX = process.env.TJ_E2E_BUSYBOX ?? "/bin/busybox"; // from busybox-static
 
 /** Memoises a cached build step per process; a failure is not memoised. */
-function once(build: () => Promise<string>): () => Promise<string> {
+export function once(build: () => Promise<string>): () => Promise<string> {
   let p: Promise<string> | undefined;
   return () =>
     (p ??= build().catch((e: unknown) => {
@@ -35,7 +35,10 @@ function once(build: () => Promise<string>): () => Promise<string> {
 }
 
 /** Builds `target` through a private temp path + rename (concurrent test processes may race). */
-async function cachedFile(target: string, build: (tmp: string) => Promise<void>): Promise<string> {
+export async function cachedFile(
+  target: string,
+  build: (tmp: string) => Promise<void>,
+): Promise<string> {
   if (existsSync(target)) return target;
   mkdirSync(CACHE_BASE, { recursive: true });
   const work = join(CACHE_BASE, `build-${process.pid}-${Date.now()}`);

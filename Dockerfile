@@ -1,0 +1,36 @@
+# TrafficJam's container image. Works with the classic builder of Docker 20.10 and with BuildKit.
+#   docker build -t trafficjam .
+#   docker build --build-arg BASE=my-node:20 -t trafficjam .   (any Debian-based Node ≥ 20 image)
+# The daemon is the entrypoint, so `docker run … trafficjam --clear` and
+# `docker run … trafficjam healthcheck` pass their argument to it.
+ARG BASE=node:20-bookworm-slim
+
+FROM ${BASE} AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf dist/*.map
+
+FROM ${BASE}
+# Both iptables flavours (iptables-nft and iptables-legacy, plus ip6tables) come with Debian's
+# iptables package; nft for the nftables backend and for change notifications; conntrack to delete
+# the flows of revoked allowances; tini as PID 1, forwarding SIGTERM/SIGUSR1 to the daemon.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      iptables nftables conntrack tini \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+RUN ln -s /app/dist/cli.js /usr/local/bin/trafficjam && chmod 755 /app/dist/cli.js
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/trafficjam"]
+# Healthy only while the last reconcile succeeded within 3 × POLL_INTERVAL and the kernel rules
+# read back as desired (see README, "Verify it works").
+HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/trafficjam", "healthcheck"]

@@ -1,0 +1,262 @@
+// The container image, built from the repository's Dockerfile and used exactly as the original's
+// README uses its image: `docker run --cap-add NET_ADMIN --network host -v docker.sock…` and the
+// equivalent compose file. "Host network" is the lab's network namespace, the lab's Docker host.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { iptablesRules, startLab, waitFor, type Lab } from "./lab/index.js";
+import { run } from "./lab/exec.js";
+import { PRODUCT_IMAGE, buildProductImage } from "./lab/product-image.js";
+import { NODE_BASE_IMAGE } from "./lab/node-base.js";
+import { TEST_IMAGE } from "./lab/image.js";
+import {
+  PUBLISHED_PORT,
+  WHITELIST_FILTER,
+  buildTopology,
+  expectAll,
+  type Topology,
+} from "./topology.js";
+
+const SOCKET = "/var/run/docker.sock:/var/run/docker.sock";
+/** The original README's `docker run`, with our image and the lab's network and proxy filter. */
+const seedRun = (name: string, env: Record<string, string>, extra: string[] = []) => [
+  ...["run", "-d", "--name", name, "--cap-add", "NET_ADMIN", "--network", "host"],
+  ...["-v", SOCKET],
+  ...Object.entries(env).flatMap(([k, v]) => ["--env", `${k}=${v}`]),
+  ...extra,
+  PRODUCT_IMAGE,
+];
+
+async function health(lab: Lab, name: string): Promise<string> {
+  return lab.docker("inspect", "--format", "{{.State.Health.Status}}", name);
+}
+
+async function waitHealth(lab: Lab, name: string, status: string, timeoutMs: number) {
+  const started = Date.now();
+  await waitFor(async () => (await health(lab, name)) === status, {
+    timeoutMs,
+    intervalMs: 200,
+    what: `container ${name} to be ${status}`,
+    details: async () =>
+      `health: ${await lab.docker("inspect", "--format", "{{json .State.Health}}", name)}\n` +
+      `logs: ${(await lab.dockerResult(["logs", "--tail", "20", name])).stdout}`,
+  });
+  return Date.now() - started;
+}
+
+async function ourRules(lab: Lab): Promise<string[]> {
+  return (await iptablesRules(lab, 4)).filter((l) => /TRAFFICJAM|TJF_|TJI_|trafficjam/.test(l));
+}
+
+describe("the container image (Dockerfile), used like the original's", () => {
+  let lab: Lab;
+  let t: Topology;
+
+  before(async () => {
+    lab = await startLab({ name: "img" });
+    const started = Date.now();
+    await buildProductImage(lab);
+    console.log(`image built in ${Math.round((Date.now() - started) / 1000)} s`);
+    t = await buildTopology(lab, { net: "web" });
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  it("carries both iptables flavours, ip6tables, nft and conntrack, and a HEALTHCHECK; its size", async () => {
+    const tools = await lab.dockerResult([
+      ...["run", "--rm", "--entrypoint", "sh", PRODUCT_IMAGE, "-ec"],
+      "iptables-nft -V; iptables-legacy -V; ip6tables-nft -V; ip6tables-legacy -V; nft -v; conntrack -V; node -v",
+    ]);
+    assert.equal(tools.code, 0, tools.stderr);
+    assert.match(
+      tools.stdout,
+      /nf_tables[\s\S]*legacy[\s\S]*nf_tables[\s\S]*legacy[\s\S]*nftables v[\s\S]*conntrack v[\s\S]*v20\./,
+    );
+    const check = JSON.parse(
+      await lab.docker(
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Healthcheck}}",
+        PRODUCT_IMAGE,
+      ),
+    ) as { Test: string[] };
+    assert.deepEqual(check.Test, ["CMD", "/usr/local/bin/trafficjam", "healthcheck"]);
+    const sizes = await lab.docker(
+      ...["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"],
+    );
+    const bytes = async (image: string) =>
+      Number(await lab.docker("image", "inspect", "--format", "{{.Size}}", image));
+    const added = (await bytes(PRODUCT_IMAGE)) - (await bytes(NODE_BASE_IMAGE));
+    console.log(`docker image ls (lab):\n${sizes.replace(/^/gm, "  ")}`);
+    console.log(`layers added to the base: ${(added / 1e6).toFixed(1)} MB`);
+    assert.ok(added < 40e6, `the image adds ${added} bytes to its base`);
+  });
+
+  it("docker run as in the original's README: healthy, and the network is isolated", async () => {
+    await lab.docker(
+      ...seedRun(
+        "trafficjam",
+        { NETWORK: t.net, WHITELIST_FILTER, POLL_INTERVAL: "6", DEBUG: "true" },
+        // the image's own check command, run more often so the test is short
+        ["--health-interval", "1s", "--health-retries", "1", "--health-timeout", "10s"],
+      ),
+    );
+    await waitHealth(lab, "trafficjam", "healthy", 30_000);
+    const [b1, b2, b3] = t.backends;
+    await expectAll(
+      t.backends.map((b) => [`proxy→${b.name}`, () => lab.tcp(t.proxy, b.ipv4, 80)]),
+      true,
+    );
+    await expectAll(
+      [
+        ["b1→b2", () => lab.tcp(b1, b2.ipv4, 80, 500)],
+        ["b3→b1 udp", () => lab.udp(b3, b1.ipv4, 9000, 500)],
+        ["b2→proxy", () => lab.tcp(b2, t.proxy.ipv4, 80, 500)],
+        ["b2→b1's published port via the host", () => lab.tcp(b2, t.gateway4, PUBLISHED_PORT, 500)],
+      ],
+      false,
+    );
+    const ok = await lab.exec("trafficjam", ["trafficjam", "healthcheck"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^healthy: rules in force/);
+  });
+
+  it("health turns unhealthy when the rules are flushed by hand, and healthy after the repair", async () => {
+    // Flush right after a resync, so the next repair is a whole POLL_INTERVAL (6 s) away.
+    const lines = async () => (await lab.docker("logs", "trafficjam")).split("\n");
+    const seen = (await lines()).length;
+    await waitFor(
+      async () => (await lines()).slice(seen).some((l) => l.includes('"rules verified"')),
+      {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+        what: "a resync of the daemon",
+      },
+    );
+    await lab.nsExec(["iptables", "-F", "TJF_DEFAULT"]);
+    const bad = await lab.exec("trafficjam", ["trafficjam", "healthcheck"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^unhealthy: kernel rules differ from the desired state: /);
+    await waitHealth(lab, "trafficjam", "unhealthy", 5_000);
+    await waitHealth(lab, "trafficjam", "healthy", 15_000);
+    assert.match(await lab.docker("logs", "trafficjam"), /rules repaired/);
+    await expectAll([["b1→b2", () => lab.tcp(t.backends[0], t.backends[1].ipv4, 80, 500)]], false);
+  });
+
+  it("docker stop leaves the rules in force; docker run … --clear removes them", async () => {
+    const before = await ourRules(lab);
+    await lab.docker("stop", "trafficjam");
+    assert.equal(await lab.docker("inspect", "--format", "{{.State.ExitCode}}", "trafficjam"), "0");
+    assert.deepEqual(await ourRules(lab), before);
+    assert.ok(
+      before.some((l) => l.startsWith("-A TJF_DEFAULT")),
+      before.join("\n"),
+    );
+    const [b1, b2] = t.backends;
+    await expectAll([["b1→b2 after docker stop", () => lab.tcp(b1, b2.ipv4, 80, 500)]], false);
+
+    const clear = await lab.dockerResult([
+      ...["run", "--rm", "--cap-add", "NET_ADMIN", "--network", "host", PRODUCT_IMAGE, "--clear"],
+    ]);
+    assert.equal(clear.code, 0, clear.stderr);
+    assert.deepEqual(await ourRules(lab), []);
+    await expectAll([["b1→b2 after --clear", () => lab.tcp(b1, b2.ipv4, 80)]], true);
+    await lab.docker("rm", "trafficjam");
+  });
+
+  it("the original's compose file: healthy with the image's own HEALTHCHECK; docker kill -s USR1 clears and exits 0", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tj-img-compose-"));
+    const file = join(dir, "docker-compose.yml");
+    // The original README's compose example (proxy and backend images replaced by the test image).
+    writeFileSync(
+      file,
+      `version: '3.8'
+services:
+  trafficjam:
+    container_name: trafficjam
+    image: ${PRODUCT_IMAGE}
+    cap_add:
+      - NET_ADMIN
+    network_mode: host
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock
+    environment:
+      NETWORK: traefik_public
+      WHITELIST_FILTER: label=role=proxy
+      TZ: America/Los_Angeles
+  traefik:
+    container_name: traefik
+    image: ${TEST_IMAGE}
+    labels:
+      role: proxy
+    networks:
+      traefik_public:
+  whoami:
+    container_name: whoami
+    image: ${TEST_IMAGE}
+    networks:
+      traefik_public:
+  whoami2:
+    container_name: whoami2
+    image: ${TEST_IMAGE}
+    networks:
+      traefik_public:
+networks:
+  traefik_public:
+    name: traefik_public
+`,
+    );
+    const compose = (...args: string[]) =>
+      run("docker-compose", ["-p", "tjimg", "-f", file, ...args], {
+        timeoutMs: 120_000,
+        env: {
+          PATH: process.env.PATH ?? "/usr/bin:/bin",
+          HOME: "/root",
+          DOCKER_HOST: lab.dockerHost,
+        },
+      });
+    try {
+      const up = await compose("up", "-d");
+      assert.equal(up.code, 0, up.stderr);
+      // The image's default HEALTHCHECK (first check after its 10 s interval).
+      await waitHealth(lab, "trafficjam", "healthy", 40_000);
+      const [proxy, w1, w2] = await Promise.all(
+        ["traefik", "whoami", "whoami2"].map((n) => lab.inspect(n)),
+      );
+      await expectAll([["traefik→whoami", () => lab.tcp(proxy!, w1!.ipv4, 80)]], true);
+      await expectAll(
+        [
+          ["whoami→whoami2", () => lab.tcp(w1!, w2!.ipv4, 80, 500)],
+          ["whoami→traefik", () => lab.tcp(w1!, proxy!.ipv4, 80, 500)],
+        ],
+        false,
+      );
+      assert.match(await lab.docker("logs", "trafficjam"), /"time":"[^"]*-0[78]:00"/); // TZ
+
+      await lab.docker("kill", "-s", "USR1", "trafficjam");
+      await waitFor(
+        async () =>
+          (await lab.docker("inspect", "--format", "{{.State.Status}}", "trafficjam")) === "exited",
+        { timeoutMs: 10_000, intervalMs: 100, what: "trafficjam to exit after SIGUSR1" },
+      );
+      assert.equal(
+        await lab.docker("inspect", "--format", "{{.State.ExitCode}}", "trafficjam"),
+        "0",
+      );
+      assert.match(
+        await lab.docker("logs", "trafficjam"),
+        /SIGUSR1: rules of this instance removed/,
+      );
+      assert.deepEqual(await ourRules(lab), []);
+      await expectAll([["whoami→whoami2 after USR1", () => lab.tcp(w1!, w2!.ipv4, 80)]], true);
+    } finally {
+      const down = await compose("down", "--timeout", "1");
+      rmSync(dir, { recursive: true, force: true });
+      assert.equal(down.code, 0, down.stderr);
+    }
+  });
+});

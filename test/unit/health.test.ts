@@ -1,0 +1,161 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, existsSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  HealthPublisher,
+  assessHealth,
+  parseState,
+  processStartTime,
+  stateDir,
+  statePath,
+  writerAlive,
+  type HealthState,
+} from "../../src/health.js";
+import { computeRuleset } from "../../src/policy.js";
+import { SCENARIOS } from "./fixtures.js";
+import { pino } from "pino";
+import { Reconciler, type PassOutcome } from "../../src/reconciler.js";
+
+const ruleset = computeRuleset(SCENARIOS[0]!.snapshot, {
+  instanceId: "web",
+  allowHostTraffic: false,
+});
+const NOW = 1_000_000;
+
+function state(overrides: Partial<HealthState> = {}): HealthState {
+  return {
+    version: 1,
+    pid: 42,
+    pidStartTime: "1",
+    instanceId: "web",
+    firewallBackend: "auto",
+    pollIntervalMs: 5000,
+    lastPass: { ok: true, at: NOW - 1000 },
+    lastSuccessAt: NOW - 1000,
+    ruleset,
+    ...overrides,
+  };
+}
+
+test("healthy: alive, recent success, kernel matches", () => {
+  const v = assessHealth(state(), NOW, true, []);
+  assert.equal(v.healthy, true, v.reason);
+  assert.match(v.reason, /rules in force/);
+});
+
+test("unhealthy when the daemon is gone", () => {
+  const v = assessHealth(state(), NOW, false, []);
+  assert.equal(v.healthy, false);
+  assert.match(v.reason, /pid 42.*not running/);
+});
+
+test("unhealthy before the first successful pass, with the last error", () => {
+  const v = assessHealth(
+    state({ lastSuccessAt: null, ruleset: null, lastPass: { ok: false, at: NOW, error: "boom" } }),
+    NOW,
+    true,
+    [],
+  );
+  assert.equal(v.healthy, false);
+  assert.match(v.reason, /no successful reconcile yet: boom/);
+});
+
+test("the limit is 3 × POLL_INTERVAL, inclusive", () => {
+  assert.equal(assessHealth(state({ lastSuccessAt: NOW - 15_000 }), NOW, true, []).healthy, true);
+  const v = assessHealth(
+    state({ lastSuccessAt: NOW - 15_001, lastPass: { ok: false, at: NOW, error: "docker down" } }),
+    NOW,
+    true,
+    [],
+  );
+  assert.equal(v.healthy, false);
+  assert.match(v.reason, /15\.0 s ago \(limit 15 s = 3 × POLL_INTERVAL\); last error: docker down/);
+});
+
+test("unhealthy when the kernel differs, naming the differences", () => {
+  const v = assessHealth(state(), NOW, true, ["IPv4 TJF_web: rule missing"]);
+  assert.equal(v.healthy, false);
+  assert.match(v.reason, /differ.*TJF_web: rule missing/);
+  assert.equal(assessHealth(state(), NOW, true, null).healthy, false);
+});
+
+test("state location: default /run/trafficjam, override, keyed by instance and netns", () => {
+  assert.equal(stateDir({}), "/run/trafficjam");
+  assert.equal(stateDir({ TRAFFICJAM_STATE_DIR: " " }), "/run/trafficjam");
+  assert.equal(stateDir({ TRAFFICJAM_STATE_DIR: "/x" }), "/x");
+  assert.equal(statePath("/x", "web", "net4026531840"), "/x/web.net4026531840.json");
+  assert.match(statePath("/x", "web"), /^\/x\/web\.net\d+\.json$/);
+});
+
+test("writerAlive: this process is alive; a wrong start time or a dead pid is not", () => {
+  const start = processStartTime(process.pid);
+  assert.ok(start);
+  assert.equal(writerAlive({ pid: process.pid, pidStartTime: start }), true);
+  assert.equal(writerAlive({ pid: process.pid, pidStartTime: "0" }), false);
+  assert.equal(writerAlive({ pid: 2 ** 22 + 1, pidStartTime: null }), false);
+});
+
+test("HealthPublisher writes atomically, keeps the last success across a failure, removes on close", () => {
+  const dir = mkdtempSync(join(tmpdir(), "tj-health-"));
+  try {
+    const path = join(dir, "sub", "web.net1.json");
+    const errors: Error[] = [];
+    const pub = new HealthPublisher(
+      path,
+      { instanceId: "web", firewallBackend: "iptables", pollIntervalMs: 1000 },
+      (e) => errors.push(e),
+    );
+    pub.record({ ok: true, at: 10, ruleset });
+    pub.record({ ok: false, at: 20, error: "docker down" });
+    const s = parseState(readFileSync(path, "utf8"));
+    assert.equal(s.pid, process.pid);
+    assert.equal(s.lastSuccessAt, 10);
+    assert.deepEqual(s.lastPass, { ok: false, at: 20, error: "docker down" });
+    assert.deepEqual(s.ruleset, ruleset);
+    assert.deepEqual(readdirSync(join(dir, "sub")), ["web.net1.json"]); // no temp file left
+    pub.close();
+    pub.record({ ok: true, at: 30, ruleset });
+    assert.equal(existsSync(path), false);
+    assert.deepEqual(errors, []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("parseState rejects other files", () => {
+  assert.throws(() => parseState("{}"), /not a TrafficJam state file/);
+  assert.throws(() => parseState("nope"));
+});
+
+test("the reconciler reports every pass to onPass: the ruleset on success, the error on failure", async () => {
+  const outcomes: PassOutcome[] = [];
+  let calls = 0;
+  const reconciler = new Reconciler({
+    instanceId: "web",
+    networkRef: "web",
+    allowHostTraffic: false,
+    pollIntervalMs: 60_000,
+    log: pino({ level: "silent" }),
+    deleteFlowsFrom: async () => 0,
+    backend: {
+      sync: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),
+      clear: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),
+      check: async () => ({ location: "fake", differences: [] }),
+    },
+    observe: async () => {
+      if (calls++ === 1) throw new Error("docker down");
+      return SCENARIOS[0]!.snapshot;
+    },
+    onPass: (o) => outcomes.push(o),
+  });
+  assert.equal(await reconciler.runOnce("startup"), true);
+  assert.equal(await reconciler.runOnce("resync"), false);
+  await reconciler.stop();
+  assert.equal(outcomes.length, 2);
+  assert.equal(outcomes[0]!.ok, true);
+  assert.deepEqual(outcomes[0]!.ruleset, ruleset);
+  assert.equal(outcomes[1]!.ok, false);
+  assert.equal(outcomes[1]!.error, "docker down");
+});
