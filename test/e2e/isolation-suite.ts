@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   iptablesRules,
   nftRuleset,
+  runCli,
   startLab,
   type DaemonProcess,
   type Lab,
@@ -82,6 +83,12 @@ export function isolationSuite(setup: FirewallSetup): void {
       assert.equal(typeof choice.reason, "string");
       const applied = await daemon.waitForLog(isApplied, 1000);
       assert.equal(applied.location, setup.expectLocation);
+    });
+
+    it("`trafficjam healthcheck` reads the rules back through this backend: healthy", async () => {
+      const r = await runCli(lab, { INSTANCE_ID: "web" }, ["healthcheck"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^healthy: rules in force/);
     });
 
     it("the proxy reaches every backend over TCP, IPv4 and IPv6", async () => {
@@ -259,6 +266,8 @@ export function isolationSuite(setup: FirewallSetup): void {
       daemon.signal("SIGUSR1");
       assert.deepEqual(await daemon.waitExit(10_000), { code: 0, signal: null });
       assert.deepEqual(await firewallLeftovers(lab), []);
+      const health = await runCli(lab, { INSTANCE_ID: "web" }, ["healthcheck"]);
+      assert.equal(health.code, 1, health.stdout);
       await expectAll(
         [
           ["b1→b2", () => lab.tcp(b1, b2.ipv4, 80)],
