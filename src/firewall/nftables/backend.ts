@@ -72,8 +72,10 @@ export class NftablesBackend implements FirewallBackend {
     try {
       return (await this.current(instanceId, fresh)).table !== null;
     } catch (error) {
-      if (error instanceof NftMissingError) return false; // no nft, no table of ours
-      throw error;
+      if (!(error instanceof NftMissingError)) throw error;
+      // No nft, no table of ours: remembered, so event passes do not try to spawn it again.
+      this.cache = { instanceId, table: null, readAt: Date.now() };
+      return false;
     }
   }
 
