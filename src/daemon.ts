@@ -21,11 +21,12 @@ async function waitForDocker(
   for (let attempt = 0; !isStopping(); attempt++) {
     try {
       await docker.ping();
-      const version = await docker.version();
-      log.info(
-        { endpoint: describeDockerEndpoint(), version: version.Version },
-        "connected to Docker",
+      // The version is only logged: a socket proxy that denies it must not stop the daemon.
+      const version = await docker.version().then(
+        (v) => v.Version,
+        () => "unknown (not allowed by the endpoint?)",
       );
+      log.info({ endpoint: describeDockerEndpoint(), version }, "connected to Docker");
       return;
     } catch (error) {
       const retryMs = Math.min(5000, 200 * 2 ** attempt);
