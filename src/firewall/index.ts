@@ -4,7 +4,7 @@
 // this instance's rules out of the old backend right after the new one is in force.
 import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "./backend.js";
 import type { Ruleset } from "../model.js";
-import { IptablesBackend } from "./iptables/backend.js";
+import { IptablesBackend, type Located } from "./iptables/backend.js";
 import { NftablesBackend } from "./nftables/backend.js";
 import type { NftChangeMonitor } from "./nft-monitor.js";
 
@@ -25,7 +25,8 @@ export interface SelectingOptions {
 }
 
 /** What the choice needs of the iptables backend: where Docker's chains are, and our leftovers. */
-export type IptablesSide = FirewallBackend & Pick<IptablesBackend, "locate" | "holdsInstance">;
+export type IptablesSide = FirewallBackend &
+  Pick<IptablesBackend, "locate" | "holdsInstance" | "sync" | "check">;
 export type NftablesSide = FirewallBackend & Pick<NftablesBackend, "holds">;
 
 export class SelectingBackend implements FirewallBackend {
@@ -49,34 +50,46 @@ export class SelectingBackend implements FirewallBackend {
 
   /** Decides where the rules go. Only `auto` looks at the kernel (Docker's chains). */
   async choose(fresh: boolean): Promise<BackendChoice> {
-    if (this.mode !== "auto") return { kind: this.mode, reason: `FIREWALL_BACKEND=${this.mode}` };
-    const { flavour } = await this.iptables.locate(fresh);
-    return flavour
-      ? { kind: "iptables", reason: `Docker's DOCKER-USER chain is in iptables-${flavour}` }
+    return (await this.decide(fresh)).choice;
+  }
+
+  /** The choice, and under `auto` the iptables view it was made from (reused, not read again). */
+  private async decide(
+    fresh: boolean,
+  ): Promise<{ choice: BackendChoice; located: Located | undefined }> {
+    if (this.mode !== "auto") {
+      return {
+        choice: { kind: this.mode, reason: `FIREWALL_BACKEND=${this.mode}` },
+        located: undefined,
+      };
+    }
+    const located = await this.iptables.locate(fresh);
+    const choice: BackendChoice = located.flavour
+      ? { kind: "iptables", reason: `Docker's DOCKER-USER chain is in iptables-${located.flavour}` }
       : {
           kind: "nftables",
           reason:
             "no iptables flavour has Docker's DOCKER-USER chain (Docker's nftables firewall, or \"iptables\": false)",
         };
+    return { choice, located };
   }
 
   async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
-    const choice = await this.choose(options.fresh);
+    const { choice, located } = await this.decide(options.fresh);
     if (this.last?.kind !== choice.kind) this.options.onChoice?.(choice);
     const switched = this.last !== null && this.last.kind !== choice.kind;
     this.last = choice;
-    const [chosen, other] =
-      choice.kind === "iptables"
-        ? [this.iptables, this.nftables]
-        : ([this.nftables, this.iptables] as const);
-    const result = await chosen.sync(ruleset, options);
+    const other = choice.kind === "iptables" ? this.nftables : this.iptables;
+    const result = await (choice.kind === "iptables"
+      ? this.iptables.sync(ruleset, options, located)
+      : this.nftables.sync(ruleset, options));
     // Make before break: the old backend's rules go only once the new ones are in force. Both
     // only ever drop, so the moment when both hold rules is closed, never open.
     const leftover =
       switched ||
       (choice.kind === "iptables"
         ? await this.nftables.holds(ruleset.instanceId, options.fresh)
-        : await this.iptables.holdsInstance(ruleset.instanceId, options.fresh));
+        : await this.iptables.holdsInstance(ruleset.instanceId, options.fresh, located));
     if (!leftover) return result;
     const removed = await other.clear(ruleset.instanceId);
     if (!removed.changed) return result;
@@ -101,8 +114,10 @@ export class SelectingBackend implements FirewallBackend {
   }
 
   async check(ruleset: Ruleset): Promise<CheckResult> {
-    const choice = await this.choose(true);
-    return (choice.kind === "iptables" ? this.iptables : this.nftables).check(ruleset);
+    const { choice, located } = await this.decide(true);
+    return choice.kind === "iptables"
+      ? this.iptables.check(ruleset, located)
+      : this.nftables.check(ruleset);
   }
 
   /** Removes the instance from every backend: whichever one it used, nothing of it is left. */

@@ -25,7 +25,13 @@ const ruleset = (proxies: string[]) =>
 
 function fakes() {
   const calls: string[] = [];
-  const state = { dockerUser: true, iptablesHolds: false, nftHolds: false };
+  const state = {
+    dockerUser: true,
+    iptablesHolds: false,
+    nftHolds: false,
+    locates: 0,
+    viewsHandedOn: 0,
+  };
   const result = (location: string, revoked: SyncResult["revoked"] = []): SyncResult => ({
     changed: true,
     differences: [`${location} changed`],
@@ -33,10 +39,16 @@ function fakes() {
     revoked,
   });
   const iptables: IptablesSide = {
-    locate: async () =>
-      ({ flavour: state.dockerUser ? "nft" : null, tables: new Map(), cached: true }) as Located,
-    holdsInstance: async () => state.iptablesHolds,
-    sync: async () => {
+    locate: async () => {
+      state.locates++;
+      return { flavour: state.dockerUser ? "nft" : null, tables: new Map(), cached: true };
+    },
+    holdsInstance: async (_id, _fresh?, located?) => {
+      if (located) state.viewsHandedOn++;
+      return state.iptablesHolds;
+    },
+    sync: async (_ruleset, _options?, located?) => {
+      if (located) state.viewsHandedOn++;
       calls.push("iptables.sync");
       state.iptablesHolds = true;
       return result("iptables-nft");
@@ -52,7 +64,10 @@ function fakes() {
           ])
         : { ...result("iptables"), changed: false, differences: [] };
     },
-    check: async () => ({ location: "iptables-nft", differences: [] }),
+    check: async (_ruleset, located?) => {
+      if (located) state.viewsHandedOn++;
+      return { location: "iptables-nft", differences: [] };
+    },
   };
   const nftables: NftablesSide = {
     holds: async () => state.nftHolds,
@@ -124,4 +139,16 @@ test("a forced backend ignores Docker's chains; --clear empties both", async () 
   f.calls.length = 0;
   await backend.clear("web");
   assert.deepEqual(f.calls, ["iptables.clear", "nftables.clear"]);
+});
+
+test("under auto, the iptables tables are located once per pass and that view is handed on", async () => {
+  const f = fakes();
+  const backend = new SelectingBackend("auto", {}, f.backends);
+  await backend.sync(ruleset([])); // iptables chosen: its sync gets the view
+  await backend.check(ruleset([])); // and so does its check
+  f.state.dockerUser = false;
+  await backend.sync(ruleset([])); // the switch to nftables clears iptables
+  await backend.sync(ruleset([])); // then the leftover check gets the view
+  assert.equal(f.state.locates, 4);
+  assert.equal(f.state.viewsHandedOn, 3);
 });

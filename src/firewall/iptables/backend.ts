@@ -135,9 +135,14 @@ export class IptablesBackend implements FirewallBackend {
     return { flavour: flavourOf(tables), tables, cached: false };
   }
 
-  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
+  /** `located`: a view the caller has just obtained from locate(), so it is not read twice. */
+  async sync(
+    ruleset: Ruleset,
+    options: SyncOptions = { fresh: true },
+    located?: Located,
+  ): Promise<SyncResult> {
     const desired = (family: Family) => ruleset.families[family];
-    const located = await this.locate(options.fresh);
+    located ??= await this.locate(options.fresh);
     if (located.cached) {
       try {
         if (located.flavour === null) throw new DockerChainMissingError();
@@ -158,17 +163,18 @@ export class IptablesBackend implements FirewallBackend {
     return this.converge(ruleset.instanceId, desired, fresh.tables, fresh.flavour, options);
   }
 
-  async check(ruleset: Ruleset): Promise<CheckResult> {
-    const tables = await this.readAll();
-    const flavour = flavourOf(tables);
+  /** Compares a read made now (or `located`, one the caller has just made) with `ruleset`. */
+  async check(ruleset: Ruleset, located?: Located): Promise<CheckResult> {
+    const tables = located?.tables ?? (await this.readAll());
+    const flavour = located ? located.flavour : flavourOf(tables);
     if (flavour === null) throw new DockerChainMissingError();
     const work = this.plan(ruleset.instanceId, (f) => ruleset.families[f], tables, flavour);
     return { location: `iptables-${flavour}`, differences: describe(work, true) };
   }
 
   /** Whether anything of the instance is installed, in any flavour (used after a switch). */
-  async holdsInstance(instanceId: string, fresh = true): Promise<boolean> {
-    const { tables } = await this.locate(fresh);
+  async holdsInstance(instanceId: string, fresh = true, located?: Located): Promise<boolean> {
+    const { tables } = located ?? (await this.locate(fresh));
     return this.plan(instanceId, () => null, tables, null).length > 0;
   }
 
