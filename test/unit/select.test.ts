@@ -9,7 +9,6 @@ import {
   type NftablesSide,
 } from "../../src/firewall/index.js";
 import { computeRuleset } from "../../src/policy.js";
-import type { Located } from "../../src/firewall/iptables/backend.js";
 import type { SyncResult } from "../../src/firewall/backend.js";
 
 const ruleset = (proxies: string[]) =>
