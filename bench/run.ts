@@ -504,6 +504,14 @@ async function machine(lab: Lab): Promise<Array<[string, string]>> {
   ];
 }
 
+/** (c): the idle cost with the containers the network has now. */
+async function idlePhase(lab: Lab, results: Results, phase: string): Promise<void> {
+  log(`\n(c) idle cost, ${await memberCount(lab)} containers on the network (POLL_INTERVAL 5 s)`);
+  const r = await idleCost(lab, phase);
+  results.idle.push({ phase, r });
+  log(`    ${describeIdle(r)}`);
+}
+
 async function runPhases(lab: Lab, results: Results): Promise<void> {
   await lab.createNetwork(NETWORK, { subnets: [SUBNET] });
   const target = await lab.run({ name: "tjb-target", network: NETWORK }); // tjprobe serve
@@ -526,12 +534,7 @@ async function runPhases(lab: Lab, results: Results): Promise<void> {
     await stopDaemon(daemon);
   }
 
-  if (IDLE) {
-    log(`\n(c) idle cost, ${await memberCount(lab)} containers on the network (POLL_INTERVAL 5 s)`);
-    const r = await idleCost(lab, "idle-small");
-    results.idle.push({ phase: "idle-small", r });
-    log(`    ${describeIdle(r)}`);
-  }
+  if (IDLE) await idlePhase(lab, results, "idle-small");
 
   log(`\n(b) one change with ${SIZES.join(", ")} containers on the network`);
   for (const size of SIZES) {
@@ -556,12 +559,7 @@ async function runPhases(lab: Lab, results: Results): Promise<void> {
     }
   }
 
-  if (IDLE) {
-    log(`\n(c) idle cost, ${await memberCount(lab)} containers on the network (POLL_INTERVAL 5 s)`);
-    const r = await idleCost(lab, "idle-large");
-    results.idle.push({ phase: "idle-large", r });
-    log(`    ${describeIdle(r)}`);
-  }
+  if (IDLE) await idlePhase(lab, results, "idle-large");
 
   if (BACKENDS.includes("nftables")) {
     log("\n(d) nftables: one whitelist change as set-element updates vs a whole-table replace");
