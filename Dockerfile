@@ -18,10 +18,12 @@ RUN npm run build \
 FROM ${BASE}
 # Both iptables flavours (iptables-nft and iptables-legacy, plus ip6tables) come with Debian's
 # iptables package; nft for the nftables backend and for change notifications; conntrack to delete
-# the flows of revoked allowances; tini as PID 1, forwarding SIGTERM/SIGUSR1 to the daemon.
+# the flows of revoked allowances; iproute2's ip to find whitelisted containers' bridge ports (from
+# the namespace ids of Docker's netns folder, mounted at /run/netns); tini as PID 1, forwarding
+# SIGTERM/SIGUSR1.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      iptables nftables conntrack tini \
+      iptables nftables conntrack iproute2 tini \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

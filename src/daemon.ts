@@ -10,6 +10,7 @@ import { NftChangeMonitor } from "./firewall/nft-monitor.js";
 import { deleteFlowsFrom } from "./conntrack.js";
 import { Reconciler } from "./reconciler.js";
 import { HealthPublisher, stateDir, statePath } from "./health.js";
+import { BridgePortFinder, hostBridgePortDeps, type SandboxInfo } from "./bridge-ports.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -71,6 +72,36 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   // disconnecting them: their address may be handed out again right after.
   const dead = new Set<string>();
   const observer = new NetworkObserver(docker, config.network, config.whitelistFilter);
+  const inspectSandbox = async (id: string): Promise<SandboxInfo | null> => {
+    try {
+      const c = await docker.getContainer(id).inspect();
+      return {
+        running: c.State.Running,
+        pid: c.State.Pid,
+        sandboxKey: c.NetworkSettings.SandboxKey ?? "",
+      };
+    } catch (error) {
+      if ((error as { statusCode?: number }).statusCode === 404) return null;
+      throw error;
+    }
+  };
+  let fallbackWarned = false;
+  const ports = new BridgePortFinder(hostBridgePortDeps(inspectSandbox), (member, reason) => {
+    const fields = { container: member.name, reason };
+    if (fallbackWarned) {
+      log.info(fields, "bridge port not found: allowance bound to the address only");
+      return;
+    }
+    fallbackWarned = true;
+    log.warn(
+      fields,
+      "cannot find the bridge port of a whitelisted container: its allowances are bound to its " +
+        "addresses only, so a backend able to forge those addresses (CAP_NET_RAW) gets packets " +
+        "through. In the image, mount Docker's netns folder read-only at /run/netns " +
+        "(-v /var/run/docker/netns:/run/netns:ro,rslave); run the host command as root. " +
+        "See the README",
+    );
+  });
   let stopping = false;
   // For `trafficjam healthcheck` (see health.ts); removed on exit.
   const health = new HealthPublisher(
@@ -99,7 +130,8 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       // Once Docker no longer lists a dead container as running, it needs no tombstone.
       const listed = new Set(snapshot.whitelisted.map((m) => m.id));
       for (const id of dead) if (!listed.has(id)) dead.delete(id);
-      return { ...snapshot, whitelisted: snapshot.whitelisted.filter((m) => !dead.has(m.id)) };
+      const alive = snapshot.whitelisted.filter((m) => !dead.has(m.id));
+      return { ...snapshot, whitelisted: await ports.attach(alive, snapshot.bridge ?? null) };
     },
   });
 

@@ -1,7 +1,14 @@
 // Snapshot + configuration → desired ruleset. Pure: no I/O, no time, deterministic order,
 // so the same Docker state always renders the same rules (and golden files stay stable).
 import { isIPv6 } from "node:net";
-import type { Family, FamilyRuleset, Member, NetworkSnapshot, Ruleset } from "./model.js";
+import type {
+  Family,
+  FamilyRuleset,
+  Member,
+  NetworkSnapshot,
+  PortBinding,
+  Ruleset,
+} from "./model.js";
 
 export interface PolicyOptions {
   instanceId: string;
@@ -28,12 +35,14 @@ export function computeRuleset(snapshot: NetworkSnapshot | null, options: Policy
   const proxies = snapshot?.whitelisted ?? [];
   const family = (f: Family): FamilyRuleset => {
     const subnets = [...new Set((snapshot?.subnets ?? []).filter((s) => familyOfCidr(s) === f))];
+    const members = subnets.length === 0 ? [] : proxies.filter((m) => addressOf(m, f));
+    const portBindings = members
+      .flatMap((m): PortBinding[] => (m.port ? [{ address: addressOf(m, f)!, port: m.port }] : []))
+      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
     return {
       subnets,
-      allowedSources:
-        subnets.length === 0
-          ? []
-          : uniqueSorted(proxies.flatMap((m) => addressOf(m, f) ?? []).filter(Boolean)),
+      allowedSources: uniqueSorted(members.map((m) => addressOf(m, f)!)),
+      portBindings,
       protectHost: !options.allowHostTraffic,
     };
   };

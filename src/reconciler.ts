@@ -117,6 +117,11 @@ export class Reconciler {
         allowHostTraffic: this.deps.allowHostTraffic,
       });
       this.noteWhitelist(snapshot, ruleset);
+      // A port-bound allowance about to go has its flows deleted before the commit as well as
+      // after: until the commit its guard keeps every other port's packets with that address
+      // out, so no flow can be re-created in between, and after it no stale flow is left to
+      // admit the address's next owner until the deletion runs.
+      const early = await this.deleteFlows(withdrawnBound(this.applied, ruleset));
       const result = await this.deps.backend.sync(ruleset, {
         fresh,
         onEnforced: () => (enforcedAt = Date.now()),
@@ -126,7 +131,7 @@ export class Reconciler {
       this.applied = ruleset;
       this.appliedLocation = result.location;
       // Revocations come from the kernel's own rules, so they hold across daemon restarts too.
-      await this.dropFlows(result.revoked);
+      await this.dropFlows(result.revoked, early);
       const ms = Math.round((performance.now() - started) * 10) / 10;
       if (result.changed) {
         // Same desired rules in the same place as last time, yet the kernel had to change:
@@ -141,6 +146,13 @@ export class Reconciler {
           network: ruleset.networkName,
           subnets: [...ruleset.families[4].subnets, ...ruleset.families[6].subnets],
           allowed: [...ruleset.families[4].allowedSources, ...ruleset.families[6].allowedSources],
+          // Where each allowed address must come from; an address absent here is not bound.
+          boundTo: Object.fromEntries(
+            [...ruleset.families[4].portBindings, ...ruleset.families[6].portBindings].map((b) => [
+              b.address,
+              b.port,
+            ]),
+          ),
           differences: result.differences,
           ms,
           ...(eventTimeMs !== null && enforcedAt !== null
@@ -187,6 +199,7 @@ export class Reconciler {
       name: m.name,
       ipv4: m.ipv4,
       ipv6: m.ipv6,
+      port: m.port ?? "none found: bound to its addresses only",
     }));
     const key = JSON.stringify([
       containers,
@@ -203,14 +216,40 @@ export class Reconciler {
     );
   }
 
-  private async dropFlows(revoked: Array<[Family, string]>): Promise<void> {
-    for (const [family, address] of revoked) {
+  /** Deletes the tracked flows of each address; how many went, per address ("4/1.2.3.4"). */
+  private async deleteFlows(addresses: Array<[Family, string]>): Promise<Map<string, number>> {
+    const deleted = new Map<string, number>();
+    for (const [family, address] of addresses) {
       try {
-        const count = await this.deps.deleteFlowsFrom(family, address);
-        this.deps.log.info({ address, flows: count }, "allowance revoked: tracked flows deleted");
+        deleted.set(`${family}/${address}`, await this.deps.deleteFlowsFrom(family, address));
       } catch (error) {
         this.deps.log.error({ err: error, address }, "could not delete tracked flows");
       }
     }
+    return deleted;
   }
+
+  /** After a commit: deletes the flows of revoked addresses, one log line per address. */
+  private async dropFlows(
+    revoked: Array<[Family, string]>,
+    early: Map<string, number>,
+  ): Promise<void> {
+    const late = await this.deleteFlows(revoked);
+    for (const key of new Set([...early.keys(), ...late.keys()])) {
+      const flows = (early.get(key) ?? 0) + (late.get(key) ?? 0);
+      const address = key.slice(key.indexOf("/") + 1);
+      this.deps.log.info({ address, flows }, "allowance revoked: tracked flows deleted");
+    }
+  }
+}
+
+/** Addresses bound to a port in the last applied ruleset that the next one no longer allows. */
+export function withdrawnBound(previous: Ruleset | null, next: Ruleset): Array<[Family, string]> {
+  if (previous === null) return [];
+  return ([4, 6] as const).flatMap((f) => {
+    const still = new Set(next.families[f].allowedSources);
+    return previous.families[f].portBindings
+      .filter((b) => !still.has(b.address))
+      .map((b): [Family, string] => [f, b.address]);
+  });
 }

@@ -10,6 +10,8 @@ import type { WhitelistFilter } from "../config.js";
 export interface NetworkInspect {
   Id: string;
   Name: string;
+  Driver?: string;
+  Options?: Record<string, string> | null;
   IPAM?: { Config?: Array<{ Subnet?: string }> | null };
 }
 
@@ -20,7 +22,13 @@ export interface ContainerSummary {
   NetworkSettings?: {
     Networks?: Record<
       string,
-      { NetworkID?: string; IPAddress?: string; GlobalIPv6Address?: string } | null
+      {
+        NetworkID?: string;
+        EndpointID?: string;
+        MacAddress?: string;
+        IPAddress?: string;
+        GlobalIPv6Address?: string;
+      } | null
     > | null;
   } | null;
 }
@@ -41,6 +49,12 @@ export function resolveNetwork<T extends { Id: string; Name: string }>(
   return byPrefix.length === 1 ? byPrefix[0]! : null;
 }
 
+/** The Linux bridge of a bridge-driver network, named as Docker names it. */
+export function bridgeOf(network: NetworkInspect): string | undefined {
+  if (network.Driver !== "bridge") return undefined;
+  return network.Options?.["com.docker.network.bridge.name"] || `br-${network.Id.slice(0, 12)}`;
+}
+
 export function subnetsOf(network: NetworkInspect): string[] {
   return (network.IPAM?.Config ?? []).flatMap((c) => (c.Subnet ? [c.Subnet] : []));
 }
@@ -58,6 +72,8 @@ export function membersOn(networkId: string, containers: ContainerSummary[]): Me
         name: (c.Names?.[0] ?? c.Id.slice(0, 12)).replace(/^\//, ""),
         ipv4: endpoint.IPAddress || undefined,
         ipv6: endpoint.GlobalIPv6Address || undefined,
+        endpointId: endpoint.EndpointID || undefined,
+        mac: endpoint.MacAddress || undefined,
       },
     ];
   });
@@ -88,7 +104,9 @@ export class NetworkObserver {
     if (fresh || !this.network) {
       const networks = (await this.docker.listNetworks()) as NetworkInspect[];
       const found = resolveNetwork(networks, this.networkRef);
-      this.network = found ? { id: found.Id, name: found.Name, subnets: subnetsOf(found) } : null;
+      this.network = found
+        ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
+        : null;
       if (!this.network) return null;
     }
     const matching = (await this.docker.listContainers({

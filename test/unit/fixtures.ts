@@ -1,11 +1,13 @@
 // Scenarios shared by the golden-file tests: snapshots as the Docker adapter would build them.
-import type { NetworkSnapshot } from "../../src/model.js";
+import type { Member, NetworkSnapshot } from "../../src/model.js";
 
-const member = (n: number, ipv6 = false) => ({
+/** A whitelisted container; its bridge port is known unless `port` is false. */
+const member = (n: number, ipv6 = false, port = true): Member => ({
   id: `c${n}`.padEnd(64, "0"),
   name: n === 1 ? "proxy" : `backend${n}`,
   ipv4: `172.20.0.${n + 1}`,
   ipv6: ipv6 ? `fd00:20::${n + 1}` : undefined,
+  port: port ? `veth${n}a2b3c4` : undefined,
 });
 
 function network(overrides: Partial<NetworkSnapshot>): NetworkSnapshot {
@@ -49,4 +51,13 @@ export const SCENARIOS: Scenario[] = [
     allowHostTraffic: false,
   },
   { name: "allow-host-traffic", snapshot: network({}), allowHostTraffic: true },
+  {
+    // The bridge port of one proxy could not be found: it is allowed by address only.
+    name: "port-unknown",
+    snapshot: network({
+      subnets: ["172.20.0.0/16", "fd00:20::/64"],
+      whitelisted: [member(1, true), member(3, true, false)],
+    }),
+    allowHostTraffic: false,
+  },
 ];

@@ -9,6 +9,7 @@ import type { FamilyRuleset } from "../../src/model.js";
 const RULES: FamilyRuleset = {
   subnets: ["172.20.0.0/16"],
   allowedSources: ["172.20.0.2"],
+  portBindings: [],
   protectHost: true,
 };
 
@@ -206,4 +207,25 @@ test("a jump into TRAFFICJAM inserted twice (two instances starting together) is
     plan.script,
     "*filter\n-D DOCKER-USER -j TRAFFICJAM\n-D DOCKER-USER -j TRAFFICJAM\n-I DOCKER-USER 1 -j TRAFFICJAM\nCOMMIT\n",
   );
+});
+
+test("bound allowances: a new port for the same address is no revocation; a gone address is", () => {
+  const bound = (port: string): FamilyRuleset => ({
+    ...RULES,
+    portBindings: [{ address: "172.20.0.2", port }],
+  });
+  const table = parseFilterTable(converged([["web", bound("veth1111111")]]));
+  const moved = planFamily(table, target("web", bound("veth2222222")));
+  assert.deepEqual(moved.differences, [
+    "chain TJF_web differs from the desired rules",
+    "chain TJI_web differs from the desired rules",
+  ]);
+  assert.match(
+    moved.script!,
+    /-s 172\.20\.0\.2\/32 -d 172\.20\.0\.0\/16 -m physdev ! --physdev-in veth2222222 .* -j DROP/,
+  );
+  assert.match(moved.script!, /-m physdev --physdev-in veth2222222 .* -j RETURN/);
+  assert.deepEqual(moved.revokedSources, []);
+  const gone = planFamily(table, target("web", { ...RULES, allowedSources: [] }));
+  assert.deepEqual(gone.revokedSources, ["172.20.0.2"]);
 });

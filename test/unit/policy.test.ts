@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeRuleset } from "../../src/policy.js";
 import {
+  bridgeOf,
   membersOn,
   resolveNetwork,
   subnetsOf,
@@ -26,10 +27,37 @@ test("whitelisted members are allowed per family, others are not", () => {
   assert.deepEqual(ruleset.families[6].subnets, ["fd00:20::/64"]);
 });
 
+test("each allowed address is bound to its container's bridge port, when that port is known", () => {
+  const mixed = SCENARIOS.find((s) => s.name === "port-unknown")!.snapshot;
+  const ruleset = computeRuleset(mixed, options);
+  assert.deepEqual(ruleset.families[4].allowedSources, ["172.20.0.2", "172.20.0.4"]);
+  assert.deepEqual(ruleset.families[4].portBindings, [
+    { address: "172.20.0.2", port: "veth1a2b3c4" },
+  ]);
+  assert.deepEqual(ruleset.families[6].portBindings, [
+    { address: "fd00:20::2", port: "veth1a2b3c4" },
+  ]);
+});
+
 test("a whitelisted container without an address of a family adds nothing there", () => {
   const one = SCENARIOS.find((s) => s.name === "one-proxy")!.snapshot;
   const ruleset = computeRuleset({ ...one, subnets: [...one.subnets, "fd00::/64"] }, options);
   assert.deepEqual(ruleset.families[6].allowedSources, []);
+});
+
+test("a bridge network's Linux bridge: Docker's name option, else br-<12 first of the id>", () => {
+  const id = "0123456789abcdef0123";
+  assert.equal(bridgeOf({ Id: id, Name: "web", Driver: "bridge", Options: {} }), "br-0123456789ab");
+  assert.equal(
+    bridgeOf({
+      Id: id,
+      Name: "bridge",
+      Driver: "bridge",
+      Options: { "com.docker.network.bridge.name": "docker0" },
+    }),
+    "docker0",
+  );
+  assert.equal(bridgeOf({ Id: id, Name: "mv", Driver: "macvlan", Options: null }), undefined);
 });
 
 test("Engine answers → subnets, and whitelisted containers attached to the network", () => {
@@ -46,7 +74,13 @@ test("Engine answers → subnets, and whitelisted containers attached to the net
       NetworkSettings: {
         Networks: {
           other: { NetworkID: "n2", IPAddress: "10.0.0.2", GlobalIPv6Address: "" },
-          web: { NetworkID: "n1", IPAddress: "172.31.0.2", GlobalIPv6Address: "fd00:31::2" },
+          web: {
+            NetworkID: "n1",
+            EndpointID: "ep1",
+            MacAddress: "02:42:ac:1f:00:02",
+            IPAddress: "172.31.0.2",
+            GlobalIPv6Address: "fd00:31::2",
+          },
         },
       },
     },
@@ -62,8 +96,22 @@ test("Engine answers → subnets, and whitelisted containers attached to the net
     },
   ];
   assert.deepEqual(membersOn("n1", listed), [
-    { id: "abc", name: "proxy", ipv4: "172.31.0.2", ipv6: "fd00:31::2" },
-    { id: "ghi", name: "v4only", ipv4: "172.31.0.3", ipv6: undefined },
+    {
+      id: "abc",
+      name: "proxy",
+      ipv4: "172.31.0.2",
+      ipv6: "fd00:31::2",
+      endpointId: "ep1",
+      mac: "02:42:ac:1f:00:02",
+    },
+    {
+      id: "ghi",
+      name: "v4only",
+      ipv4: "172.31.0.3",
+      ipv6: undefined,
+      endpointId: undefined,
+      mac: undefined,
+    },
   ]);
   assert.deepEqual(membersOn("n1", [{ Id: "x", NetworkSettings: null }]), []);
 });

@@ -12,6 +12,8 @@ const silent = pino({ level: "silent" });
 function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
   const applied: Ruleset[] = [];
   const flowsDeleted: string[] = [];
+  /** sync and flow deletions, in the order they happened */
+  const calls: string[] = [];
   let active = 0;
   let maxActive = 0;
   let observed = 0;
@@ -24,6 +26,7 @@ function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
       const before = applied.at(-1)?.families[4].allowedSources ?? [];
       const now = new Set(ruleset.families[4].allowedSources);
       applied.push(ruleset);
+      calls.push("sync");
       active--;
       const revoked = before.filter((ip) => !now.has(ip)).map((ip) => [4, ip] as [4, string]);
       return { changed: true, differences: [], location: "fake", revoked };
@@ -44,6 +47,7 @@ function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
     log: silent,
     deleteFlowsFrom: async (_family, address) => {
       flowsDeleted.push(address);
+      calls.push(`delete ${address}`);
       return 1;
     },
     observe: async () => {
@@ -52,7 +56,7 @@ function harness(snapshots: Array<NetworkSnapshot | null | Error>) {
       return next ?? null;
     },
   });
-  return { reconciler, applied, flowsDeleted, stats: () => ({ maxActive, observed }) };
+  return { reconciler, applied, flowsDeleted, calls, stats: () => ({ maxActive, observed }) };
 }
 
 const several = SCENARIOS.find((s) => s.name === "several-proxies")!.snapshot;
@@ -72,11 +76,23 @@ test("a burst of events makes one pass, and passes never overlap", async () => {
 });
 
 test("a whitelisted address that loses its allowance has its flows deleted", async () => {
-  const h = harness([several, one]);
+  const unbound = (s: NetworkSnapshot) => ({
+    ...s,
+    whitelisted: s.whitelisted.map((m) => ({ ...m, port: undefined })),
+  });
+  const h = harness([unbound(several), unbound(one)]);
   await h.reconciler.runOnce("startup");
   await h.reconciler.runOnce("network:disconnect");
   await h.reconciler.stop();
-  assert.deepEqual(h.flowsDeleted, ["172.20.0.4"]);
+  assert.deepEqual(h.calls, ["sync", "sync", "delete 172.20.0.4"]);
+});
+
+test("a port-bound allowance that goes has its flows deleted before the commit and after", async () => {
+  const h = harness([several, one]);
+  await h.reconciler.runOnce("startup");
+  await h.reconciler.runOnce("container:die");
+  await h.reconciler.stop();
+  assert.deepEqual(h.calls, ["sync", "delete 172.20.0.4", "sync", "delete 172.20.0.4"]);
 });
 
 test("a failed pass is retried without waiting for the resync timer", async () => {

@@ -33,8 +33,29 @@ const ICMPV6_TYPE_NUMBER: Record<(typeof NEIGHBOUR_DISCOVERY)[number], number> =
 };
 
 /**
+ * Drops of packets carrying a bound address that did not come in through its bridge port
+ * (br_netfilter records the port; `physdev` matches it for bridged and routed packets alike).
+ * They come first, before even the replies: a forged packet must not slip into a tracked flow.
+ */
+function spoofGuards(
+  chain: string,
+  family: Family,
+  rules: FamilyRuleset,
+  comment: string,
+  destinations: ReadonlyArray<string | null>,
+): string[] {
+  return rules.portBindings.flatMap(({ address, port }) =>
+    destinations.map((dst) => {
+      const to = dst === null ? "" : ` -d ${dst}`;
+      return `-A ${chain} -s ${hostPrefix(address, family)}${to} -m physdev ! --physdev-in ${port} ${comment} -j DROP`;
+    }),
+  );
+}
+
+/**
  * Rule lines of the instance's forward chain, in iptables-save's canonical spelling so that the
- * read-back compares as plain strings. Order matters: replies, then allowances, then the drop.
+ * read-back compares as plain strings. Order matters: forged sources, replies, allowances (each
+ * bound to its bridge port when known), then the drop.
  */
 export function forwardRules(
   chains: InstanceChains,
@@ -42,7 +63,7 @@ export function forwardRules(
   rules: FamilyRuleset,
 ): string[] {
   const c = `-m comment --comment "${chains.comment}"`;
-  const lines: string[] = [];
+  const lines = spoofGuards(chains.forward, family, rules, c, rules.subnets);
   const pairs = rules.subnets.flatMap((src) => rules.subnets.map((dst) => [src, dst] as const));
   for (const [src, dst] of pairs) {
     lines.push(
@@ -58,9 +79,14 @@ export function forwardRules(
       }
     }
   }
+  const portOf = new Map(rules.portBindings.map((b) => [b.address, b.port]));
   for (const source of rules.allowedSources) {
+    const port = portOf.get(source);
+    const bound = port ? ` -m physdev --physdev-in ${port}` : "";
     for (const dst of rules.subnets) {
-      lines.push(`-A ${chains.forward} -s ${hostPrefix(source, family)} -d ${dst} ${c} -j RETURN`);
+      lines.push(
+        `-A ${chains.forward} -s ${hostPrefix(source, family)} -d ${dst}${bound} ${c} -j RETURN`,
+      );
     }
   }
   for (const [src, dst] of pairs) {
@@ -72,7 +98,7 @@ export function forwardRules(
 /** Rule lines of the instance's input chain: the network may answer the host, not call it. */
 export function inputRules(chains: InstanceChains, family: Family, rules: FamilyRuleset): string[] {
   const c = `-m comment --comment "${chains.comment}"`;
-  const lines: string[] = [];
+  const lines = spoofGuards(chains.input, family, rules, c, [null]);
   for (const src of rules.subnets) {
     lines.push(
       `-A ${chains.input} -s ${src} -m conntrack --ctstate RELATED,ESTABLISHED ${c} -j RETURN`,
@@ -109,7 +135,7 @@ export function anchorJump(anchor: string, entry: string): string {
  */
 export function allowedSourcesIn(lines: readonly string[], chains: InstanceChains): string[] {
   const pattern = new RegExp(
-    `^-A ${chains.forward} -s (\\S+)/(?:32|128) -d \\S+ -m comment --comment ${chains.comment} -j RETURN$`,
+    `^-A ${chains.forward} -s (\\S+)/(?:32|128) -d \\S+ (?:-m physdev --physdev-in \\S+ )?-m comment --comment ${chains.comment} -j RETURN$`,
   );
   return [...new Set(lines.flatMap((line) => pattern.exec(line)?.[1] ?? []))];
 }

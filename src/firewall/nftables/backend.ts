@@ -1,6 +1,6 @@
-// nftables backend: the instance's `inet` table, converged in one `nft -f` transaction and read
-// back. Event-driven passes plan against the last read-back; a resync reads the kernel again
-// unless `nft monitor` saw no change since that read.
+// nftables backend: the instance's tables (`inet` filter, `bridge` guard), converged together in
+// one `nft -f` transaction and read back. Event-driven passes plan against the last read-back; a
+// resync reads the kernel again unless `nft monitor` saw no change since that read.
 import type { Ruleset } from "../../model.js";
 import {
   VerificationError,
@@ -11,8 +11,16 @@ import {
 } from "../backend.js";
 import type { NftChangeMonitor } from "../nft-monitor.js";
 import { CommandError, run, runChecked } from "../../util/exec.js";
-import { FAMILY_TABLE, desiredTable, renderTable, tableName, type TableModel } from "./layout.js";
-import { parseTable, planTable } from "./plan.js";
+import {
+  TABLE_FAMILIES,
+  desiredTables,
+  renderTable,
+  tableName,
+  type TableFamily,
+  type TableModel,
+  type Tables,
+} from "./layout.js";
+import { parseTable, planTables } from "./plan.js";
 
 const LOCATION = "nftables";
 
@@ -23,9 +31,18 @@ export class NftMissingError extends Error {
   }
 }
 
-/** The instance's table as listed by the kernel, or null when there is none. */
-export async function readTable(instanceId: string): Promise<TableModel | null> {
-  const args = ["list", "table", FAMILY_TABLE, tableName(instanceId)];
+/** The instance's tables as listed by the kernel (both lists run side by side). */
+export async function readTables(instanceId: string): Promise<Tables> {
+  const [inet, bridge] = await Promise.all(TABLE_FAMILIES.map((f) => readTable(f, instanceId)));
+  return { inet: inet!, bridge: bridge! };
+}
+
+const noTables = (): Tables => ({ inet: null, bridge: null });
+const holdsAny = (tables: Tables) => TABLE_FAMILIES.some((f) => tables[f] !== null);
+
+/** One table as listed by the kernel, or null when there is none. */
+async function readTable(family: TableFamily, instanceId: string): Promise<TableModel | null> {
+  const args = ["list", "table", family, tableName(instanceId)];
   let result;
   try {
     result = await run("nft", args);
@@ -45,90 +62,91 @@ export interface NftablesOptions {
 }
 
 export class NftablesBackend implements FirewallBackend {
-  private cache: { instanceId: string; table: TableModel | null; readAt: number } | null = null;
+  private cache: { instanceId: string; tables: Tables; readAt: number } | null = null;
 
   constructor(private readonly options: NftablesOptions = {}) {}
 
-  /** The kernel's table: the last read-back when it is known to be current, else a new read. */
+  /** The kernel's tables: the last read-back when known to be current, else a new read. */
   private async current(
     instanceId: string,
     fresh: boolean,
-  ): Promise<{ table: TableModel | null; cached: boolean }> {
+  ): Promise<{ tables: Tables; cached: boolean }> {
     const cache = this.cache;
     if (
       cache?.instanceId === instanceId &&
       (!fresh || (this.options.monitor?.quietSince(cache.readAt) ?? false))
     ) {
-      return { table: cache.table, cached: true };
+      return { tables: cache.tables, cached: true };
     }
     const readAt = Date.now();
-    const table = await readTable(instanceId);
-    this.cache = { instanceId, table, readAt };
-    return { table, cached: false };
+    const tables = await readTables(instanceId);
+    this.cache = { instanceId, tables, readAt };
+    return { tables, cached: false };
   }
 
   /** Whether the instance has a table (used to clean up after a backend switch). */
   async holds(instanceId: string, fresh = true): Promise<boolean> {
     try {
-      return (await this.current(instanceId, fresh)).table !== null;
+      return holdsAny((await this.current(instanceId, fresh)).tables);
     } catch (error) {
       if (!(error instanceof NftMissingError)) throw error;
       // No nft, no table of ours: remembered, so event passes do not try to spawn it again.
-      this.cache = { instanceId, table: null, readAt: Date.now() };
+      this.cache = { instanceId, tables: noTables(), readAt: Date.now() };
       return false;
     }
   }
 
   async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
-    const desired = desiredTable(ruleset);
+    const desired = desiredTables(ruleset);
     const current = await this.current(ruleset.instanceId, options.fresh);
     if (current.cached) {
       try {
-        return await this.converge(ruleset.instanceId, current.table, desired, options);
+        return await this.converge(ruleset.instanceId, current.tables, desired, options);
       } catch {
         // The kernel moved under our cached view: redo the pass from a fresh read.
       }
     }
-    const table = current.cached
-      ? (await this.current(ruleset.instanceId, true)).table
-      : current.table;
-    return this.converge(ruleset.instanceId, table, desired, options);
+    const tables = current.cached
+      ? (await this.current(ruleset.instanceId, true)).tables
+      : current.tables;
+    return this.converge(ruleset.instanceId, tables, desired, options);
   }
 
   async check(ruleset: Ruleset): Promise<CheckResult> {
-    const plan = planTable(await readTable(ruleset.instanceId), desiredTable(ruleset), renderTable);
+    const current = await readTables(ruleset.instanceId);
+    const plan = planTables(current, desiredTables(ruleset), renderTable);
     return { location: LOCATION, differences: plan.differences };
   }
 
   async clear(instanceId: string): Promise<SyncResult> {
-    let table: TableModel | null;
+    let tables: Tables;
     try {
-      table = await readTable(instanceId);
+      tables = await readTables(instanceId);
     } catch (error) {
-      if (error instanceof NftMissingError) table = null;
+      if (error instanceof NftMissingError) tables = noTables();
       else throw error;
     }
-    return this.converge(instanceId, table, null, { fresh: true });
+    return this.converge(instanceId, tables, null, { fresh: true });
   }
 
   private async converge(
     instanceId: string,
-    current: TableModel | null,
-    desired: TableModel | null,
+    current: Tables,
+    desired: Tables | null,
     options: SyncOptions,
   ): Promise<SyncResult> {
     const previous = this.cache;
     this.cache = null; // until this pass has read back what it changed
-    const plan = planTable(current, desired, renderTable, this.options.replaceAlways);
+    const plan = planTables(current, desired, renderTable, this.options.replaceAlways);
     if (plan.script !== null) {
       await runChecked("nft", ["-f", "-"], plan.script);
       options.onEnforced?.();
       // Read back what we changed: the kernel, not our intent, is the truth.
       const readAt = Date.now();
-      const after = await readTable(instanceId);
-      const failed = planTable(after, desired, renderTable).differences;
+      const after = await readTables(instanceId);
+      const failed = planTables(after, desired, renderTable).differences;
       if (failed.length > 0) throw new VerificationError(LOCATION, failed);
-      this.cache = { instanceId, table: after, readAt };
+      this.cache = { instanceId, tables: after, readAt };
     } else {
       this.cache = previous; // still the kernel's state as of that read
     }

@@ -1,10 +1,16 @@
-// The nftables layout: one `inet` table per instance, holding IPv4 and IPv6 together. Its base
-// chains only ever drop: an accept in them ends this table's say and overrides nothing of
+// The nftables layout: two tables per instance, both named trafficjam_<INSTANCE_ID>.
+// - `inet` (the filter): IPv4 and IPv6 together, the same decisions as the iptables chains.
+// - `bridge` (the guard): drops packets carrying a whitelisted address that enter through any
+//   bridge port but the container's own. Only the bridge family sees the port (an inet chain sees
+//   the bridge device), and its prerouting hook runs before conntrack and NAT, so a forged packet
+//   is gone before it can match a tracked flow or reach a published port.
+// Base chains only ever drop: an accept in them ends this table's say and overrides nothing of
 // Docker's, while a drop anywhere is final. The structure depends only on ALLOW_HOST_TRAFFIC;
-// subnets and whitelisted addresses live in sets, so a whitelist change is a set change.
+// subnets, addresses and ports live in sets, so a whitelist change is a set change.
 import type { Family, Ruleset } from "../../model.js";
 
-export const FAMILY_TABLE = "inet";
+export type TableFamily = "inet" | "bridge";
+export const TABLE_FAMILIES: readonly TableFamily[] = ["inet", "bridge"];
 
 export function tableName(instanceId: string): string {
   return `trafficjam_${instanceId}`;
@@ -27,17 +33,28 @@ export interface ChainBlock {
 
 /** A table as plain data: what the renderer writes and what the listing parser reads. */
 export interface TableModel {
+  family: TableFamily;
   name: string;
   sets: Map<string, SetBlock>;
   chains: Map<string, ChainBlock>;
 }
 
+/** The instance's tables, by family; null where it has none. */
+export type Tables = Record<TableFamily, TableModel | null>;
+
 export const subnetsSet = (f: Family) => `subnets${f}`;
 export const allowedSet = (f: Family) => `allowed${f}`;
+export const guardedSet = (f: Family) => `guarded${f}`;
+export const boundSet = (f: Family) => `bound${f}`;
 const FAMILIES: readonly Family[] = [4, 6];
 
-/** Desired table of a ruleset. Rules of a family whose sets are empty simply never match. */
-export function desiredTable(ruleset: Ruleset): TableModel {
+/** Both tables of a ruleset. */
+export function desiredTables(ruleset: Ruleset): Tables {
+  return { inet: filterTable(ruleset), bridge: guardTable(ruleset) };
+}
+
+/** The filter table. Rules of a family whose sets are empty simply never match. */
+export function filterTable(ruleset: Ruleset): TableModel {
   const sets = new Map<string, SetBlock>();
   for (const f of FAMILIES) {
     const family = ruleset.families[f];
@@ -81,7 +98,38 @@ export function desiredTable(ruleset: Ruleset): TableModel {
       ],
     });
   }
-  return { name: tableName(ruleset.instanceId), sets, chains };
+  return { family: "inet", name: tableName(ruleset.instanceId), sets, chains };
+}
+
+/**
+ * The guard table: `guarded` holds the addresses bound to a port, `bound` the address . port
+ * pairs. A packet from a guarded address whose pair is not bound came through the wrong port.
+ * ARP is not IP, and neighbour discovery from the proxy's own port matches its pair: both pass.
+ */
+export function guardTable(ruleset: Ruleset): TableModel {
+  const sets = new Map<string, SetBlock>();
+  for (const f of FAMILIES) {
+    const bindings = ruleset.families[f].subnets.length > 0 ? ruleset.families[f].portBindings : [];
+    sets.set(guardedSet(f), {
+      declaration: [`type ${ADDRESS_TYPE[f]}`],
+      elements: [...new Set(bindings.map((b) => b.address))],
+    });
+    sets.set(boundSet(f), {
+      declaration: [`type ${ADDRESS_TYPE[f]} . ifname`],
+      elements: bindings.map((b) => `${b.address} . "${b.port}"`),
+    });
+  }
+  const prerouting = FAMILIES.map(
+    (f) =>
+      `${MATCH[f]} saddr @${guardedSet(f)} ${MATCH[f]} saddr . iifname != @${boundSet(f)} drop`,
+  );
+  const chains = new Map<string, ChainBlock>([
+    [
+      "prerouting",
+      { hook: "type filter hook prerouting priority filter; policy accept;", rules: prerouting },
+    ],
+  ]);
+  return { family: "bridge", name: tableName(ruleset.instanceId), sets, chains };
 }
 
 /** The table in `nft -f` syntax, laid out as `nft list table` prints it. */
@@ -96,5 +144,5 @@ export function renderTable(table: TableModel): string {
     const lines = [chain.hook, ...chain.rules].map((l) => `\t\t${l}`);
     blocks.push(`\tchain ${name} {\n${lines.join("\n")}\n\t}`);
   }
-  return `table ${FAMILY_TABLE} ${table.name} {\n${blocks.join("\n\n")}\n}\n`;
+  return `table ${table.family} ${table.name} {\n${blocks.join("\n\n")}\n}\n`;
 }

@@ -2,11 +2,13 @@
 // The same comparison, run on the table read back after applying, is the verification.
 import type { Family } from "../../model.js";
 import {
-  FAMILY_TABLE,
+  TABLE_FAMILIES,
   allowedSet,
   type ChainBlock,
   type SetBlock,
+  type TableFamily,
   type TableModel,
+  type Tables,
 } from "./layout.js";
 
 /**
@@ -18,9 +20,14 @@ export function parseTable(text: string): TableModel | null {
     .split("\n")
     .map((l) => l.replace(/\s+#\s*handle \d+$/, "").trim())
     .filter((l) => l !== "");
-  const header = /^table (\S+) (\S+) \{$/.exec(lines[0] ?? "");
+  const header = /^table (inet|bridge) (\S+) \{$/.exec(lines[0] ?? "");
   if (!header) return null;
-  const table: TableModel = { name: header[2]!, sets: new Map(), chains: new Map() };
+  const table: TableModel = {
+    family: header[1] as TableFamily,
+    name: header[2]!,
+    sets: new Map(),
+    chains: new Map(),
+  };
   let block: { kind: "set"; value: SetBlock } | { kind: "chain"; value: ChainBlock } | null = null;
   for (let i = 1; i < lines.length; i++) {
     let line = lines[i]!;
@@ -103,10 +110,10 @@ function chainDifferences(name: string, current: ChainBlock | undefined, desired
   return out;
 }
 
-const ref = (table: string) => `${FAMILY_TABLE} ${table}`;
+const ref = (table: TableModel) => `${table.family} ${table.name}`;
 
 /** Removes the table whether or not it exists, in the same transaction (`add` is a no-op if so). */
-export function deleteTableScript(table: string): string {
+export function deleteTableScript(table: TableModel): string {
   return `add table ${ref(table)}\ndelete table ${ref(table)}\n`;
 }
 
@@ -132,15 +139,15 @@ export function planTable(
     return current === null
       ? { script: null, differences: [], revoked: [] }
       : {
-          script: deleteTableScript(current.name),
-          differences: [`table ${ref(current.name)} removed`],
+          script: deleteTableScript(current),
+          differences: [`table ${ref(current)} removed`],
           revoked,
         };
   }
   if (current === null) {
     return {
       script: render(desired),
-      differences: [`table ${ref(desired.name)} missing`],
+      differences: [`table ${ref(desired)} missing`],
       revoked,
     };
   }
@@ -153,13 +160,11 @@ export function planTable(
     structural.push(...d.structural);
     if (d.unexpected.length > 0) {
       elementChanges.push(`set ${name}: ${d.unexpected.join(", ")} unexpected`);
-      elementScript.push(
-        `delete element ${ref(desired.name)} ${name} { ${d.unexpected.join(", ")} }`,
-      );
+      elementScript.push(`delete element ${ref(desired)} ${name} { ${d.unexpected.join(", ")} }`);
     }
     if (d.missing.length > 0) {
       elementChanges.push(`set ${name}: ${d.missing.join(", ")} missing`);
-      elementScript.push(`add element ${ref(desired.name)} ${name} { ${d.missing.join(", ")} }`);
+      elementScript.push(`add element ${ref(desired)} ${name} { ${d.missing.join(", ")} }`);
     }
   }
   for (const name of current.sets.keys())
@@ -169,10 +174,31 @@ export function planTable(
   for (const name of current.chains.keys())
     if (!desired.chains.has(name)) structural.push(`chain ${name} unexpected`);
 
-  const differences = [...structural, ...elementChanges];
+  const differences = [...structural, ...elementChanges].map((d) => `${ref(desired)}: ${d}`);
   if (differences.length === 0) return { script: null, differences, revoked };
   if (structural.length === 0 && !replaceAlways)
     return { script: `${elementScript.join("\n")}\n`, differences, revoked };
   // `add table` first makes the delete valid even if the table vanished since it was read.
-  return { script: deleteTableScript(desired.name) + render(desired), differences, revoked };
+  return { script: deleteTableScript(desired) + render(desired), differences, revoked };
+}
+
+/**
+ * Plans all of the instance's tables (desired null: it must have none) as one transaction, so
+ * the filter and the guard never disagree in the kernel, not even for a moment.
+ */
+export function planTables(
+  current: Tables,
+  desired: Tables | null,
+  render: (table: TableModel) => string,
+  replaceAlways = false,
+): NftPlan {
+  const plans = TABLE_FAMILIES.map((family) =>
+    planTable(current[family], desired?.[family] ?? null, render, replaceAlways),
+  );
+  const scripts = plans.flatMap((p) => (p.script === null ? [] : [p.script]));
+  return {
+    script: scripts.length > 0 ? scripts.join("") : null,
+    differences: plans.flatMap((p) => p.differences),
+    revoked: plans.flatMap((p) => p.revoked),
+  };
 }

@@ -1,0 +1,261 @@
+// Finds the bridge port (host-side veth) each whitelisted container is attached through, so its
+// allowances can be bound to that port. Two ways, tried in this order:
+//
+// 1. By namespace id, without entering anything. The host lists the ports of the network's
+//    bridge with the id of the namespace each veth's peer lives in (`link_netnsid`), and
+//    `ip netns list` gives the id of every namespace file under /run/netns. In the image, Docker's
+//    netns folder is mounted there read-only: this needs no capability beyond NET_ADMIN.
+// 2. By entering the container's namespace (setns, CAP_SYS_ADMIN: the host command as root):
+//    through its SandboxKey or its process (/proc/PID/ns/net, seen from the host's PID
+//    namespace), where the interface with the endpoint's MAC names its host peer by ifindex.
+//
+// Both end on a port of the network's own bridge, read from the host's kernel, so a container
+// cannot make itself look like another one.
+import { basename } from "node:path";
+import { stat } from "node:fs/promises";
+import type { Member } from "./model.js";
+import { run } from "./util/exec.js";
+
+/** What the Engine says about a container, for reaching its network namespace. */
+export interface SandboxInfo {
+  running: boolean;
+  pid: number;
+  sandboxKey: string;
+}
+
+/** The parts of `ip -j link show` used here. */
+export interface IpLink {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  /** For a veth: its peer's ifindex, in the peer's namespace. */
+  link_index?: number;
+  /** For a veth whose peer is in another namespace: that namespace's id, as seen here. */
+  link_netnsid?: number;
+}
+
+/** Where iproute2 looks for named network namespaces (the image mounts Docker's folder there). */
+export const NAMED_NETNS_DIR = "/run/netns";
+
+export interface BridgePortDeps {
+  /** null when the container no longer exists. */
+  inspect(containerId: string): Promise<SandboxInfo | null>;
+  /** The ports of a bridge, read in our (the host's) network namespace. */
+  bridgePorts(bridge: string): Promise<IpLink[]>;
+  /** Namespace files under NAMED_NETNS_DIR that have an id here: name → nsid. */
+  namedNamespaceIds(): Promise<Map<string, number>>;
+  /** `ip -j link show` inside the network namespace at `nsPath` (needs CAP_SYS_ADMIN). */
+  linksIn(nsPath: string): Promise<IpLink[]>;
+  /** Inode of a network namespace file, or null when it cannot be reached. */
+  namespaceInode(path: string): Promise<number | null>;
+}
+
+type Lookup = { port: string } | { error: string } | { gone: true };
+
+/** Pure: the bridge port whose veth peer is in the namespace with id `nsid`. */
+export function portOfNamespace(ports: readonly IpLink[], nsid: number): string | string[] {
+  const found = ports.filter((p) => p.link_netnsid === nsid).map((p) => p.ifname);
+  return found.length === 1 ? found[0]! : found;
+}
+
+/**
+ * Pure: the bridge port paired with the container's interface that carries `mac` (each names the
+ * other's ifindex), or null.
+ */
+export function portOfLinks(
+  ports: readonly IpLink[],
+  containerLinks: readonly IpLink[],
+  mac: string | undefined,
+): string | null {
+  const own = containerLinks.filter(
+    (l) => mac === undefined || l.address?.toLowerCase() === mac.toLowerCase(),
+  );
+  for (const link of own) {
+    const port = ports.find((p) => p.ifindex === link.link_index && p.link_index === link.ifindex);
+    if (port) return port.ifname;
+  }
+  return null;
+}
+
+/** After a failed lookup, how long before the same endpoint is tried again. */
+const RETRY_FAILED_MS = 30_000;
+
+/** What one pass learnt from the host, read at most once per pass and only when needed. */
+class HostView {
+  private ports?: Promise<IpLink[]>;
+  private named?: Promise<Map<string, number>>;
+
+  constructor(
+    private readonly deps: BridgePortDeps,
+    readonly bridge: string,
+  ) {}
+
+  bridgePorts(): Promise<IpLink[]> {
+    return (this.ports ??= this.deps.bridgePorts(this.bridge));
+  }
+
+  /** Read after the ports: listing a veth gives its peer's namespace an id if it had none. */
+  async namedIds(): Promise<Map<string, number>> {
+    await this.bridgePorts().catch(() => undefined);
+    return (this.named ??= this.deps.namedNamespaceIds().catch(() => new Map()));
+  }
+}
+
+export class BridgePortFinder {
+  /** Per container: the endpoint looked up and what was found. A restart makes a new endpoint. */
+  private readonly cache = new Map<string, { endpointId: string; lookup: Lookup; at: number }>();
+  private lastWorked: "byId" | "entering" | null = null;
+
+  constructor(
+    private readonly deps: BridgePortDeps,
+    /** Told once per failed endpoint why its allowance stays bound to its address only. */
+    private readonly onFallback: (member: Member, reason: string) => void,
+  ) {}
+
+  /**
+   * Members with their bridge port set where it was found. `bridge` is the network's Linux
+   * bridge (null: the network has none, e.g. another driver). A member whose container is gone
+   * is left out: it cannot be the one sending, so nothing may be allowed in its name.
+   */
+  async attach(members: readonly Member[], bridge: string | null): Promise<Member[]> {
+    const ids = new Set(members.map((m) => m.id));
+    for (const id of this.cache.keys()) if (!ids.has(id)) this.cache.delete(id);
+    const host = bridge === null ? null : new HostView(this.deps, bridge);
+    const looked = await Promise.all(
+      members.map(async (m) => [m, await this.lookup(m, host)] as const),
+    );
+    return looked.flatMap(([member, lookup]): Member[] => {
+      if ("gone" in lookup) return [];
+      return [{ ...member, port: "port" in lookup ? lookup.port : undefined }];
+    });
+  }
+
+  private async lookup(member: Member, host: HostView | null): Promise<Lookup> {
+    const key = `${member.endpointId ?? ""}@${host?.bridge ?? ""}`;
+    const cached = this.cache.get(member.id);
+    if (
+      cached?.endpointId === key &&
+      !("error" in cached.lookup && Date.now() - cached.at >= RETRY_FAILED_MS)
+    ) {
+      return cached.lookup;
+    }
+    const lookup = host
+      ? await this.find(member, host)
+      : { error: "the network has no Linux bridge (not a bridge network)" };
+    if ("gone" in lookup) return lookup; // not cached: nothing to remember about a gone container
+    this.cache.set(member.id, { endpointId: key, lookup, at: Date.now() });
+    if ("error" in lookup) this.onFallback(member, lookup.error);
+    return lookup;
+  }
+
+  private async find(member: Member, host: HostView): Promise<Lookup> {
+    let info: SandboxInfo | null;
+    try {
+      info = await this.deps.inspect(member.id);
+    } catch (error) {
+      return { error: `inspecting the container failed: ${(error as Error).message}` };
+    }
+    if (info === null || !info.running) return { gone: true };
+    let ports: IpLink[];
+    try {
+      ports = await host.bridgePorts();
+    } catch (error) {
+      return { error: `listing the ports of ${host.bridge} failed: ${(error as Error).message}` };
+    }
+    const ways = {
+      byId: () => this.byNamespaceId(info, ports, host),
+      entering: () => this.byEntering(member, info, ports, host.bridge),
+    };
+    // The way that worked last time first: on a given host, it is the one that works.
+    const order: (keyof typeof ways)[] =
+      this.lastWorked === "entering" ? ["entering", "byId"] : ["byId", "entering"];
+    const reasons: string[] = [];
+    for (const way of order) {
+      const found = await ways[way]();
+      if ("port" in found) {
+        this.lastWorked = way;
+        return found;
+      }
+      reasons.push(...found.errors);
+    }
+    return { error: reasons.join("; ") };
+  }
+
+  /** Way 1: the sandbox's namespace file is listed under NAMED_NETNS_DIR with an id. */
+  private async byNamespaceId(
+    info: SandboxInfo,
+    ports: IpLink[],
+    host: HostView,
+  ): Promise<{ port: string } | { errors: string[] }> {
+    const name = basename(info.sandboxKey);
+    const named = `${NAMED_NETNS_DIR}/${name}`;
+    const nsid = name ? (await host.namedIds()).get(name) : undefined;
+    if (nsid === undefined) return { errors: [`${named} is not visible here`] };
+    // Where the SandboxKey itself is visible too, both must be the same namespace.
+    const [listed, own] = await Promise.all([
+      this.deps.namespaceInode(named),
+      this.deps.namespaceInode(info.sandboxKey),
+    ]);
+    if (own !== null && listed !== own) return { errors: [`${named} is another namespace`] };
+    const port = portOfNamespace(ports, nsid);
+    if (typeof port === "string") return { port };
+    const count = port.length === 0 ? "no" : "more than one";
+    return { errors: [`${count} port of ${host.bridge} leads to ${named}`] };
+  }
+
+  /** Way 2: enter the namespace and pair its interface with a port of the bridge. */
+  private async byEntering(
+    member: Member,
+    info: SandboxInfo,
+    ports: IpLink[],
+    bridge: string,
+  ): Promise<{ port: string } | { errors: string[] }> {
+    const own = await this.deps.namespaceInode("/proc/self/ns/net");
+    const candidates = [info.sandboxKey, info.pid > 0 ? `/proc/${info.pid}/ns/net` : ""];
+    const errors: string[] = [];
+    for (const path of candidates.filter(Boolean)) {
+      const inode = await this.deps.namespaceInode(path);
+      if (inode === null) {
+        errors.push(`${path} is not visible here`);
+        continue;
+      }
+      if (inode === own) continue; // our own namespace (another PID namespace's pid): not it
+      let links: IpLink[];
+      try {
+        links = await this.deps.linksIn(path);
+      } catch (error) {
+        errors.push(`entering ${path} failed: ${(error as Error).message}`);
+        continue;
+      }
+      const port = portOfLinks(ports, links, member.mac);
+      if (port !== null) return { port };
+      errors.push(`no interface in ${path} is paired with a port of ${bridge}`);
+    }
+    return { errors };
+  }
+}
+
+async function ipJson(args: string[], nsPath?: string): Promise<IpLink[]> {
+  const [file, argv] = nsPath
+    ? ["nsenter", [`--net=${nsPath}`, "ip", "-j", ...args]]
+    : ["ip", ["-j", ...args]];
+  const r = await run(file, argv);
+  if (r.code !== 0) throw new Error(r.stderr.trim() || `exit ${r.code}`);
+  return r.stdout.trim() === "" ? [] : (JSON.parse(r.stdout) as IpLink[]);
+}
+
+/** The finder's I/O on a real host: iproute2, nsenter, stat. */
+export const hostBridgePortDeps = (inspect: BridgePortDeps["inspect"]): BridgePortDeps => ({
+  inspect,
+  bridgePorts: (bridge) => ipJson(["-d", "link", "show", "master", bridge]),
+  async namedNamespaceIds() {
+    const listed = (await ipJson(["netns", "list"])) as unknown as { name: string; id?: number }[];
+    return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));
+  },
+  linksIn: (nsPath) => ipJson(["link", "show"], nsPath),
+  namespaceInode: (path) =>
+    stat(path).then(
+      (s) => s.ino,
+      () => null,
+    ),
+});

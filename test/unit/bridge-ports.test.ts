@@ -1,0 +1,187 @@
+// Finding a whitelisted container's bridge port, with the host's I/O replaced by fakes.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  BridgePortFinder,
+  portOfLinks,
+  portOfNamespace,
+  type BridgePortDeps,
+  type IpLink,
+  type SandboxInfo,
+} from "../../src/bridge-ports.js";
+import type { Member } from "../../src/model.js";
+
+const MAC = "02:42:ac:14:00:02";
+const BRIDGE = "br-0123456789ab";
+/** The bridge's ports, as the host lists them: the proxy's peer is ifindex 9 in namespace 4. */
+const PORTS: IpLink[] = [
+  { ifindex: 23, ifname: "veth1234567", link_index: 9, link_netnsid: 4 },
+  { ifindex: 25, ifname: "veth7654321", link_index: 9, link_netnsid: 5 },
+];
+/** Inside the proxy's namespace. */
+const CONTAINER_LINKS: IpLink[] = [
+  { ifindex: 1, ifname: "lo", address: "00:00:00:00:00:00" },
+  { ifindex: 9, ifname: "eth0", address: MAC, link_index: 23, link_netnsid: 0 },
+];
+const SANDBOX = "/var/run/docker/netns/abc";
+const proxy: Member = { id: "c1", name: "proxy", ipv4: "172.20.0.2", endpointId: "e1", mac: MAC };
+
+/** A host where only way 2 (entering) works unless `named` lists the sandbox. */
+function fakeHost(overrides: Partial<BridgePortDeps> = {}) {
+  const calls = { inspect: 0, ports: 0, linksIn: [] as string[] };
+  const deps: BridgePortDeps = {
+    inspect: async (): Promise<SandboxInfo> => {
+      calls.inspect++;
+      return { running: true, pid: 4242, sandboxKey: SANDBOX };
+    },
+    bridgePorts: async (bridge) => {
+      calls.ports++;
+      assert.equal(bridge, BRIDGE);
+      return PORTS;
+    },
+    namedNamespaceIds: async () => new Map(),
+    linksIn: async (path) => {
+      calls.linksIn.push(path);
+      return CONTAINER_LINKS;
+    },
+    namespaceInode: async (path) => (path === "/proc/self/ns/net" ? 1 : 2),
+    ...overrides,
+  };
+  return { deps, calls };
+}
+
+test("pure matching: a port by its peer's namespace id, or paired with the container's interface", () => {
+  assert.equal(portOfNamespace(PORTS, 4), "veth1234567");
+  assert.deepEqual(portOfNamespace(PORTS, 7), []);
+  assert.deepEqual(portOfNamespace([...PORTS, { ...PORTS[0]!, ifname: "vethx" }], 4), [
+    "veth1234567",
+    "vethx",
+  ]);
+  assert.equal(portOfLinks(PORTS, CONTAINER_LINKS, MAC.toUpperCase()), "veth1234567");
+  assert.equal(portOfLinks(PORTS, CONTAINER_LINKS, "02:42:ac:14:00:99"), null);
+  // Same peer ifindex, but the port does not name the container's interface back: no pair.
+  assert.equal(portOfLinks([{ ...PORTS[0]!, ifindex: 24 }], CONTAINER_LINKS, MAC), null);
+});
+
+test("way 1: Docker's netns folder listed with ids finds the port without entering anything", async () => {
+  const { deps, calls } = fakeHost({
+    namedNamespaceIds: async () => new Map([["abc", 4]]),
+    // the image: SandboxKey's own path is not mounted, /run/netns/abc is
+    namespaceInode: async (path) => (path === SANDBOX ? null : 7),
+  });
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: "veth1234567" }]);
+  assert.deepEqual(calls.linksIn, []);
+});
+
+test("way 1 refuses a listed name that is another namespace than the SandboxKey", async () => {
+  const { deps, calls } = fakeHost({
+    namedNamespaceIds: async () => new Map([["abc", 5]]),
+    namespaceInode: async (path) =>
+      path === "/proc/self/ns/net" ? 1 : path === "/run/netns/abc" ? 8 : 2,
+  });
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  // way 2 finds the right port, not veth7654321 of namespace 5
+  assert.equal((await finder.attach([proxy], BRIDGE))[0]!.port, "veth1234567");
+  assert.deepEqual(calls.linksIn, [SANDBOX]);
+});
+
+test("way 2: the port is found through the SandboxKey, then cached per endpoint", async () => {
+  const { deps, calls } = fakeHost();
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: "veth1234567" }]);
+  await finder.attach([proxy], BRIDGE);
+  assert.deepEqual([calls.inspect, calls.ports, calls.linksIn], [1, 1, [SANDBOX]]);
+  // A restart gives the container a new endpoint (and veth): looked up again.
+  await finder.attach([{ ...proxy, endpointId: "e2" }], BRIDGE);
+  assert.equal(calls.inspect, 2);
+});
+
+test("the bridge's ports are read once per pass, whatever the number of new proxies", async () => {
+  const { deps, calls } = fakeHost();
+  const finder = new BridgePortFinder(deps, () => undefined);
+  const others = [2, 3, 4].map((n) => ({ ...proxy, id: `c${n}`, endpointId: `e${n}` }));
+  await finder.attach([proxy, ...others], BRIDGE);
+  assert.equal(calls.ports, 1);
+});
+
+test("an invisible SandboxKey falls back to the container's process", async () => {
+  const { deps, calls } = fakeHost({
+    namespaceInode: async (path) =>
+      path === "/proc/self/ns/net" ? 1 : path.startsWith("/proc/4242") ? 3 : null,
+  });
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  assert.equal((await finder.attach([proxy], BRIDGE))[0]!.port, "veth1234567");
+  assert.deepEqual(calls.linksIn, ["/proc/4242/ns/net"]);
+});
+
+test("our own namespace (a pid of another PID namespace) is never taken for the container's", async () => {
+  const reasons: string[] = [];
+  const { deps, calls } = fakeHost({
+    namespaceInode: async (p) => (p.includes("docker") ? null : 1),
+  });
+  const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
+  assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: undefined }]);
+  assert.deepEqual(calls.linksIn, []);
+  assert.equal(reasons.length, 1);
+});
+
+test("an interface paired with no port of the network's bridge is no port", async () => {
+  const reasons: string[] = [];
+  const { deps } = fakeHost({ bridgePorts: async () => [PORTS[1]!] });
+  const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
+  assert.equal((await finder.attach([proxy], BRIDGE))[0]!.port, undefined);
+  assert.match(reasons[0]!, /no interface in \/var\/run\/docker\/netns\/abc is paired with a port/);
+});
+
+test("without the privilege to enter, the member keeps an address-only allowance, reported once", async () => {
+  const reasons: string[] = [];
+  let entered = 0;
+  const { deps } = fakeHost({
+    linksIn: async () => {
+      entered++;
+      throw new Error("nsenter: reassociate to namespace 'ns/net' failed: Operation not permitted");
+    },
+  });
+  const finder = new BridgePortFinder(deps, (m, reason) => reasons.push(`${m.name}: ${reason}`));
+  assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: undefined }]);
+  await finder.attach([proxy], BRIDGE); // cached: no second attempt, no second report
+  assert.equal(reasons.length, 1);
+  assert.match(
+    reasons[0]!,
+    /proxy: \/run\/netns\/abc is not visible here; entering \/var\/run\/docker\/netns\/abc failed: .*not permitted/,
+  );
+  assert.equal(entered, 2); // SandboxKey and /proc/PID, once each
+});
+
+test("a network without a bridge keeps address-only allowances, said once", async () => {
+  const reasons: string[] = [];
+  const { deps, calls } = fakeHost();
+  const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
+  assert.equal((await finder.attach([proxy], null))[0]!.port, undefined);
+  await finder.attach([proxy], null);
+  assert.deepEqual(reasons, ["the network has no Linux bridge (not a bridge network)"]);
+  assert.equal(calls.inspect, 0);
+});
+
+test("a container gone since it was listed gets no allowance at all", async () => {
+  const { deps } = fakeHost({ inspect: async () => null });
+  const finder = new BridgePortFinder(deps, () => assert.fail("a gone container is no fallback"));
+  assert.deepEqual(await finder.attach([proxy], BRIDGE), []);
+  const stopped = fakeHost({ inspect: async () => ({ running: false, pid: 0, sandboxKey: "" }) });
+  assert.deepEqual(await new BridgePortFinder(stopped.deps, () => {}).attach([proxy], BRIDGE), []);
+});
+
+test("the way that worked is tried first next time", async () => {
+  let listings = 0;
+  const { deps, calls } = fakeHost({
+    namedNamespaceIds: async () => {
+      listings++;
+      return new Map();
+    },
+  });
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  await finder.attach([proxy], BRIDGE);
+  await finder.attach([{ ...proxy, endpointId: "e2" }], BRIDGE);
+  assert.deepEqual([listings, calls.linksIn.length], [1, 2]);
+});
