@@ -1,7 +1,7 @@
 // The compose files in examples/: each must parse (`docker-compose config`, which needs no Docker
 // engine), configure TrafficJam as our own configuration parser accepts it, run it the way the
-// image needs (NET_ADMIN, host network, a Docker endpoint), and whitelist a proxy that is really
-// attached to the protected network.
+// image needs (NET_ADMIN, host network, a Docker endpoint, Docker's netns folder read-only), and
+// whitelist a proxy that is really attached to the protected network.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
@@ -64,6 +64,12 @@ describe("examples/*.yml", () => {
         ),
       );
       assert.ok(socket || env.DOCKER_HOST, "the Docker socket or DOCKER_HOST");
+      // Docker's netns folder where iproute2 finds it, read-only and following new namespaces.
+      assert.ok(
+        (tj.volumes ?? []).includes("/var/run/docker/netns:/run/netns:ro,rslave"),
+        "Docker's netns folder at /run/netns (ro,rslave)",
+      );
+      assert.ok(!tj.cap_add?.includes("SYS_ADMIN"), "no CAP_SYS_ADMIN");
 
       // NETWORK is the real name of a network of the file, and the proxy matched by the filter
       // is attached to it.

@@ -1,5 +1,6 @@
 // Isolation with FIREWALL_BACKEND=nftables on a Docker host using iptables-nft: the instance's
-// own inet table drops, alongside Docker's iptables rules, and nothing is written to iptables.
+// own inet and bridge tables drop, alongside Docker's iptables rules, and nothing is written to
+// iptables.
 import assert from "node:assert/strict";
 import { iptablesRules, nftRuleset } from "./lab/index.js";
 import { isolationSuite } from "./isolation-suite.js";
@@ -19,6 +20,9 @@ isolationSuite({
     ["nft", "insert", "rule", "inet", TABLE.name, "forward", "accept"],
     ["nft", "add", "element", "inet", TABLE.name, "allowed4", `{ ${t.backends[1].ipv4} }`],
     ["nft", "delete", "table", "inet", TABLE.name],
+    ["nft", "flush", "set", "bridge", TABLE.name, "guarded4"],
+    ["nft", "flush", "chain", "bridge", TABLE.name, "prerouting"],
+    ["nft", "delete", "table", "bridge", TABLE.name],
   ],
   checkRepaired: async (lab) => {
     assert.match(await nftRuleset(lab, TABLE), /ip saddr @subnets4 ip daddr @subnets4 drop/);

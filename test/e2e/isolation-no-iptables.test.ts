@@ -16,6 +16,7 @@ isolationSuite({
   vandalism: () => [
     ["nft", "flush", "chain", "inet", TABLE.name, "input"],
     ["nft", "delete", "table", "inet", TABLE.name],
+    ["nft", "delete", "table", "bridge", TABLE.name],
   ],
   checkRepaired: async (lab) => {
     assert.match(await nftRuleset(lab, TABLE), /chain input/);

@@ -8,9 +8,12 @@ import {
   nftRuleset,
   runCli,
   startLab,
+  type Container,
   type DaemonProcess,
   type Lab,
+  type LogEntry,
   type StartLabOptions,
+  type WatchResult,
 } from "./lab/index.js";
 import {
   PUBLISHED_PORT,
@@ -18,12 +21,14 @@ import {
   eventually,
   expectAll,
   isApplied,
+  isInForce,
   startTrafficJam,
   watchOutput,
   PROXY_LABEL,
   type Topology,
 } from "./topology.js";
 import { proxyLosesItsAllowance } from "./revocation.js";
+import { run } from "./lab/exec.js";
 
 export interface FirewallSetup {
   /** Test title suffix, e.g. "iptables-nft, auto". */
@@ -140,7 +145,26 @@ export function isolationSuite(setup: FirewallSetup): void {
         ],
         false,
       );
-      await expectAll([["proxy→b2 udp v6", () => lab.udp(t.proxy, b2.ipv6!, 9000)]], true);
+      // Neighbour caches emptied on both sides: ARP and neighbour discovery must run again, with
+      // the port-bound rules in force, before the proxy's datagrams and b2's echoes can flow.
+      // (The containers lack NET_ADMIN: the host's ip flushes them from inside their namespace.)
+      for (const c of [t.proxy, b2]) {
+        const pid = await lab.docker("inspect", "--format", "{{.State.Pid}}", c.name);
+        for (const family of ["-4", "-6"]) {
+          const flush = ["--net=/proc/" + pid + "/ns/net", "ip", family, "neigh", "flush", "all"];
+          const r = await run("nsenter", flush);
+          assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+        }
+      }
+      await expectAll(
+        [
+          ["proxy→b2 udp v6, caches flushed", () => lab.udp(t.proxy, b2.ipv6!, 9000)],
+          ["proxy→b2 udp v4, caches flushed", () => lab.udp(t.proxy, b2.ipv4, 9000)],
+        ],
+        true,
+      );
+      const neighbours = (await lab.exec(b2, ["ip", "-6", "neigh", "show"])).stdout;
+      assert.ok(neighbours.includes(t.proxy.ipv6!), `b2 resolved the proxy again:\n${neighbours}`);
     });
 
     it("a backend cannot reach another backend's published port through the host", async () => {
@@ -178,6 +202,159 @@ export function isolationSuite(setup: FirewallSetup): void {
       });
       const output = await watchOutput(lab, c, 10_000);
       assert.match(output, /summary ok=0 fail=50/, output);
+    });
+
+    it("every allowance is bound to the proxy's bridge port, in the kernel", async () => {
+      const veth = await lab.hostVethOf(t.proxy);
+      const { ipv4, ipv6 } = t.proxy;
+      const bound = (e: LogEntry) => {
+        const ports = e.boundTo as Record<string, string> | undefined;
+        return isApplied(e) && ports?.[ipv4] === veth && ports?.[ipv6] === veth;
+      };
+      await daemon.waitForLog(bound, 1000, 0);
+      if (setup.expectBackend === "nftables") {
+        const ruleset = await nftRuleset(lab);
+        for (const address of [ipv4, ipv6]) assert.ok(ruleset.includes(`${address} . "${veth}"`));
+      } else {
+        const rules = (await firewallLeftovers(lab)).join("\n");
+        for (const address of [`${ipv4}/32`, `${ipv6}/128`]) {
+          assert.ok(rules.includes(`-s ${address} -d `) && rules.includes(`--physdev-in ${veth} `));
+          const guard = `-s ${address} -d ${address.includes(":") ? "fd00:28::/64" : "172.28.0.0/24"} -m physdev ! --physdev-in ${veth} `;
+          assert.ok(rules.includes(guard), `no guard "${guard}" in\n${rules}`);
+        }
+      }
+    });
+
+    it("a backend forging the proxy's address reaches no other backend, IPv4 and IPv6", async () => {
+      const [b1, b2, b3] = t.backends;
+      const tag = `forged${Date.now()}`;
+      // Forged from two backends, to two destinations each, in both families.
+      for (const [from, to] of [
+        [b1, b2],
+        [b3, b2],
+        [b2, b1],
+      ] as const) {
+        await lab.spoofUdp(from, t.proxy.ipv4, to.ipv4, 9000, `${tag}-${from.name}-v4`);
+        await lab.spoofUdp(from, t.proxy.ipv6, to.ipv6, 9000, `${tag}-${from.name}-v6`);
+      }
+      // The proxy's own datagrams arrive: the receivers listen, and only forgeries are dropped.
+      // The same raw-socket sender, run in the proxy itself, gets through from the proxy's port.
+      await lab.spoofUdp(t.proxy, t.proxy.ipv4, b2.ipv4, 9000, `${tag}-real-raw-v4`);
+      await lab.spoofUdp(t.proxy, t.proxy.ipv6, b2.ipv6, 9000, `${tag}-real-raw-v6`);
+      await expectAll(
+        [
+          ["proxy→b2 udp v4", () => lab.udp(t.proxy, b2.ipv4, 9000, 1000, `${tag}-real`)],
+          ["proxy→b2 udp v6", () => lab.udp(t.proxy, b2.ipv6, 9000, 1000, `${tag}-real`)],
+        ],
+        true,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const received = [...(await lab.udpLog(b2)), ...(await lab.udpLog(b1))];
+      assert.deepEqual(
+        received.filter((l) => l.includes(tag) && !l.includes("-real")),
+        [],
+        "forged datagrams got through",
+      );
+      for (const expected of [
+        `${t.proxy.ipv4} ${tag}-real`,
+        `${t.proxy.ipv6} ${tag}-real`,
+        `${t.proxy.ipv4} ${tag}-real-raw-v4`,
+        `${t.proxy.ipv6} ${tag}-real-raw-v6`,
+      ])
+        assert.ok(received.includes(expected), `${expected} missing from\n${received.join("\n")}`);
+    });
+
+    it("with TrafficJam frozen, a stranger at the removed proxy's addresses gets nothing; the proxy recreated there works at once", async (tc) => {
+      const old = t.proxy;
+      const b1 = t.backends[0];
+      daemon.signal("SIGSTOP");
+      let stranger: Container | undefined;
+      let across: Promise<WatchResult[]> | undefined;
+      try {
+        await lab.docker("rm", "-f", old.name);
+        stranger = await lab.run({
+          name: "stranger-frozen",
+          network: t.net,
+          ip: old.ipv4,
+          ip6: old.ipv6,
+        });
+        const from = stranger;
+        const [v4, v6] = await Promise.all([
+          lab.watch(from, b1.ipv4, 80, 20, 50),
+          lab.watch(from, b1.ipv6, 80, 20, 50),
+        ]);
+        tc.diagnostic(
+          `frozen: stranger→b1 v4 ok=${v4.ok} fail=${v4.fail}, v6 ok=${v6.ok} fail=${v6.fail}`,
+        );
+        assert.deepEqual([v4.ok, v6.ok], [0, 0]);
+        await expectAll(
+          [
+            ["stranger→b1 udp v4", () => lab.udp(from, b1.ipv4, 9000, 500)],
+            ["stranger→b1 udp v6", () => lab.udp(from, b1.ipv6, 9000, 500)],
+            ["stranger→b1 icmp", () => lab.ping(from, b1.ipv4)],
+          ],
+          false,
+        );
+        // Probing on, every 20 ms for 3 s, through the resume and the daemon's reaction to it.
+        across = Promise.all([
+          lab.watch(from, b1.ipv4, 80, 20, 150),
+          lab.watch(from, b1.ipv6, 80, 20, 150),
+        ]);
+        await new Promise((resolve) => setTimeout(resolve, 700));
+      } finally {
+        daemon.signal("SIGCONT");
+      }
+      const mark = daemon.mark();
+      await daemon.waitForLog(isInForce, 5000, mark);
+      const [a4, a6] = (await across) as [WatchResult, WatchResult];
+      tc.diagnostic(
+        `across SIGCONT: stranger→b1 v4 ok=${a4.ok} fail=${a4.fail}, v6 ok=${a6.ok} fail=${a6.fail}`,
+      );
+      assert.deepEqual([a4.ok, a6.ok], [0, 0]);
+      const resumed = stranger!;
+      await expectAll(
+        [
+          ["resumed: stranger→b1 v4", () => lab.tcp(resumed, b1.ipv4, 80, 500)],
+          ["resumed: stranger→b1 v6", () => lab.tcp(resumed, b1.ipv6, 80, 500)],
+        ],
+        false,
+      );
+      await lab.docker("rm", "-f", resumed.name);
+      // Recreated at the same addresses, the proxy probes b1 every 5 ms from its first moment.
+      const started = daemon.mark();
+      const proxy = await lab.run({
+        name: old.name,
+        network: t.net,
+        ip: old.ipv4,
+        ip6: old.ipv6,
+        labels: PROXY_LABEL,
+        cmd: ["sh", "-c", `tjprobe watch ${b1.ipv4} 80 5 200 >/tmp/watch.log; exec tjprobe serve`],
+      });
+      const enforced = await daemon.waitForLog(
+        (e) => isApplied(e) && (e.boundTo as Record<string, string>)?.[old.ipv4] !== undefined,
+        3000,
+        started,
+      );
+      await eventually(
+        "the recreated proxy's probe to finish",
+        async () => /summary/.test((await lab.exec(proxy, ["cat", "/tmp/watch.log"])).stdout),
+        true,
+        10_000,
+      );
+      const attempts = (await lab.exec(proxy, ["cat", "/tmp/watch.log"])).stdout.split("\n");
+      const firstOk = attempts.indexOf("ok");
+      tc.diagnostic(
+        `recreated proxy: first success at attempt ${firstOk + 1} of its 5 ms probe ` +
+          `(≈${firstOk * 5} ms after its process started); start event → enforced ` +
+          `${String(enforced.eventToEnforcedMs)} ms`,
+      );
+      assert.ok(firstOk >= 0, attempts.join(" "));
+      assert.ok(
+        attempts.slice(firstOk, -2).every((a) => a === "ok"),
+        attempts.join(" "),
+      );
+      assert.equal(await lab.tcp(proxy, b1.ipv6, 80), true);
+      t.proxy = proxy;
     });
 
     it("a proxy recreated with a new address regains access; a stranger at its old address gets nothing", async () => {
@@ -259,6 +436,16 @@ export function isolationSuite(setup: FirewallSetup): void {
         );
       }
       await setup.checkRepaired?.(lab);
+      // The port binding came back with the rest: a forged proxy address is dropped again.
+      const tag = `forged-after-repair${Date.now()}`;
+      await lab.spoofUdp(b1, t.proxy.ipv4, b2.ipv4, 9000, tag);
+      await lab.spoofUdp(b1, t.proxy.ipv6!, b2.ipv6!, 9000, tag);
+      assert.equal(await lab.udp(t.proxy, b2.ipv4, 9000, 1000, `${tag}-real`), true);
+      const received = await lab.udpLog(b2);
+      assert.deepEqual(
+        received.filter((l) => l.endsWith(` ${tag}`)),
+        [],
+      );
     });
 
     it("SIGUSR1 removes everything of the instance and exits 0; backends talk again", async () => {
