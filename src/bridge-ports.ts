@@ -52,10 +52,9 @@ export interface BridgePortDeps {
 
 type Lookup = { port: string } | { error: string } | { gone: true };
 
-/** Pure: the bridge port whose veth peer is in the namespace with id `nsid`. */
-export function portOfNamespace(ports: readonly IpLink[], nsid: number): string | string[] {
-  const found = ports.filter((p) => p.link_netnsid === nsid).map((p) => p.ifname);
-  return found.length === 1 ? found[0]! : found;
+/** Pure: the bridge ports whose veth peer is in the namespace with id `nsid` (one, normally). */
+export function portsOfNamespace(ports: readonly IpLink[], nsid: number): string[] {
+  return ports.filter((p) => p.link_netnsid === nsid).map((p) => p.ifname);
 }
 
 /**
@@ -102,8 +101,11 @@ class HostView {
 }
 
 export class BridgePortFinder {
-  /** Per container: the endpoint looked up and what was found. A restart makes a new endpoint. */
-  private readonly cache = new Map<string, { endpointId: string; lookup: Lookup; at: number }>();
+  /**
+   * Per container: what was looked up (its endpoint on which bridge) and what was found. A restart
+   * makes a new endpoint.
+   */
+  private readonly cache = new Map<string, { key: string; lookup: Lookup; at: number }>();
   private lastWorked: "byId" | "entering" | null = null;
 
   constructor(
@@ -134,7 +136,7 @@ export class BridgePortFinder {
     const key = `${member.endpointId ?? ""}@${host?.bridge ?? ""}`;
     const cached = this.cache.get(member.id);
     if (
-      cached?.endpointId === key &&
+      cached?.key === key &&
       !("error" in cached.lookup && Date.now() - cached.at >= RETRY_FAILED_MS)
     ) {
       return cached.lookup;
@@ -143,7 +145,7 @@ export class BridgePortFinder {
       ? await this.find(member, host)
       : { error: "the network has no Linux bridge (not a bridge network)" };
     if ("gone" in lookup) return lookup; // not cached: nothing to remember about a gone container
-    this.cache.set(member.id, { endpointId: key, lookup, at: Date.now() });
+    this.cache.set(member.id, { key, lookup, at: Date.now() });
     if ("error" in lookup) this.onFallback(member, lookup.error);
     return lookup;
   }
@@ -197,9 +199,9 @@ export class BridgePortFinder {
       this.deps.namespaceInode(info.sandboxKey),
     ]);
     if (own !== null && listed !== own) return { errors: [`${named} is another namespace`] };
-    const port = portOfNamespace(ports, nsid);
-    if (typeof port === "string") return { port };
-    const count = port.length === 0 ? "no" : "more than one";
+    const found = portsOfNamespace(ports, nsid);
+    if (found.length === 1) return { port: found[0]! };
+    const count = found.length === 0 ? "no" : "more than one";
     return { errors: [`${count} port of ${host.bridge} leads to ${named}`] };
   }
 

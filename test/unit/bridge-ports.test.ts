@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import {
   BridgePortFinder,
   portOfLinks,
-  portOfNamespace,
+  portsOfNamespace,
   type BridgePortDeps,
   type IpLink,
   type SandboxInfo,
@@ -51,9 +51,9 @@ function fakeHost(overrides: Partial<BridgePortDeps> = {}) {
 }
 
 test("pure matching: a port by its peer's namespace id, or paired with the container's interface", () => {
-  assert.equal(portOfNamespace(PORTS, 4), "veth1234567");
-  assert.deepEqual(portOfNamespace(PORTS, 7), []);
-  assert.deepEqual(portOfNamespace([...PORTS, { ...PORTS[0]!, ifname: "vethx" }], 4), [
+  assert.deepEqual(portsOfNamespace(PORTS, 4), ["veth1234567"]);
+  assert.deepEqual(portsOfNamespace(PORTS, 7), []);
+  assert.deepEqual(portsOfNamespace([...PORTS, { ...PORTS[0]!, ifname: "vethx" }], 4), [
     "veth1234567",
     "vethx",
   ]);

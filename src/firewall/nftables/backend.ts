@@ -33,8 +33,11 @@ export class NftMissingError extends Error {
 
 /** The instance's tables as listed by the kernel (both lists run side by side). */
 export async function readTables(instanceId: string): Promise<Tables> {
-  const [inet, bridge] = await Promise.all(TABLE_FAMILIES.map((f) => readTable(f, instanceId)));
-  return { inet: inet!, bridge: bridge! };
+  const [inet, bridge] = await Promise.all([
+    readTable("inet", instanceId),
+    readTable("bridge", instanceId),
+  ]);
+  return { inet, bridge };
 }
 
 const noTables = (): Tables => ({ inet: null, bridge: null });

@@ -109,7 +109,7 @@ export function filterTable(ruleset: Ruleset): TableModel {
 export function guardTable(ruleset: Ruleset): TableModel {
   const sets = new Map<string, SetBlock>();
   for (const f of FAMILIES) {
-    const bindings = ruleset.families[f].subnets.length > 0 ? ruleset.families[f].portBindings : [];
+    const bindings = ruleset.families[f].portBindings; // empty without subnets (policy)
     sets.set(guardedSet(f), {
       declaration: [`type ${ADDRESS_TYPE[f]}`],
       elements: [...new Set(bindings.map((b) => b.address))],
