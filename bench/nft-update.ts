@@ -13,11 +13,20 @@ const WHITELIST_SIZES = [1, 10, 100];
 function snapshot(whitelisted: number, extra: boolean): NetworkSnapshot {
   const addresses = Array.from({ length: whitelisted }, (_, i) => `10.77.1.${i + 2}`);
   if (extra) addresses.push("10.77.2.2"); // the change: one more whitelisted container
+  const hex = (n: number) => n.toString(16).padStart(2, "0");
   return {
     id: "bench",
     name: "bench",
     subnets: ["10.77.0.0/16", "fd00:77::/64"],
-    whitelisted: addresses.map((ipv4, i) => ({ id: `c${i}`, name: `p${i}`, ipv4 })),
+    bridge: "br-bench",
+    members: addresses.map((ipv4, i) => ({
+      id: `c${i}`,
+      name: `p${i}`,
+      whitelisted: true,
+      ipv4,
+      mac: `02:42:0a:4d:${hex(i >> 8)}:${hex(i & 255)}`,
+      port: `vethb${i}`,
+    })),
   };
 }
 
@@ -25,7 +34,7 @@ const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function measure(replaceAlways: boolean, whitelisted: number) {
-  const backend = new NftablesBackend({ replaceAlways });
+  const backend = new NftablesBackend(INSTANCE_ID, { replaceAlways });
   const ruleset = (extra: boolean) =>
     computeRuleset(snapshot(whitelisted, extra), {
       instanceId: INSTANCE_ID,
@@ -45,7 +54,7 @@ async function measure(replaceAlways: boolean, whitelisted: number) {
     apply.push(enforced - t0);
     total.push(performance.now() - t0);
   }
-  await backend.clear(INSTANCE_ID);
+  await backend.clear();
   return { apply: median(apply), total: median(total) };
 }
 

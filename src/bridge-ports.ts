@@ -1,5 +1,6 @@
-// Finds the bridge port (host-side veth) each whitelisted container is attached through, so its
-// allowances can be bound to that port. Two ways, tried in this order:
+// Finds the bridge port (host-side veth) each member is attached through, so that port can be
+// bound to the member's own MAC and addresses (and a whitelisted member's allowances to it).
+// Two ways, tried in this order:
 //
 // 1. By namespace id, without entering anything. The host lists the ports of the network's
 //    bridge with the id of the namespace each veth's peer lives in (`link_netnsid`), and
@@ -78,6 +79,27 @@ export function portOfLinks(
 
 /** After a failed lookup, how long before the same endpoint is tried again. */
 const RETRY_FAILED_MS = 30_000;
+// A host with hundreds of containers must not send hundreds of inspects, or fork hundreds of
+// processes (way 2 enters a namespace per member), in one go at startup.
+const LOOKUP_CONCURRENCY = 16;
+const ENTER_CONCURRENCY = 8;
+
+/** Runs at most `n` of the given tasks at a time. */
+function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return async (task) => {
+    if (active < n) active++;
+    else await new Promise<void>((resolve) => waiting.push(resolve)); // handed a slot
+    try {
+      return await task();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+}
 
 /** What one pass learnt from the host, read at most once per pass and only when needed. */
 class HostView {
@@ -107,10 +129,12 @@ export class BridgePortFinder {
    */
   private readonly cache = new Map<string, { key: string; lookup: Lookup; at: number }>();
   private lastWorked: "byId" | "entering" | null = null;
+  private readonly looking = limiter(LOOKUP_CONCURRENCY);
+  private readonly entering = limiter(ENTER_CONCURRENCY);
 
   constructor(
     private readonly deps: BridgePortDeps,
-    /** Told once per failed endpoint why its allowance stays bound to its address only. */
+    /** Told once per failed endpoint why its port stays unbound. */
     private readonly onFallback: (member: Member, reason: string) => void,
   ) {}
 
@@ -142,7 +166,7 @@ export class BridgePortFinder {
       return cached.lookup;
     }
     const lookup = host
-      ? await this.find(member, host)
+      ? await this.looking(() => this.find(member, host))
       : { error: "the network has no Linux bridge (not a bridge network)" };
     if ("gone" in lookup) return lookup; // not cached: nothing to remember about a gone container
     this.cache.set(member.id, { key, lookup, at: Date.now() });
@@ -224,7 +248,7 @@ export class BridgePortFinder {
       if (inode === own) continue; // our own namespace (another PID namespace's pid): not it
       let links: IpLink[];
       try {
-        links = await this.deps.linksIn(path);
+        links = await this.entering(() => this.deps.linksIn(path));
       } catch (error) {
         errors.push(`entering ${path} failed: ${(error as Error).message}`);
         continue;

@@ -62,14 +62,23 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
     log.warn({ reason }, "nft monitor unavailable: every resync re-reads the rules (more CPU)");
   });
   monitor.start();
-  const backend = createBackend(config.firewallBackend, {
+  let staleWarned = false;
+  const backend = createBackend(config.firewallBackend, config.instanceId, {
     monitor,
     onChoice: (choice) => log.info(choice, `firewall backend: ${choice.kind}`),
+    // Said once at info level (the pass is redone from a fresh read), then at debug level.
+    onStaleView: (error) => {
+      log[staleWarned ? "debug" : "info"](
+        { err: error },
+        "the rules changed under the last read-back: planning again from a fresh read",
+      );
+      staleWarned = true;
+    },
   });
 
   let networkId: string | null = null;
-  // Whitelisted containers that died lose their allowance now, not when Docker gets round to
-  // disconnecting them: their address may be handed out again right after.
+  // Containers that died lose their allowance and their port's binding now, not when Docker
+  // gets round to disconnecting them: their address may be handed out again right after.
   const dead = new Set<string>();
   const observer = new NetworkObserver(docker, config.network, config.whitelistFilter);
   const inspectSandbox = async (id: string): Promise<SandboxInfo | null> => {
@@ -87,17 +96,18 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   };
   let fallbackWarned = false;
   const ports = new BridgePortFinder(hostBridgePortDeps(inspectSandbox), (member, reason) => {
-    const fields = { container: member.name, reason };
+    const fields = { container: member.name, whitelisted: member.whitelisted, reason };
     if (fallbackWarned) {
-      log.info(fields, "bridge port not found: allowance bound to the address only");
+      log.info(fields, "bridge port not found: this member's packets are bound to nothing");
       return;
     }
     fallbackWarned = true;
     log.warn(
       fields,
-      "cannot find the bridge port of a whitelisted container: its allowances are bound to its " +
-        "addresses only, so a backend able to forge those addresses (CAP_NET_RAW) gets packets " +
-        "through. In the image, mount Docker's netns folder read-only at /run/netns " +
+      "cannot find the bridge port of a member: its port is not bound to its MAC and addresses, " +
+        "so it can forge sources and ARP claims nobody else holds, and a whitelisted member's " +
+        "allowance is bound to its addresses only (a backend with CAP_NET_RAW forging them gets " +
+        "through). In the image, mount Docker's netns folder read-only at /run/netns " +
         "(-v /var/run/docker/netns:/run/netns:ro,rslave); run the host command as root. " +
         "See the README",
     );
@@ -127,11 +137,11 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       const snapshot = await observer.observe(fresh);
       networkId = snapshot?.id ?? null;
       if (!snapshot) return snapshot;
-      // Once Docker no longer lists a dead container as running, it needs no tombstone.
-      const listed = new Set(snapshot.whitelisted.map((m) => m.id));
+      // Once Docker no longer lists a dead container as a member, it needs no tombstone.
+      const listed = new Set(snapshot.members.map((m) => m.id));
       for (const id of dead) if (!listed.has(id)) dead.delete(id);
-      const alive = snapshot.whitelisted.filter((m) => !dead.has(m.id));
-      return { ...snapshot, whitelisted: await ports.attach(alive, snapshot.bridge ?? null) };
+      const alive = snapshot.members.filter((m) => !dead.has(m.id));
+      return { ...snapshot, members: await ports.attach(alive, snapshot.bridge ?? null) };
     },
   });
 
@@ -169,7 +179,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       return;
     }
     try {
-      const result = await backend.clear(config.instanceId);
+      const result = await backend.clear();
       log.info({ removed: result.differences }, "SIGUSR1: rules of this instance removed");
       resolveExit(0);
     } catch (error) {
@@ -193,7 +203,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
 }
 
 export async function runClear(instanceId: string, log: Logger): Promise<number> {
-  const result = await createBackend("auto").clear(instanceId);
+  const result = await createBackend("auto", instanceId).clear();
   log.info(
     { removed: result.differences },
     result.changed ? "rules of this instance removed" : "nothing of this instance was installed",

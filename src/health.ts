@@ -196,7 +196,8 @@ export async function checkHealth(
   if (!early.healthy || state.ruleset === null) return early;
   let differences: string[];
   try {
-    differences = (await createBackend(state.firewallBackend).check(state.ruleset)).differences;
+    differences = (await createBackend(state.firewallBackend, instanceId).check(state.ruleset))
+      .differences;
   } catch (error) {
     return {
       healthy: false,

@@ -8,52 +8,76 @@ export interface NetworkSnapshot {
   name: string;
   /** Every IPAM subnet, IPv4 and IPv6, in CIDR notation. */
   subnets: string[];
-  /** The network's Linux bridge on this host (bridge driver only): its ports are the members'. */
+  /**
+   * The network's Linux bridge on this host (bridge driver only). The network *is* this L2
+   * domain: its ports are the members, whatever addresses their packets carry.
+   */
   bridge?: string;
-  /** Running containers attached to the network and matched by WHITELIST_FILTER. */
-  whitelisted: Member[];
+  /** Running containers attached to the network on this host; the whitelisted ones flagged. */
+  members: Member[];
 }
 
 export interface Member {
   id: string;
   name: string;
+  /** Matched by WHITELIST_FILTER: may open connections to the other members. */
+  whitelisted: boolean;
   ipv4?: string;
   ipv6?: string;
   /** The container's endpoint on the network: what finds its bridge port. */
   endpointId?: string;
+  /** The endpoint's MAC address (lower case), also the source of its IPv6 link-local address. */
   mac?: string;
   /**
    * Host-side bridge port (veth) the container is attached through. Absent when it could not
-   * be found: the container's allowances are then bound to its addresses only.
+   * be found: the member's packets are then bound to nothing (see PortIdentity).
    */
   port?: string;
 }
 
-/** Backend-neutral desired state of one instance, per address family. */
+/** Backend-neutral desired state of one instance. */
 export interface Ruleset {
   instanceId: string;
   /** Why this ruleset looks the way it does, for logs. */
   networkName: string | null;
+  /**
+   * The bridge whose ports are the network's members. null: nothing to enforce (the network
+   * does not exist, or has no Linux bridge on this host).
+   */
+  bridge: string | null;
+  /** Drop connections opened from the network to the host itself. */
+  protectHost: boolean;
   families: Record<Family, FamilyRuleset>;
+  /**
+   * Every member whose port is known, with the only identity its port may carry. Sorted by
+   * port. A member's MAC and addresses are refused from every other port.
+   */
+  ports: PortIdentity[];
 }
 
 export interface FamilyRuleset {
-  /** Subnets of this family (CIDR). No subnets → the instance has nothing to enforce here. */
+  /** Subnets of this family (CIDR): for logs only; the rules name the bridge, not addresses. */
   subnets: string[];
-  /** Source addresses (no prefix length) allowed to open connections into the subnets. */
+  /** Addresses of whitelisted members (no prefix length): they may open connections. */
   allowedSources: string[];
   /**
-   * Allowed sources bound to the bridge port they must arrive through: a packet carrying one of
-   * these addresses from any other port is forged (or from a container that took the address
-   * over) and is dropped, whatever its connection state. Sorted by address.
+   * Allowed sources bound to the bridge port they must arrive through (whitelisted members
+   * whose port is known). Sorted by address.
    */
   portBindings: PortBinding[];
-  /** Drop connections opened from the subnets to the host itself. */
-  protectHost: boolean;
 }
 
 export interface PortBinding {
   address: string;
   /** Host-side interface name of the bridge port, e.g. "veth1a2b3c4". */
   port: string;
+}
+
+/** What one bridge port may send: its member's MAC and addresses, nothing else. */
+export interface PortIdentity {
+  port: string;
+  mac: string;
+  ipv4: string[];
+  /** The member's IPv6 addresses on the network, its link-local address included. */
+  ipv6: string[];
 }

@@ -43,6 +43,7 @@ export class Reconciler {
   private applied: Ruleset | null = null;
   private appliedLocation: string | null = null;
   private networkMissingLogged = false;
+  private bridgelessLogged = false;
   private whitelistedKey = "";
   lastOutcome: PassOutcome | null = null;
 
@@ -144,7 +145,10 @@ export class Reconciler {
           reason: reasons.join(","),
           location: result.location,
           network: ruleset.networkName,
+          bridge: ruleset.bridge,
           subnets: [...ruleset.families[4].subnets, ...ruleset.families[6].subnets],
+          // Member ports bound to their own MAC and addresses.
+          boundPorts: ruleset.ports.length,
           allowed: [...ruleset.families[4].allowedSources, ...ruleset.families[6].allowedSources],
           // Where each allowed address must come from; an address absent here is not bound.
           boundTo: Object.fromEntries(
@@ -192,15 +196,25 @@ export class Reconciler {
       log.info({ network: networkRef, id: snapshot.id }, "network appeared: protecting it");
       this.networkMissingLogged = false;
     }
+    const bridgeless = snapshot !== null && !snapshot.bridge;
+    if (bridgeless && !this.bridgelessLogged) {
+      log.error(
+        { network: networkRef, id: snapshot.id },
+        "the network has no Linux bridge on this host (not a bridge network): nothing can be enforced on it",
+      );
+    }
+    this.bridgelessLogged = bridgeless;
   }
 
   private noteWhitelist(snapshot: NetworkSnapshot | null, ruleset: Ruleset): void {
-    const containers = (snapshot?.whitelisted ?? []).map((m) => ({
-      name: m.name,
-      ipv4: m.ipv4,
-      ipv6: m.ipv6,
-      port: m.port ?? "none found: bound to its addresses only",
-    }));
+    const containers = (snapshot?.members ?? [])
+      .filter((m) => m.whitelisted)
+      .map((m) => ({
+        name: m.name,
+        ipv4: m.ipv4,
+        ipv6: m.ipv6,
+        port: m.port ?? "none found: bound to its addresses only",
+      }));
     const key = JSON.stringify([
       containers,
       ruleset.families[4].subnets,

@@ -1,8 +1,7 @@
-// Docker state → NetworkSnapshot: the network's subnets and its whitelisted members.
-// Cost matters: a pass triggered by a container event makes one small query (the containers
-// matching the whitelist), whatever the number of containers on the network; the network
-// itself (subnets are fixed for a network's life) is re-read on resyncs and network events,
-// from the network list, whose entries leave out the (possibly long) list of members.
+// Docker state → NetworkSnapshot: the network's subnets, its members and which are whitelisted.
+// The network's identity (subnets and bridge are fixed for a network's life) is re-read on
+// resyncs and network events, from the network list; every pass reads the members (the network
+// inspected: one call) and the containers matching the whitelist (one call), side by side.
 import type { Docker } from "./client.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import type { WhitelistFilter } from "../config.js";
@@ -13,6 +12,17 @@ export interface NetworkInspect {
   Driver?: string;
   Options?: Record<string, string> | null;
   IPAM?: { Config?: Array<{ Subnet?: string }> | null };
+  /** Endpoints of running containers on this host (network inspect only, not the list). */
+  Containers?: Record<string, NetworkEndpoint | null> | null;
+}
+
+export interface NetworkEndpoint {
+  Name?: string;
+  EndpointID?: string;
+  MacAddress?: string;
+  /** CIDR, e.g. "172.28.0.21/24"; empty when none. */
+  IPv4Address?: string;
+  IPv6Address?: string;
 }
 
 /** The parts of GET /containers/json that matter here. */
@@ -59,6 +69,32 @@ export function subnetsOf(network: NetworkInspect): string[] {
   return (network.IPAM?.Config ?? []).flatMap((c) => (c.Subnet ? [c.Subnet] : []));
 }
 
+const bare = (cidr: string | undefined) => cidr?.split("/")[0] || undefined;
+
+/**
+ * The network's members: every endpoint of the inspected network, flagged whitelisted when its
+ * container is among `whitelisted` (which may also hold a member the inspect did not list yet).
+ */
+export function membersOf(network: NetworkInspect, whitelisted: readonly Member[]): Member[] {
+  const chosen = new Map(whitelisted.map((m) => [m.id, m]));
+  const members = Object.entries(network.Containers ?? {}).flatMap(([id, e]): Member[] => {
+    if (!e || id.startsWith("ep-")) return []; // "ep-…": an endpoint without a container
+    return [
+      {
+        id,
+        name: e.Name || id.slice(0, 12),
+        whitelisted: chosen.has(id),
+        ipv4: bare(e.IPv4Address),
+        ipv6: bare(e.IPv6Address),
+        endpointId: e.EndpointID || undefined,
+        mac: e.MacAddress?.toLowerCase() || undefined,
+      },
+    ];
+  });
+  const listed = new Set(members.map((m) => m.id));
+  return [...members, ...whitelisted.filter((m) => !listed.has(m.id))];
+}
+
 /** Containers listed by the Engine → those attached to `networkId`, with their addresses there. */
 export function membersOn(networkId: string, containers: ContainerSummary[]): Member[] {
   return containers.flatMap((c) => {
@@ -70,16 +106,17 @@ export function membersOn(networkId: string, containers: ContainerSummary[]): Me
       {
         id: c.Id,
         name: (c.Names?.[0] ?? c.Id.slice(0, 12)).replace(/^\//, ""),
+        whitelisted: true,
         ipv4: endpoint.IPAddress || undefined,
         ipv6: endpoint.GlobalIPv6Address || undefined,
         endpointId: endpoint.EndpointID || undefined,
-        mac: endpoint.MacAddress || undefined,
+        mac: endpoint.MacAddress?.toLowerCase() || undefined,
       },
     ];
   });
 }
 
-type NetworkInfo = Omit<NetworkSnapshot, "whitelisted">;
+type NetworkInfo = Omit<NetworkSnapshot, "members">;
 
 export class NetworkObserver {
   private network: NetworkInfo | null = null;
@@ -96,9 +133,9 @@ export class NetworkObserver {
   }
 
   /**
-   * Reads the whitelisted containers (and the network, when not known or `fresh`). Returns null
-   * when the network does not exist. The filter is evaluated by the Engine itself, then
-   * restricted to the network's members, so even a `network=` filter cannot widen it.
+   * Reads the members and the whitelisted ones (and the network, when not known or `fresh`).
+   * Returns null when the network does not exist. The filter is evaluated by the Engine itself,
+   * then restricted to the network's members, so even a `network=` filter cannot widen it.
    */
   async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
     if (fresh || !this.network) {
@@ -109,9 +146,26 @@ export class NetworkObserver {
         : null;
       if (!this.network) return null;
     }
-    const matching = (await this.docker.listContainers({
-      filters: { [this.whitelist.key]: [this.whitelist.value] },
-    })) as ContainerSummary[];
-    return { ...this.network, whitelisted: membersOn(this.network.id, matching) };
+    const network = this.network;
+    const [inspected, matching] = await Promise.all([
+      this.docker
+        .getNetwork(network.id)
+        .inspect()
+        .then(
+          (n: NetworkInspect) => n,
+          (error: { statusCode?: number }) => {
+            if (error.statusCode === 404) return null; // removed since it was listed
+            throw error;
+          },
+        ),
+      this.docker.listContainers({
+        filters: { [this.whitelist.key]: [this.whitelist.value] },
+      }) as Promise<ContainerSummary[]>,
+    ]);
+    if (inspected === null) {
+      this.network = null;
+      return null;
+    }
+    return { ...network, members: membersOf(inspected, membersOn(network.id, matching)) };
   }
 }

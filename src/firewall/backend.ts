@@ -28,8 +28,8 @@ export interface CheckResult {
 export interface FirewallBackend {
   /** Applies only what differs, one transaction per family, then reads back and verifies. */
   sync(ruleset: Ruleset, options?: SyncOptions): Promise<SyncResult>;
-  /** Removes every rule, chain and jump of the instance, and nothing else. */
-  clear(instanceId: string): Promise<SyncResult>;
+  /** Removes every rule, chain, jump and table of the instance, and nothing else. */
+  clear(): Promise<SyncResult>;
   /** Reads the kernel and compares it with the desired state, changing nothing. */
   check(ruleset: Ruleset): Promise<CheckResult>;
 }

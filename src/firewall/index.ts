@@ -4,9 +4,9 @@
 // this instance's rules out of the old backend right after the new one is in force.
 import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "./backend.js";
 import type { Ruleset } from "../model.js";
+import type { ChangeMonitor } from "./engine.js";
 import { IptablesBackend, type Located } from "./iptables/backend.js";
 import { NftablesBackend } from "./nftables/backend.js";
-import type { NftChangeMonitor } from "./nft-monitor.js";
 
 export type BackendMode = "auto" | "iptables" | "nftables";
 export type BackendKind = "iptables" | "nftables";
@@ -17,16 +17,18 @@ export interface BackendChoice {
 }
 
 export interface SelectingOptions {
-  monitor?: NftChangeMonitor | null;
+  monitor?: ChangeMonitor | null;
   /** Told whenever the choice differs from the previous one (and at the first choice). */
   onChoice?: (choice: BackendChoice) => void;
+  /** Told why a pass planned on the last read-back failed before it is redone from a read. */
+  onStaleView?: (error: unknown) => void;
   /** Handed to the nftables backend (benchmark contrast). */
   nftReplaceAlways?: boolean;
 }
 
 /** What the choice needs of the iptables backend: where Docker's chains are, and our leftovers. */
 export type IptablesSide = FirewallBackend &
-  Pick<IptablesBackend, "locate" | "holdsInstance" | "sync" | "check">;
+  Pick<IptablesBackend, "locate" | "holds" | "sync" | "check">;
 export type NftablesSide = FirewallBackend & Pick<NftablesBackend, "holds">;
 
 export class SelectingBackend implements FirewallBackend {
@@ -36,16 +38,15 @@ export class SelectingBackend implements FirewallBackend {
 
   constructor(
     private readonly mode: BackendMode,
+    instanceId: string,
     private readonly options: SelectingOptions = {},
     backends?: { iptables: IptablesSide; nftables: NftablesSide },
   ) {
-    this.iptables = backends?.iptables ?? new IptablesBackend(options.monitor ?? null);
+    const shared = { monitor: options.monitor ?? null, onStaleView: options.onStaleView };
+    this.iptables = backends?.iptables ?? new IptablesBackend(instanceId, shared);
     this.nftables =
       backends?.nftables ??
-      new NftablesBackend({
-        monitor: options.monitor ?? null,
-        replaceAlways: options.nftReplaceAlways ?? false,
-      });
+      new NftablesBackend(instanceId, { ...shared, replaceAlways: options.nftReplaceAlways });
   }
 
   /** Decides where the rules go. Only `auto` looks at the kernel (Docker's chains). */
@@ -88,10 +89,10 @@ export class SelectingBackend implements FirewallBackend {
     const leftover =
       switched ||
       (choice.kind === "iptables"
-        ? await this.nftables.holds(ruleset.instanceId, options.fresh)
-        : await this.iptables.holdsInstance(ruleset.instanceId, options.fresh, located));
+        ? await this.nftables.holds(options.fresh)
+        : await this.iptables.holds(options.fresh, located));
     if (!leftover) return result;
-    const removed = await other.clear(ruleset.instanceId);
+    const removed = await other.clear();
     if (!removed.changed) return result;
     // An address allowed by the old backend alone lost its allowance too.
     const keep = new Set(result.revoked.map(([f, a]) => `${f}/${a}`));
@@ -121,8 +122,8 @@ export class SelectingBackend implements FirewallBackend {
   }
 
   /** Removes the instance from every backend: whichever one it used, nothing of it is left. */
-  async clear(instanceId: string): Promise<SyncResult> {
-    const results = [await this.iptables.clear(instanceId), await this.nftables.clear(instanceId)];
+  async clear(): Promise<SyncResult> {
+    const results = [await this.iptables.clear(), await this.nftables.clear()];
     const changed = results.filter((r) => r.changed);
     return {
       changed: changed.length > 0,
@@ -133,6 +134,10 @@ export class SelectingBackend implements FirewallBackend {
   }
 }
 
-export function createBackend(mode: BackendMode, options: SelectingOptions = {}): SelectingBackend {
-  return new SelectingBackend(mode, options);
+export function createBackend(
+  mode: BackendMode,
+  instanceId: string,
+  options: SelectingOptions = {},
+): SelectingBackend {
+  return new SelectingBackend(mode, instanceId, options);
 }

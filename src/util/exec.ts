@@ -1,13 +1,19 @@
-// Running the firewall tools. Errors carry the command and what it printed, up to the caller.
+// Running the firewall tools. Errors carry the command, what it printed and why, up to the caller.
 import { spawn } from "node:child_process";
+
+/** Why a command failed: its program is not installed, it exited non-zero, or it hung. */
+export type CommandFailure = "not-installed" | "exit" | "timeout" | "spawn";
 
 export class CommandError extends Error {
   constructor(
     readonly command: string,
-    readonly code: number | null,
+    readonly failure: CommandFailure,
+    readonly exitCode: number | null,
     readonly stderr: string,
   ) {
-    super(`${command} failed (exit ${code ?? "signal"}): ${stderr.trim() || "no output"}`);
+    super(
+      `${command} failed (${failure === "exit" ? `exit ${exitCode}` : failure}): ${stderr.trim() || "no output"}`,
+    );
     this.name = "CommandError";
   }
 }
@@ -23,6 +29,7 @@ const TIMEOUT_MS = 20_000;
 
 /** Runs a program without a shell; rejects on spawn failure or timeout, else gives the exit code. */
 export function run(file: string, args: string[], input?: string): Promise<RunResult> {
+  const command = [file, ...args].join(" ");
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       stdio: ["pipe", "pipe", "pipe"],
@@ -33,12 +40,19 @@ export function run(file: string, args: string[], input?: string): Promise<RunRe
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    child.on("error", (error) =>
-      reject(new CommandError([file, ...args].join(" "), null, error.message)),
+    child.on("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        new CommandError(
+          command,
+          error.code === "ENOENT" ? "not-installed" : "spawn",
+          null,
+          error.message,
+        ),
+      ),
     );
     child.on("close", (code, signal) => {
       if (signal === "SIGKILL") {
-        reject(new CommandError([file, ...args].join(" "), null, `killed after ${TIMEOUT_MS} ms`));
+        reject(new CommandError(command, "timeout", null, `killed after ${TIMEOUT_MS} ms`));
       } else {
         resolve({ stdout, stderr, code: code ?? -1 });
       }
@@ -52,7 +66,12 @@ export function run(file: string, args: string[], input?: string): Promise<RunRe
 export async function runChecked(file: string, args: string[], input?: string): Promise<string> {
   const result = await run(file, args, input);
   if (result.code !== 0) {
-    throw new CommandError([file, ...args].join(" "), result.code, result.stderr || result.stdout);
+    throw new CommandError(
+      [file, ...args].join(" "),
+      "exit",
+      result.code,
+      result.stderr || result.stdout,
+    );
   }
   return result.stdout;
 }

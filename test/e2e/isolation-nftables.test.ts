@@ -16,7 +16,7 @@ isolationSuite({
   expectLocation: "nftables",
   vandalism: (t) => [
     ["nft", "flush", "chain", "inet", TABLE.name, "forward"],
-    ["nft", "flush", "set", "inet", TABLE.name, "subnets4"],
+    ["nft", "flush", "set", "inet", TABLE.name, "bridges"],
     ["nft", "insert", "rule", "inet", TABLE.name, "forward", "accept"],
     ["nft", "add", "element", "inet", TABLE.name, "allowed4", `{ ${t.backends[1].ipv4} }`],
     ["nft", "delete", "table", "inet", TABLE.name],
@@ -25,7 +25,7 @@ isolationSuite({
     ["nft", "delete", "table", "bridge", TABLE.name],
   ],
   checkRepaired: async (lab) => {
-    assert.match(await nftRuleset(lab, TABLE), /ip saddr @subnets4 ip daddr @subnets4 drop/);
+    assert.match(await nftRuleset(lab, TABLE), /iifname @bridges oifname @bridges drop/);
     for (const family of [4, 6] as const) {
       const rules = await iptablesRules(lab, family);
       assert.deepEqual(

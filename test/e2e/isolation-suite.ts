@@ -217,9 +217,11 @@ export function isolationSuite(setup: FirewallSetup): void {
         for (const address of [ipv4, ipv6]) assert.ok(ruleset.includes(`${address} . "${veth}"`));
       } else {
         const rules = (await firewallLeftovers(lab)).join("\n");
+        const { bridge } = await lab.inspectNetwork(t.net);
         for (const address of [`${ipv4}/32`, `${ipv6}/128`]) {
-          assert.ok(rules.includes(`-s ${address} -d `) && rules.includes(`--physdev-in ${veth} `));
-          const guard = `-s ${address} -d ${address.includes(":") ? "fd00:28::/64" : "172.28.0.0/24"} -m physdev ! --physdev-in ${veth} `;
+          const allowance = `-s ${address} -i ${bridge} -o ${bridge} -m physdev --physdev-in ${veth} `;
+          assert.ok(rules.includes(allowance), `no allowance "${allowance}" in\n${rules}`);
+          const guard = `-s ${address} -i ${bridge} -m physdev ! --physdev-in ${veth} `;
           assert.ok(rules.includes(guard), `no guard "${guard}" in\n${rules}`);
         }
       }

@@ -128,9 +128,7 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
     assert.ok(running?.running, "TrafficJam must be running at the start of this test");
     const before = await instanceRules(lab);
     assert.ok(
-      before.some((l) =>
-        /^-A TJF_web -s 172\.28\.0\.0\/24 -d 172\.28\.0\.0\/24 .*-j DROP$/.test(l),
-      ),
+      before.some((l) => /^-A TJF_web -i (br-\w+) -o \1 .*-j DROP$/.test(l)),
       `the drop rule must be in force before the stop:\n${before.join("\n")}`,
     );
     const probes = [
@@ -264,7 +262,7 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
       false,
     );
     const rules = (await instanceRules(lab)).join("\n");
-    assert.match(rules, /-A TJF_web -s 172\.28\.0\.11\/32 -d 172\.28\.0\.0\/24 /);
+    assert.match(rules, /-A TJF_web -s 172\.28\.0\.11\/32 -i (br-\w+) -o \1 /);
     assert.doesNotMatch(rules, new RegExp(`-s ${oldProxy.ipv4.replace(/\./g, "\\.")}/32 `));
   });
 

@@ -24,7 +24,14 @@ const CONTAINER_LINKS: IpLink[] = [
   { ifindex: 9, ifname: "eth0", address: MAC, link_index: 23, link_netnsid: 0 },
 ];
 const SANDBOX = "/var/run/docker/netns/abc";
-const proxy: Member = { id: "c1", name: "proxy", ipv4: "172.20.0.2", endpointId: "e1", mac: MAC };
+const proxy: Member = {
+  id: "c1",
+  name: "proxy",
+  whitelisted: true,
+  ipv4: "172.20.0.2",
+  endpointId: "e1",
+  mac: MAC,
+};
 
 /** A host where only way 2 (entering) works unless `named` lists the sandbox. */
 function fakeHost(overrides: Partial<BridgePortDeps> = {}) {

@@ -1,6 +1,7 @@
+// Where the iptables backend writes: the flavour whose DOCKER-USER chain Docker uses.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DockerChainMissingError, detectFlavour } from "../../src/firewall/iptables/backend.js";
+import { dockerFlavour } from "../../src/firewall/iptables/backend.js";
 import { emptyFilterTable, parseFilterTable } from "../../src/firewall/iptables/save-format.js";
 
 const withDockerUser = (jumped: boolean) =>
@@ -9,22 +10,18 @@ const withDockerUser = (jumped: boolean) =>
   );
 
 test("the flavour is the one where Docker's DOCKER-USER lives", () => {
-  assert.equal(detectFlavour({ nft: withDockerUser(true), legacy: emptyFilterTable() }), "nft");
-  assert.equal(detectFlavour({ nft: emptyFilterTable(), legacy: withDockerUser(true) }), "legacy");
+  assert.equal(dockerFlavour({ nft: withDockerUser(true), legacy: emptyFilterTable() }), "nft");
+  assert.equal(dockerFlavour({ nft: emptyFilterTable(), legacy: withDockerUser(true) }), "legacy");
 });
 
 test("with DOCKER-USER in both, the one FORWARD actually jumps to wins", () => {
   assert.equal(
-    detectFlavour({ nft: withDockerUser(false), legacy: withDockerUser(true) }),
+    dockerFlavour({ nft: withDockerUser(false), legacy: withDockerUser(true) }),
     "legacy",
   );
-  assert.equal(detectFlavour({ nft: withDockerUser(true), legacy: withDockerUser(true) }), "nft");
+  assert.equal(dockerFlavour({ nft: withDockerUser(true), legacy: withDockerUser(true) }), "nft");
 });
 
-test("no DOCKER-USER anywhere is an error that says what to check", () => {
-  assert.throws(
-    () => detectFlavour({ nft: emptyFilterTable(), legacy: emptyFilterTable() }),
-    (error: unknown) =>
-      error instanceof DockerChainMissingError && /is dockerd running/.test(error.message),
-  );
+test("no DOCKER-USER anywhere: no flavour (auto then chooses nftables)", () => {
+  assert.equal(dockerFlavour({ nft: emptyFilterTable(), legacy: emptyFilterTable() }), null);
 });

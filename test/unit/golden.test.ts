@@ -1,5 +1,7 @@
 // Golden files: the exact iptables-restore input each scenario produces on a host where Docker
 // has made DOCKER-USER (IPv4) and nothing for IPv6. UPDATE_GOLDEN=1 rewrites them after review.
+// (The iptables backend's bridge guard table is the nftables one under another name: see
+// nft-golden.test.ts.)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
@@ -38,7 +40,7 @@ function render(name: string): string {
     const plan = planFamily(parseFilterTable(dump), {
       family,
       instanceId: "web",
-      rules: ruleset.families[family],
+      rules: ruleset,
       forwardAnchor: anchor,
       staleForwardAnchors: [],
     });

@@ -1,29 +1,34 @@
 // Golden files of the nftables renderer: the exact `nft -f` input each scenario produces for an
 // empty kernel (the inet filter table, then the bridge guard table). UPDATE_GOLDEN=1 rewrites
 // them after review. Then each golden file is checked by nft itself (`nft -c`) and loaded into a
-// throwaway network namespace: the kernel's listing must parse back to the same tables, so the
-// read-back compares exactly what we wrote.
+// throwaway network namespace: the kernel's JSON listing must read back as the same tables, so
+// the read-back compares exactly what we wrote.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { computeRuleset } from "../../src/policy.js";
-import {
-  TABLE_FAMILIES,
-  desiredTables,
-  renderTable,
-  type Tables,
-} from "../../src/firewall/nftables/layout.js";
-import { parseTable, planTables } from "../../src/firewall/nftables/plan.js";
+import { desiredTables } from "../../src/firewall/nftables/backend.js";
+import { planTables } from "../../src/firewall/nftables/plan.js";
+import { parseTableJson } from "../../src/firewall/nftables/table.js";
 import { SCENARIOS } from "./fixtures.js";
 
-function render(name: string): string {
+function desired(name: string) {
   const scenario = SCENARIOS.find((s) => s.name === name)!;
-  const ruleset = computeRuleset(scenario.snapshot, {
-    instanceId: "web",
-    allowHostTraffic: scenario.allowHostTraffic,
-  });
-  return planTables({ inet: null, bridge: null }, desiredTables(ruleset), renderTable).script!;
+  return desiredTables(
+    computeRuleset(scenario.snapshot, {
+      instanceId: "web",
+      allowHostTraffic: scenario.allowHostTraffic,
+    }),
+  );
+}
+
+function render(name: string): string {
+  const { inet, bridge } = desired(name);
+  return planTables([
+    { current: null, desired: inet },
+    { current: null, desired: bridge },
+  ]).script!;
 }
 
 const golden = (name: string) => new URL(`./golden/${name}.nft`, import.meta.url);
@@ -50,24 +55,27 @@ describe(
 
     for (const scenario of SCENARIOS) {
       const name = scenario.name;
-      test(`${name}: nft -c accepts it; the kernel lists back the same tables`, async () => {
+      test(`${name}: nft -c accepts it; the kernel's JSON listing reads back the same tables`, async () => {
         const script = await readFile(golden(name), "utf8");
         nft(["-c", "-f", "-"], script);
         nft(["-f", "-"], script);
         try {
-          const listed = (family: string) =>
-            parseTable(nft(["list", "table", family, "trafficjam_web"]));
-          const kernel: Tables = { inet: listed("inet"), bridge: listed("bridge") };
-          const scenario = SCENARIOS.find((s) => s.name === name)!;
-          const desired = desiredTables(
-            computeRuleset(scenario.snapshot, {
-              instanceId: "web",
-              allowHostTraffic: scenario.allowHostTraffic,
-            }),
-          );
-          assert.deepEqual(planTables(kernel, desired, renderTable).differences, []);
+          const listed = (family: "inet" | "bridge") =>
+            parseTableJson(
+              nft(["-j", "list", "table", family, "trafficjam_web"]),
+              family,
+              "trafficjam_web",
+            );
+          const want = desired(name);
+          const plan = planTables([
+            { current: listed("inet"), desired: want.inet },
+            { current: listed("bridge"), desired: want.bridge },
+          ]);
+          assert.deepEqual(plan.differences, []);
+          assert.equal(plan.script, null);
         } finally {
-          for (const family of TABLE_FAMILIES) nft(["delete", "table", family, "trafficjam_web"]);
+          for (const family of ["inet", "bridge"])
+            nft(["delete", "table", family, "trafficjam_web"]);
         }
       });
     }

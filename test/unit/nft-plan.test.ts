@@ -1,46 +1,82 @@
-// The nftables planner: what it does for each kind of difference between kernel and desire.
+// The nftables planner: what it does for each kind of difference between kernel and desire, and
+// the JSON listing parser it reads the kernel with.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeRuleset } from "../../src/policy.js";
-import { desiredTables, renderTable, type Tables } from "../../src/firewall/nftables/layout.js";
-import { parseTable, planTable, planTables } from "../../src/firewall/nftables/plan.js";
-import type { NetworkSnapshot } from "../../src/model.js";
+import { desiredTables } from "../../src/firewall/nftables/backend.js";
+import { planTable, planTables } from "../../src/firewall/nftables/plan.js";
+import { parseTableJson, type TableModel } from "../../src/firewall/nftables/table.js";
+import type { Member, NetworkSnapshot } from "../../src/model.js";
 
-/** Proxies as "address" (port unknown) or "address@port". */
-const snapshot = (proxies: string[], subnets = ["172.20.0.0/16"]): NetworkSnapshot => ({
+/** Members as "address" (port unknown) or "address@port"; a leading "*" marks a proxy. */
+const snapshot = (members: string[]): NetworkSnapshot => ({
   id: "n",
   name: "web",
-  subnets,
-  whitelisted: proxies.map((p, i) => {
-    const [ipv4, port] = p.split("@");
-    return { id: `c${i}`, name: `p${i}`, ipv4, port };
+  subnets: ["172.20.0.0/16"],
+  bridge: "br-0123456789ab",
+  members: members.map((spec, i): Member => {
+    const [ipv4, port] = spec.replace(/^\*/, "").split("@");
+    const n = ipv4!.split(".").at(-1)!.padStart(2, "0");
+    return {
+      id: `c${i}`,
+      name: `m${i}`,
+      whitelisted: spec.startsWith("*"),
+      ipv4,
+      mac: `02:42:ac:14:00:${n}`,
+      port,
+    };
   }),
 });
-const tables = (proxies: string[], allowHostTraffic = false, subnets?: string[]): Tables =>
-  desiredTables(
-    computeRuleset(snapshot(proxies, subnets), { instanceId: "web", allowHostTraffic }),
-  );
-/** The filter table alone. */
-const table = (proxies: string[], allowHostTraffic = false, subnets?: string[]) =>
-  tables(proxies, allowHostTraffic, subnets).inet!;
-/** What the kernel would list: our rendering, parsed back. */
-const listedTables = (proxies: string[]): Tables => {
-  const t = tables(proxies);
-  return { inet: parseTable(renderTable(t.inet!)), bridge: parseTable(renderTable(t.bridge!)) };
-};
-/** What the kernel would list for a table: our rendering, parsed back. */
-const kernel = (proxies: string[], allowHostTraffic = false) =>
-  parseTable(renderTable(table(proxies, allowHostTraffic)));
+const tables = (members: string[], allowHostTraffic = false) =>
+  desiredTables(computeRuleset(snapshot(members), { instanceId: "web", allowHostTraffic }));
+const filter = (members: string[], allowHostTraffic = false) =>
+  tables(members, allowHostTraffic).inet;
+
+/** What `nft -j list table` prints for a table as we render it. */
+function listingOf(table: TableModel): string {
+  const element = (e: string) => {
+    const parts = e.split(" . ");
+    const value = (p: string) => {
+      const prefix = /^(.*)\/(\d+)$/.exec(p);
+      return prefix ? { prefix: { addr: prefix[1], len: Number(prefix[2]) } } : p;
+    };
+    return parts.length > 1 ? { concat: parts.map(value) } : value(e);
+  };
+  const base = { family: table.family, table: table.name };
+  return JSON.stringify({
+    nftables: [
+      { metainfo: { version: "1.0.6", json_schema_version: 1 } },
+      { table: { family: table.family, name: table.name, handle: 1 } },
+      ...[...table.sets].map(([name, s]) => ({
+        set: {
+          ...base,
+          name,
+          type: s.type.includes(" . ") ? s.type.split(" . ") : s.type,
+          handle: 2,
+          ...(s.flags.length ? { flags: s.flags } : {}),
+          ...(s.elements.length ? { elem: s.elements.map(element) } : {}),
+        },
+      })),
+      ...[...table.chains].map(([name, c]) => ({
+        chain: { ...base, name, handle: 3, ...c.hook, prio: c.hook.priority },
+      })),
+      ...[...table.chains].flatMap(([chain, c]) =>
+        c.rules.map((r) => ({ rule: { ...base, chain, handle: 9, comment: r.id, expr: [] } })),
+      ),
+    ],
+  });
+}
+const kernel = (table: TableModel) => parseTableJson(listingOf(table), table.family, table.name);
 
 test("nothing to do when the kernel matches, whatever the element order", () => {
-  const listed = kernel(["172.20.0.3", "172.20.0.2"]);
-  const plan = planTable(listed, table(["172.20.0.2", "172.20.0.3"]), renderTable);
+  const listed = kernel(filter(["*172.20.0.3@v3", "*172.20.0.2@v2"]));
+  const plan = planTable(listed, filter(["*172.20.0.2@v2", "*172.20.0.3@v3"]));
   assert.equal(plan.script, null);
   assert.deepEqual(plan.differences, []);
 });
 
 test("a whitelist change is a set-element update in one transaction, and revokes the old address", () => {
-  const plan = planTable(kernel(["172.20.0.2"]), table(["172.20.0.9"]), renderTable);
+  const plan = planTable(kernel(filter(["*172.20.0.2"])), filter(["*172.20.0.9"]));
   assert.equal(
     plan.script,
     "delete element inet trafficjam_web allowed4 { 172.20.0.2 }\n" +
@@ -54,110 +90,176 @@ test("a whitelist change is a set-element update in one transaction, and revokes
 });
 
 test("replaceAlways turns the same change into a whole-table replace", () => {
-  const plan = planTable(kernel(["172.20.0.2"]), table(["172.20.0.9"]), renderTable, true);
+  const plan = planTable(kernel(filter(["*172.20.0.2"])), filter(["*172.20.0.9"]), true);
   assert.match(
     plan.script!,
     /^add table inet trafficjam_web\ndelete table inet trafficjam_web\ntable inet/,
   );
 });
 
-test("a rule removed or added by someone else replaces the whole table atomically", () => {
-  const listed = kernel(["172.20.0.2"])!;
-  listed.chains.get("forward")!.rules.splice(5, 1); // the IPv4 drop
-  listed.chains.get("input")!.rules.unshift("accept");
-  const plan = planTable(listed, table(["172.20.0.2"]), renderTable);
+test("a rule removed, or one not ours added, replaces the whole table atomically", () => {
+  const listed = kernel(filter(["*172.20.0.2"]));
+  listed.chains.get("forward")!.rules.splice(4, 1); // the drop
+  listed.chains.get("input")!.rules.unshift({ text: "", id: "foreign:7" });
+  const plan = planTable(listed, filter(["*172.20.0.2"]));
   assert.match(plan.script!, /^add table inet trafficjam_web\ndelete table inet trafficjam_web\n/);
   assert.deepEqual(plan.differences, [
-    "inet trafficjam_web: chain forward: rule missing: ip saddr @subnets4 ip daddr @subnets4 drop",
-    "inet trafficjam_web: chain input: rule unexpected: accept",
+    "inet trafficjam_web: chain forward: rule missing: iifname @bridges oifname @bridges drop",
+    "inet trafficjam_web: chain input: 1 rule(s) not ours",
   ]);
   assert.deepEqual(plan.revoked, []);
 });
 
-test("a flipped policy or a missing chain is found", () => {
-  const listed = kernel([])!;
-  listed.chains.get("forward")!.hook = "type filter hook forward priority filter; policy drop;";
+test("rules are compared by their comment, not by how nft spells them", () => {
+  const listed = kernel(filter([]));
+  // A newer nft may print a rule differently; our comment is what the kernel keeps verbatim.
+  for (const chain of listed.chains.values()) for (const r of chain.rules) r.text = "respelled";
+  assert.equal(planTable(listed, filter([])).script, null);
+});
+
+test("a flipped policy, a moved priority or a missing chain is found", () => {
+  const listed = kernel(filter([]));
+  listed.chains.get("forward")!.hook.policy = "drop";
   listed.chains.delete("input");
-  const plan = planTable(listed, table([]), renderTable);
-  assert.deepEqual(plan.differences, [
-    'inet trafficjam_web: chain forward hooked as "type filter hook forward priority filter; policy drop;"',
+  assert.deepEqual(planTable(listed, filter([])).differences, [
+    'inet trafficjam_web: chain forward hooked as "filter forward priority 0 policy drop"',
     "inet trafficjam_web: chain input missing",
   ]);
 });
 
+test("a set of another type is structural: the table is replaced, not patched", () => {
+  const listed = kernel(filter([]));
+  listed.sets.get("allowed4")!.type = "ipv6_addr";
+  const plan = planTable(listed, filter([]));
+  assert.match(plan.script!, /^add table inet trafficjam_web\ndelete table/);
+});
+
 test("ALLOW_HOST_TRAFFIC drops the input chain by replacing the table", () => {
-  const plan = planTable(kernel(["172.20.0.2"]), table(["172.20.0.2"], true), renderTable);
+  const plan = planTable(kernel(filter(["*172.20.0.2"])), filter(["*172.20.0.2"], true));
   assert.deepEqual(plan.differences, ["inet trafficjam_web: chain input unexpected"]);
   assert.doesNotMatch(plan.script!, /chain input/);
 });
 
 test("a missing table is created; clearing deletes it and revokes every allowance", () => {
-  assert.deepEqual(planTable(null, table(["172.20.0.2"]), renderTable).differences, [
+  assert.deepEqual(planTable(null, filter(["*172.20.0.2"])).differences, [
     "table inet trafficjam_web missing",
   ]);
-  const cleared = planTable(kernel(["172.20.0.2"]), null, renderTable);
+  const cleared = planTable(kernel(filter(["*172.20.0.2"])), null);
   assert.equal(cleared.script, "add table inet trafficjam_web\ndelete table inet trafficjam_web\n");
   assert.deepEqual(cleared.revoked, [[4, "172.20.0.2"]]);
-  assert.equal(planTable(null, null, renderTable).script, null);
+  assert.equal(planTable(null, null).script, null);
 });
 
-test("the listing parser joins wrapped element lists and ignores handles", () => {
-  const listed = parseTable(`table inet trafficjam_web { # handle 7
-	set allowed4 { # handle 3
-		type ipv4_addr
-		elements = { 10.1.1.1, 10.1.1.2,
-			     10.1.1.3 }
-	}
-
-	chain forward { # handle 1
-		type filter hook forward priority filter; policy accept;
-		ip saddr @allowed4 accept # handle 9
-	}
-}
-`)!;
-  assert.equal(listed.name, "trafficjam_web");
-  assert.deepEqual(listed.sets.get("allowed4")!.elements, ["10.1.1.1", "10.1.1.2", "10.1.1.3"]);
-  assert.deepEqual(listed.chains.get("forward")!.rules, ["ip saddr @allowed4 accept"]);
-});
-
-test("the guard table binds each address to its port; a new port for the same address is an element update, not a revocation", () => {
-  const before = listedTables(["172.20.0.2@veth1111111"]);
-  assert.deepEqual(before.bridge!.sets.get("guarded4")!.elements, ["172.20.0.2"]);
-  assert.deepEqual(before.bridge!.sets.get("bound4")!.elements, ['172.20.0.2 . "veth1111111"']);
-  const plan = planTables(before, tables(["172.20.0.2@veth2222222"]), renderTable);
-  assert.equal(
-    plan.script,
-    'delete element bridge trafficjam_web bound4 { 172.20.0.2 . "veth1111111" }\n' +
-      'add element bridge trafficjam_web bound4 { 172.20.0.2 . "veth2222222" }\n',
+test("the JSON parser: concatenations, prefixes, raw hex values and foreign rules", () => {
+  const listed = parseTableJson(
+    JSON.stringify({
+      nftables: [
+        { metainfo: { version: "1.0.9" } },
+        { table: { family: "bridge", name: "t", handle: 1 } },
+        {
+          set: {
+            family: "bridge",
+            table: "t",
+            name: "nd",
+            type: ["integer", "ifname"],
+            elem: [{ concat: ["0x00000000000000000000000000000001", "veth1"] }],
+          },
+        },
+        {
+          set: {
+            family: "bridge",
+            table: "t",
+            name: "nets",
+            type: "ipv4_addr",
+            flags: ["interval"],
+            elem: [
+              { prefix: { addr: "10.0.0.0", len: 8 } },
+              { elem: { val: "10.1.1.1", timeout: 5 } },
+            ],
+          },
+        },
+        {
+          chain: {
+            family: "bridge",
+            table: "t",
+            name: "c",
+            type: "filter",
+            hook: "input",
+            prio: -200,
+            policy: "accept",
+          },
+        },
+        { rule: { family: "bridge", table: "t", chain: "c", comment: "tj:abc", expr: [] } },
+        { rule: { family: "bridge", table: "t", chain: "c", expr: [] } },
+      ],
+    }),
+    "bridge",
+    "t",
   );
-  assert.deepEqual(plan.revoked, []);
+  assert.deepEqual(listed.sets.get("nd")!.elements, ["0x1 . veth1"]); // ::1, leading zeros dropped
+  assert.equal(listed.sets.get("nd")!.type, "integer . ifname");
+  assert.deepEqual(listed.sets.get("nets")!.elements, ["10.0.0.0/8", "10.1.1.1"]);
+  assert.deepEqual(
+    listed.chains.get("c")!.rules.map((r) => r.id),
+    ["tj:abc", "foreign:6"],
+  );
+  assert.throws(
+    () => parseTableJson('{"nftables": [{"set": {"name": 3}}]}', "bridge", "t"),
+    /unexpected nft -j output \(set\)/,
+  );
 });
 
-test("an address whose port is unknown is allowed but not guarded", () => {
-  const t = tables(["172.20.0.2"]);
-  assert.deepEqual(t.inet!.sets.get("allowed4")!.elements, ["172.20.0.2"]);
-  assert.deepEqual(t.bridge!.sets.get("guarded4")!.elements, []);
-  assert.deepEqual(t.bridge!.sets.get("bound4")!.elements, []);
+test("every member's port is bound to its MAC and addresses; a proxy's new port is an element update, not a revocation", () => {
+  const before = tables(["*172.20.0.2@veth1111111", "172.20.0.3@veth3333333"]).bridge;
+  assert.deepEqual(before.sets.get("guarded4")!.elements, ["172.20.0.2", "172.20.0.3"]);
+  assert.deepEqual(before.sets.get("bound4")!.elements, [
+    "172.20.0.2 . veth1111111",
+    "172.20.0.3 . veth3333333",
+  ]);
+  assert.deepEqual(before.sets.get("boundmac")!.elements, [
+    "02:42:ac:14:00:02 . veth1111111",
+    "02:42:ac:14:00:03 . veth3333333",
+  ]);
+  assert.deepEqual(before.sets.get("bound6")!.elements, [
+    "fe80::42:acff:fe14:2 . veth1111111",
+    "fe80::42:acff:fe14:3 . veth3333333",
+  ]);
+  const after = tables(["*172.20.0.2@veth2222222", "172.20.0.3@veth3333333"]).bridge;
+  const plan = planTables([{ current: kernel(before), desired: after }]);
+  assert.deepEqual(plan.revoked, []);
+  assert.match(plan.script!, /^delete element bridge trafficjam_web ports \{ "veth1111111" \}\n/);
+  assert.match(
+    plan.script!,
+    /add element bridge trafficjam_web bound4 \{ 172\.20\.0\.2 \. "veth2222222" \}/,
+  );
+  assert.doesNotMatch(plan.script!, /table/);
+});
+
+test("a member whose port is unknown is bound to nothing and guards nothing; a proxy of it is allowed by address", () => {
+  const t = tables(["*172.20.0.2"]);
+  assert.deepEqual(t.inet.sets.get("allowed4")!.elements, ["172.20.0.2"]);
+  assert.deepEqual(t.bridge.sets.get("ports")!.elements, []);
+  assert.deepEqual(t.bridge.sets.get("guarded4")!.elements, []);
 });
 
 test("filter and guard change in one transaction; clearing deletes both tables", () => {
-  const plan = planTables(listedTables(["172.20.0.2@veth1111111"]), tables([]), renderTable);
-  assert.equal(
-    plan.script,
-    "delete element inet trafficjam_web allowed4 { 172.20.0.2 }\n" +
-      "delete element bridge trafficjam_web guarded4 { 172.20.0.2 }\n" +
-      'delete element bridge trafficjam_web bound4 { 172.20.0.2 . "veth1111111" }\n',
-  );
+  const before = tables(["*172.20.0.2@veth1111111"]);
+  const current = [kernel(before.inet), kernel(before.bridge)] as const;
+  const next = tables([]);
+  const plan = planTables([
+    { current: current[0], desired: next.inet },
+    { current: current[1], desired: next.bridge },
+  ]);
+  assert.match(plan.script!, /^delete element inet trafficjam_web allowed4 \{ 172\.20\.0\.2 \}\n/);
+  assert.match(plan.script!, /delete element bridge trafficjam_web guarded4 \{ 172\.20\.0\.2 \}\n/);
   assert.deepEqual(plan.revoked, [[4, "172.20.0.2"]]);
-  const cleared = planTables(listedTables(["172.20.0.2@veth1111111"]), null, renderTable);
+  const cleared = planTables([
+    { current: current[0], desired: null },
+    { current: current[1], desired: null },
+  ]);
   assert.equal(
     cleared.script,
     "add table inet trafficjam_web\ndelete table inet trafficjam_web\n" +
       "add table bridge trafficjam_web\ndelete table bridge trafficjam_web\n",
   );
-  const created = planTables({ inet: null, bridge: null }, tables([]), renderTable);
-  assert.deepEqual(created.differences, [
-    "table inet trafficjam_web missing",
-    "table bridge trafficjam_web missing",
-  ]);
 });

@@ -4,21 +4,34 @@ import assert from "node:assert/strict";
 import { planFamily, type FamilyTarget } from "../../src/firewall/iptables/plan.js";
 import { forwardRules, inputRules, instanceChains } from "../../src/firewall/iptables/layout.js";
 import { normalizeRule, parseFilterTable } from "../../src/firewall/iptables/save-format.js";
-import type { FamilyRuleset } from "../../src/model.js";
+import type { FamilyRuleset, Ruleset } from "../../src/model.js";
 
-const RULES: FamilyRuleset = {
-  subnets: ["172.20.0.0/16"],
-  allowedSources: ["172.20.0.2"],
-  portBindings: [],
+const RULES: Ruleset = {
+  instanceId: "web",
+  networkName: "web",
+  bridge: "br-web",
   protectHost: true,
+  ports: [],
+  families: {
+    4: { subnets: ["172.20.0.0/16"], allowedSources: ["172.20.0.2"], portBindings: [] },
+    6: { subnets: [], allowedSources: [], portBindings: [] },
+  },
 };
 
-function target(instanceId: string, rules: FamilyRuleset | null): FamilyTarget {
+/** RULES with IPv4 (and ruleset-wide) fields changed. */
+const v4 = (family: Partial<FamilyRuleset>, rest: Partial<Ruleset> = {}): Ruleset => ({
+  ...RULES,
+  ...rest,
+  families: { ...RULES.families, 4: { ...RULES.families[4], ...family } },
+});
+const WEB2 = v4({ subnets: ["172.21.0.0/16"] }, { instanceId: "web2", bridge: "br-web2" });
+
+function target(instanceId: string, rules: Ruleset | null): FamilyTarget {
   return { family: 4, instanceId, rules, forwardAnchor: "DOCKER-USER", staleForwardAnchors: [] };
 }
 
 /** The filter table of a host where `instances` are installed as desired. */
-function converged(instances: Array<[string, FamilyRuleset]>, extra: string[] = []): string {
+function converged(instances: Array<[string, Ruleset]>, extra: string[] = []): string {
   const lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":DOCKER-USER - [0:0]"];
   lines.push(":TRAFFICJAM - [0:0]", ":TRAFFICJAM_INPUT - [0:0]");
   for (const [id] of instances) lines.push(`:TJF_${id} - [0:0]`, `:TJI_${id} - [0:0]`);
@@ -46,10 +59,10 @@ test("a converged host needs nothing", () => {
 
 test("a changed whitelist replaces only the instance chain, declared once", () => {
   const table = parseFilterTable(converged([["web", RULES]]));
-  const plan = planFamily(table, target("web", { ...RULES, allowedSources: ["172.20.0.9"] }));
+  const plan = planFamily(table, target("web", v4({ allowedSources: ["172.20.0.9"] })));
   assert.deepEqual(plan.differences, ["chain TJF_web differs from the desired rules"]);
   assert.match(plan.script!, /^:TJF_web - \[0:0\]$/m);
-  assert.match(plan.script!, /-s 172\.20\.0\.9\/32 -d 172\.20\.0\.0\/16/);
+  assert.match(plan.script!, /-s 172\.20\.0\.9\/32 -i br-web -o br-web/);
   assert.doesNotMatch(plan.script!, /TRAFFICJAM -m|DOCKER-USER|TJI_web/);
 });
 
@@ -83,13 +96,10 @@ test("instances whose IDs share a prefix are independent (web, web2)", () => {
   const table = parseFilterTable(
     converged([
       ["web", RULES],
-      ["web2", { ...RULES, subnets: ["172.21.0.0/16"] }],
+      ["web2", WEB2],
     ]),
   );
-  assert.equal(
-    planFamily(table, target("web2", { ...RULES, subnets: ["172.21.0.0/16"] })).script,
-    null,
-  );
+  assert.equal(planFamily(table, target("web2", WEB2)).script, null);
   const clearWeb = planFamily(table, target("web", null));
   assert.equal(
     clearWeb.script,
@@ -130,10 +140,10 @@ test("switching ALLOW_HOST_TRAFFIC on removes the input chain left from before",
   assert.doesNotMatch(plan.script!, /TJF_web/);
 });
 
-test("a family without subnets holds nothing of the instance", () => {
+test("without a bridge (no network, or not a bridge network) nothing of the instance is held", () => {
   const plan = planFamily(
     parseFilterTable(converged([])),
-    target("web", { ...RULES, subnets: [] }),
+    target("web", { ...RULES, bridge: null }),
   );
   assert.match(plan.script!, /^-X TRAFFICJAM$/m);
   assert.doesNotMatch(plan.script!, /TJF_web/);
@@ -141,7 +151,13 @@ test("a family without subnets holds nothing of the instance", () => {
 
 test("IPv6 hooks FORWARD when there is no DOCKER-USER, and drops that jump once there is", () => {
   const fresh = parseFilterTable("*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n");
-  const v6 = { ...RULES, subnets: ["fd00::/64"], allowedSources: ["fd00::2"] };
+  const v6: Ruleset = {
+    ...RULES,
+    families: {
+      ...RULES.families,
+      6: { subnets: ["fd00::/64"], allowedSources: ["fd00::2"], portBindings: [] },
+    },
+  };
   const first = planFamily(fresh, { ...target("web", v6), family: 6, forwardAnchor: "FORWARD" });
   assert.match(first.script!, /^-I FORWARD 1 -j TRAFFICJAM$/m);
   const withDockerUser = parseFilterTable(
@@ -179,10 +195,18 @@ test("iptables-save quoting and our rendering compare equal", () => {
 });
 
 test("revoked sources are read from the kernel's rules, exactly this instance's", () => {
+  // (also from the rules of versions that matched subnets: an upgrade revokes what they allowed)
+  const old = parseFilterTable(
+    "*filter\n:TJF_web - [0:0]\n-A TJF_web -s 172.20.0.7/32 -d 172.20.0.0/16 -m comment --comment trafficjam:web -j RETURN\nCOMMIT\n",
+  );
+  assert.deepEqual(planFamily(old, target("web", RULES)).revokedSources, ["172.20.0.7"]);
   const table = parseFilterTable(
     converged([
-      ["web", { ...RULES, allowedSources: ["172.20.0.2", "172.20.0.3"] }],
-      ["web2", { ...RULES, subnets: ["172.21.0.0/16"], allowedSources: ["172.21.0.9"] }],
+      ["web", v4({ allowedSources: ["172.20.0.2", "172.20.0.3"] })],
+      [
+        "web2",
+        v4({ subnets: ["172.21.0.0/16"], allowedSources: ["172.21.0.9"] }, { bridge: "br-web2" }),
+      ],
     ]),
   );
   assert.deepEqual(planFamily(table, target("web", RULES)).revokedSources, ["172.20.0.3"]);
@@ -210,10 +234,7 @@ test("a jump into TRAFFICJAM inserted twice (two instances starting together) is
 });
 
 test("bound allowances: a new port for the same address is no revocation; a gone address is", () => {
-  const bound = (port: string): FamilyRuleset => ({
-    ...RULES,
-    portBindings: [{ address: "172.20.0.2", port }],
-  });
+  const bound = (port: string) => v4({ portBindings: [{ address: "172.20.0.2", port }] });
   const table = parseFilterTable(converged([["web", bound("veth1111111")]]));
   const moved = planFamily(table, target("web", bound("veth2222222")));
   assert.deepEqual(moved.differences, [
@@ -222,10 +243,10 @@ test("bound allowances: a new port for the same address is no revocation; a gone
   ]);
   assert.match(
     moved.script!,
-    /-s 172\.20\.0\.2\/32 -d 172\.20\.0\.0\/16 -m physdev ! --physdev-in veth2222222 .* -j DROP/,
+    /-s 172\.20\.0\.2\/32 -i br-web -m physdev ! --physdev-in veth2222222 .* -j DROP/,
   );
   assert.match(moved.script!, /-m physdev --physdev-in veth2222222 .* -j RETURN/);
   assert.deepEqual(moved.revokedSources, []);
-  const gone = planFamily(table, target("web", { ...RULES, allowedSources: [] }));
+  const gone = planFamily(table, target("web", v4({ allowedSources: [] })));
   assert.deepEqual(gone.revokedSources, ["172.20.0.2"]);
 });

@@ -78,7 +78,7 @@ test("a burst of events makes one pass, and passes never overlap", async () => {
 test("a whitelisted address that loses its allowance has its flows deleted", async () => {
   const unbound = (s: NetworkSnapshot) => ({
     ...s,
-    whitelisted: s.whitelisted.map((m) => ({ ...m, port: undefined })),
+    members: s.members.map((m) => ({ ...m, port: undefined })),
   });
   const h = harness([unbound(several), unbound(one)]);
   await h.reconciler.runOnce("startup");

@@ -17,10 +17,17 @@ const ruleset = (proxies: string[]) =>
       id: "n",
       name: "web",
       subnets: ["172.20.0.0/16"],
-      whitelisted: proxies.map((ipv4, i) => ({ id: `c${i}`, name: `p${i}`, ipv4 })),
+      bridge: "br-web",
+      members: proxies.map((ipv4, i) => ({ id: `c${i}`, name: `p${i}`, whitelisted: true, ipv4 })),
     },
     { instanceId: "web", allowHostTraffic: false },
   );
+/** A view of the kernel as the fake iptables side hands it out. */
+const view = {
+  state: { tables: new Map(), guard: null, legacy: "false,false" },
+  readAt: 0,
+  cached: false,
+};
 
 function fakes() {
   const calls: string[] = [];
@@ -40,9 +47,9 @@ function fakes() {
   const iptables: IptablesSide = {
     locate: async () => {
       state.locates++;
-      return { flavour: state.dockerUser ? "nft" : null, tables: new Map(), cached: true };
+      return { flavour: state.dockerUser ? "nft" : null, view };
     },
-    holdsInstance: async (_id, _fresh?, located?) => {
+    holds: async (_fresh?, located?) => {
       if (located) state.viewsHandedOn++;
       return state.iptablesHolds;
     },
@@ -89,7 +96,12 @@ function fakes() {
 test("auto: iptables where DOCKER-USER exists, nftables where it does not; each choice told once", async () => {
   const f = fakes();
   const choices: BackendChoice[] = [];
-  const backend = new SelectingBackend("auto", { onChoice: (c) => choices.push(c) }, f.backends);
+  const backend = new SelectingBackend(
+    "auto",
+    "web",
+    { onChoice: (c) => choices.push(c) },
+    f.backends,
+  );
   await backend.sync(ruleset([]));
   await backend.sync(ruleset([]));
   f.state.dockerUser = false;
@@ -104,16 +116,18 @@ test("auto: iptables where DOCKER-USER exists, nftables where it does not; each 
 
 test("a switch applies the new backend first, then clears the old one, in the same pass", async () => {
   const f = fakes();
-  const backend = new SelectingBackend("auto", {}, f.backends);
+  const backend = new SelectingBackend("auto", "web", {}, f.backends);
   await backend.sync(ruleset(["172.20.0.2"]));
   f.calls.length = 0;
   f.state.dockerUser = false;
   const result = await backend.sync(ruleset(["172.20.0.2"]));
   assert.deepEqual(f.calls, ["nftables.sync", "iptables.clear"]);
   assert.equal(result.location, "nftables");
-  assert.ok(
-    result.differences.includes("iptables (all flavours): iptables (all flavours) changed"),
-  );
+  // The new backend's differences, then the old one's, each named by where it was removed.
+  assert.deepEqual(result.differences, [
+    "nftables changed",
+    "iptables (all flavours): iptables (all flavours) changed",
+  ]);
   // Only what the new rules no longer allow is revoked: 172.20.0.2 keeps its flows.
   assert.deepEqual(result.revoked, [[4, "172.20.0.9"]]);
 });
@@ -121,7 +135,7 @@ test("a switch applies the new backend first, then clears the old one, in the sa
 test("leftovers in the other backend are removed even without a switch (e.g. after a restart)", async () => {
   const f = fakes();
   f.state.nftHolds = true;
-  const backend = new SelectingBackend("iptables", {}, f.backends);
+  const backend = new SelectingBackend("iptables", "web", {}, f.backends);
   await backend.sync(ruleset([]));
   assert.deepEqual(f.calls, ["iptables.sync", "nftables.clear"]);
   f.calls.length = 0;
@@ -131,18 +145,18 @@ test("leftovers in the other backend are removed even without a switch (e.g. aft
 
 test("a forced backend ignores Docker's chains; --clear empties both", async () => {
   const f = fakes();
-  const backend = new SelectingBackend("nftables", {}, f.backends);
+  const backend = new SelectingBackend("nftables", "web", {}, f.backends);
   const choice = await backend.choose(true);
   assert.deepEqual(choice, { kind: "nftables", reason: "FIREWALL_BACKEND=nftables" });
   await backend.sync(ruleset([]));
   f.calls.length = 0;
-  await backend.clear("web");
+  await backend.clear();
   assert.deepEqual(f.calls, ["iptables.clear", "nftables.clear"]);
 });
 
 test("under auto, the iptables tables are located once per pass and that view is handed on", async () => {
   const f = fakes();
-  const backend = new SelectingBackend("auto", {}, f.backends);
+  const backend = new SelectingBackend("auto", "web", {}, f.backends);
   await backend.sync(ruleset([])); // iptables chosen: its sync gets the view
   await backend.check(ruleset([])); // and so does its check
   f.state.dockerUser = false;

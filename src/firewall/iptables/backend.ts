@@ -1,28 +1,39 @@
-// iptables backend: writes in the flavour where Docker's DOCKER-USER lives, applies each family in
-// one iptables-restore --noflush transaction, then reads it back. Legacy tables are only read when
-// the kernel lists one (no process spawned otherwise), and event-driven passes plan against the
-// last read-back instead of reading again: a stale plan fails or misverifies, and is redone fresh.
-import { readFileSync } from "node:fs";
-import type { Family, FamilyRuleset, Ruleset } from "../../model.js";
+// iptables backend: writes in the flavour where Docker's DOCKER-USER lives, each family in one
+// iptables-restore --noflush transaction, plus the bridge guard table (what iptables cannot see:
+// ports' MACs, ARP, non-IP frames) in one `nft -f`, through the shared converge engine. Legacy
+// tables are only read when the kernel lists one (no process spawned otherwise).
+import { existsSync, readFileSync } from "node:fs";
+import type { Family, Ruleset } from "../../model.js";
+import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "../backend.js";
 import {
-  VerificationError,
-  type CheckResult,
-  type FirewallBackend,
-  type SyncOptions,
-  type SyncResult,
-} from "../backend.js";
+  ConvergeEngine,
+  type ChangeMonitor,
+  type Kernel,
+  type KernelPlan,
+  type KernelView,
+} from "../engine.js";
 import { CommandError, run, runChecked } from "../../util/exec.js";
 import { DOCKER_USER } from "./layout.js";
 import { planFamily, type FamilyTarget, type IptablesPlan } from "./plan.js";
 import { emptyFilterTable, parseFilterTable, type FilterTable } from "./save-format.js";
-import type { NftChangeMonitor } from "../nft-monitor.js";
+import { guardTable } from "../nftables/guard.js";
+import { planTable, type NftPlan } from "../nftables/plan.js";
+import type { TableModel } from "../nftables/table.js";
+import { NftMissingError, applyScript, readTables } from "../nftables/tool.js";
 
 export type Flavour = "nft" | "legacy";
 const FLAVOURS: readonly Flavour[] = ["nft", "legacy"];
 const FAMILIES: readonly Family[] = [4, 6];
+const NEED_NFT =
+  "the iptables backend keeps its bridge guard (ARP, MAC and address binding of every port) in an nft bridge table";
 
 function tool(family: Family, flavour: Flavour, suffix: "" | "-save" | "-restore"): string {
   return `${family === 4 ? "iptables" : "ip6tables"}-${flavour}${suffix}`;
+}
+
+/** The bridge guard's table: named apart from the nftables backend's, so a switch is make-before-break. */
+export function guardTableName(instanceId: string): string {
+  return `trafficjam-l2_${instanceId}`;
 }
 
 /** Whether the legacy (x_tables) filter table of a family exists, without loading it. */
@@ -36,6 +47,8 @@ function legacyFilterExists(family: Family): boolean {
   }
 }
 
+const legacyPresence = () => FAMILIES.map(legacyFilterExists).join(",");
+
 export async function readFilterTable(family: Family, flavour: Flavour): Promise<FilterTable> {
   // Naming a legacy table loads it; only look at what exists.
   if (flavour === "legacy" && !legacyFilterExists(family)) return emptyFilterTable();
@@ -44,7 +57,8 @@ export async function readFilterTable(family: Family, flavour: Flavour): Promise
     return parseFilterTable(await runChecked(tool(family, flavour, "-save"), args));
   } catch (error) {
     // A host with one flavour installed has no rules in the other: nothing to read there.
-    if (error instanceof CommandError && /ENOENT/.test(error.stderr)) return emptyFilterTable();
+    if (error instanceof CommandError && error.failure === "not-installed")
+      return emptyFilterTable();
     throw error;
   }
 }
@@ -69,19 +83,17 @@ export function dockerFlavour(ipv4: Record<Flavour, FilterTable>): Flavour | nul
   return jumped[0] ?? withChain[0] ?? null;
 }
 
-/** Docker's rules decide the flavour: ours must sit in the same hooks, before Docker's accepts. */
-export function detectFlavour(ipv4: Record<Flavour, FilterTable>): Flavour {
-  const flavour = dockerFlavour(ipv4);
-  if (flavour === null) throw new DockerChainMissingError();
-  return flavour;
-}
-
-async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): Promise<void> {
+async function applyFamily(family: Family, flavour: Flavour, plan: IptablesPlan): Promise<void> {
   for (const chain of plan.createChains) {
     const result = await run(tool(family, flavour, ""), ["-w", "5", "-t", "filter", "-N", chain]);
     // Another instance may have created it a moment ago: that is fine.
     if (result.code !== 0 && !/exists/i.test(result.stderr)) {
-      throw new Error(`${tool(family, flavour, "")} -N ${chain}: ${result.stderr.trim()}`);
+      throw new CommandError(
+        `${tool(family, flavour, "")} -N ${chain}`,
+        "exit",
+        result.code,
+        result.stderr,
+      );
     }
   }
   if (plan.script) {
@@ -93,46 +105,119 @@ async function applyPlan(family: Family, flavour: Flavour, plan: IptablesPlan): 
 type Tables = Map<string, FilterTable>;
 const key = (family: Family, flavour: Flavour) => `${family}/${flavour}`;
 
+/** What the kernel holds that this backend reads: every filter table, and the guard table. */
+export interface IptablesState {
+  tables: Tables;
+  guard: TableModel | null;
+  /** Which legacy tables existed when read ("true,false": IPv4 only). */
+  legacy: string;
+}
+
 interface FamilyWork {
   family: Family;
   f: Flavour;
   plan: IptablesPlan;
 }
 
+interface IptablesKernelPlan extends KernelPlan {
+  work: FamilyWork[];
+  guard: NftPlan;
+}
+
+export function flavourOf(state: IptablesState): Flavour | null {
+  return dockerFlavour({
+    nft: state.tables.get(key(4, "nft")) ?? emptyFilterTable(),
+    legacy: state.tables.get(key(4, "legacy")) ?? emptyFilterTable(),
+  });
+}
+
+/** A view of the kernel and where Docker's chains are in it (what auto decides from). */
 export interface Located {
-  /** Where Docker's DOCKER-USER lives, or null when no flavour has it. */
   flavour: Flavour | null;
-  tables: Tables;
-  /** True when this is the last read-back rather than a read made now. */
-  cached: boolean;
+  view: KernelView<IptablesState>;
+}
+
+export interface IptablesOptions {
+  monitor?: ChangeMonitor | null;
+  onStaleView?: (error: unknown) => void;
+  /** Whether the kernel has IPv6 (ip6tables fails without it); default: look at /proc. */
+  ipv6?: boolean;
 }
 
 export class IptablesBackend implements FirewallBackend {
-  /** Filter tables as last read back from the kernel, and when the oldest of those reads began. */
-  private cache: Tables | null = null;
-  private cacheReadAt = 0;
-  private legacySeen = "";
+  private readonly engine: ConvergeEngine<IptablesState, IptablesKernelPlan>;
+  private readonly guardName: string;
 
-  /** With a monitor, a resync whose kernel did not change since the last read skips the read. */
-  constructor(private readonly monitor: NftChangeMonitor | null = null) {}
+  constructor(
+    private readonly instanceId: string,
+    options: IptablesOptions = {},
+  ) {
+    const ipv6 = options.ipv6 ?? existsSync("/proc/sys/net/ipv6");
+    const guardName = (this.guardName = guardTableName(instanceId));
+    const readGuard = async (): Promise<TableModel | null> => {
+      try {
+        return (await readTables([{ family: "bridge", name: guardName }], NEED_NFT))[0] ?? null;
+      } catch (error) {
+        // Without nft no guard can exist; the iptables chains still go in, and applying the
+        // guard then fails the pass loudly (NftMissingError), every pass, until nft is installed.
+        if (error instanceof NftMissingError) return null;
+        throw error;
+      }
+    };
+    const readFamilies = (tables: Tables, which: ReadonlyArray<{ family: Family; f: Flavour }>) =>
+      Promise.all(
+        which.map(async ({ family, f }) =>
+          tables.set(key(family, f), await readFilterTable(family, f)),
+        ),
+      );
+    const kernel: Kernel<IptablesState, IptablesKernelPlan> = {
+      async read() {
+        const legacy = legacyPresence();
+        const tables: Tables = new Map();
+        const guard = readGuard();
+        await readFamilies(
+          tables,
+          FAMILIES.flatMap((family) => FLAVOURS.map((f) => ({ family, f }))),
+        );
+        return { tables, guard: await guard, legacy };
+      },
+      plan: (state, desired) => planAll(instanceId, guardName, state, desired, ipv6),
+      async apply(plan) {
+        // Families and the guard are independent transactions: apply them side by side. Either
+        // order is safe: the iptables chains bind the whitelisted addresses to their ports too.
+        // Each runs to its end before a failure is reported, so a retry never overlaps one.
+        const outcomes = await Promise.allSettled([
+          ...plan.work.map(({ family, f, plan: p }) => applyFamily(family, f, p)),
+          plan.guard.script === null ? Promise.resolve() : applyScript(plan.guard.script, NEED_NFT),
+        ]);
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+        if (failed) throw failed.reason;
+      },
+      async readBack(before, plan) {
+        const tables = new Map(before.tables);
+        const guard = plan.guard.script === null ? before.guard : readGuard();
+        await readFamilies(tables, plan.work);
+        return { tables, guard: await guard, legacy: before.legacy };
+      },
+      // nft monitor sees iptables-nft and the guard, never legacy x_tables.
+      monitored: (state) => state.legacy === "false,false" && legacyPresence() === state.legacy,
+    };
+    this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
+  }
 
   /**
-   * Finds Docker's flavour. fresh: re-detect, which is a procfs read plus, unless `nft monitor`
-   * saw nothing change since the last read, a read of every table; otherwise the last read-back.
+   * Where Docker's chains are: a view of the kernel (the last read-back, unless fresh and it may
+   * be stale) and the flavour found in it.
    */
   async locate(fresh: boolean): Promise<Located> {
-    const legacy = FAMILIES.map(legacyFilterExists).join(",");
-    const unchanged =
-      !fresh || (legacy === "false,false" && (this.monitor?.quietSince(this.cacheReadAt) ?? false));
-    if (this.cache && legacy === this.legacySeen && unchanged) {
-      return { flavour: flavourOf(this.cache), tables: this.cache, cached: true };
+    let view = await this.engine.view(fresh);
+    // Legacy tables appearing or vanishing (Docker restarted in the other flavour) make any
+    // cached view stale, even for an event pass: a procfs read tells.
+    if (view.cached && legacyPresence() !== view.state.legacy) {
+      this.engine.invalidate();
+      view = await this.engine.view(true);
     }
-    const readAt = Date.now();
-    const tables = await this.readAll();
-    this.cache = tables;
-    this.legacySeen = legacy;
-    this.cacheReadAt = readAt;
-    return { flavour: flavourOf(tables), tables, cached: false };
+    return { flavour: flavourOf(view.state), view };
   }
 
   /** `located`: a view the caller has just obtained from locate(), so it is not read twice. */
@@ -141,156 +226,86 @@ export class IptablesBackend implements FirewallBackend {
     options: SyncOptions = { fresh: true },
     located?: Located,
   ): Promise<SyncResult> {
-    const desired = (family: Family) => ruleset.families[family];
-    located ??= await this.locate(options.fresh);
-    if (located.cached) {
-      try {
-        if (located.flavour === null) throw new DockerChainMissingError();
-        return await this.converge(
-          ruleset.instanceId,
-          desired,
-          located.tables,
-          located.flavour,
-          options,
-        );
-      } catch {
-        // The kernel moved under our cached view: redo the pass from a fresh read.
-        this.cache = null;
-      }
-    }
-    const fresh = located.cached ? await this.locate(true) : located;
-    if (fresh.flavour === null) throw new DockerChainMissingError();
-    return this.converge(ruleset.instanceId, desired, fresh.tables, fresh.flavour, options);
+    const { view } = located ?? (await this.locate(options.fresh));
+    return this.engine.converge(ruleset, options, view);
   }
 
-  /** Compares a read made now (or `located`, one the caller has just made) with `ruleset`. */
+  /** `located`: a fresh view the caller has just obtained from locate(), so it is not read twice. */
   async check(ruleset: Ruleset, located?: Located): Promise<CheckResult> {
-    const tables = located?.tables ?? (await this.readAll());
-    const flavour = located ? located.flavour : flavourOf(tables);
-    if (flavour === null) throw new DockerChainMissingError();
-    const work = this.plan(ruleset.instanceId, (f) => ruleset.families[f], tables, flavour);
-    return { location: `iptables-${flavour}`, differences: describe(work, true) };
+    const plan =
+      located && !located.view.cached
+        ? this.engine.planOn(located.view.state, ruleset)
+        : await this.engine.check(ruleset);
+    return { location: plan.location, differences: plan.outstanding };
   }
 
   /** Whether anything of the instance is installed, in any flavour (used after a switch). */
-  async holdsInstance(instanceId: string, fresh = true, located?: Located): Promise<boolean> {
-    const { tables } = located ?? (await this.locate(fresh));
-    return this.plan(instanceId, () => null, tables, null).length > 0;
+  async holds(fresh = true, located?: Located): Promise<boolean> {
+    const { view } = located ?? (await this.locate(fresh));
+    return planAll(this.instanceId, this.guardName, view.state, null, true).changed;
   }
 
-  async clear(instanceId: string): Promise<SyncResult> {
-    this.cache = null;
+  async clear(): Promise<SyncResult> {
+    this.engine.invalidate();
     // Two instances clearing at once each see the other's jump and leave the shared entry
     // chains, or trip over each other's commit: look again until nothing of ours, or unused, is
     // left. A pass that changes nothing ends it.
     const removed: string[] = [];
     for (let attempt = 1; ; attempt++) {
       try {
-        const pass = await this.converge(instanceId, () => null, await this.readAll(), null, {
-          fresh: true,
-        });
+        const pass = await this.engine.converge(null, { fresh: true });
         removed.push(...pass.differences);
         if (!pass.changed) return { ...pass, changed: removed.length > 0, differences: removed };
       } catch (error) {
         if (attempt >= 5) throw error;
       }
+      this.engine.invalidate();
       await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
     }
   }
-
-  private async readAll(): Promise<Tables> {
-    const tables: Tables = new Map();
-    await Promise.all(
-      FAMILIES.flatMap((family) =>
-        FLAVOURS.map(async (f) => tables.set(key(family, f), await readFilterTable(family, f))),
-      ),
-    );
-    return tables;
-  }
-
-  /**
-   * Plans writing `desired(family)` into `flavour` and removing this instance from every other
-   * flavour (Docker may have moved between them). flavour null: remove it everywhere (--clear).
-   */
-  private plan(
-    instanceId: string,
-    desired: (family: Family) => FamilyRuleset | null,
-    tables: Tables,
-    flavour: Flavour | null,
-  ): FamilyWork[] {
-    return FAMILIES.flatMap((family) =>
-      FLAVOURS.map((f) => {
-        const table = tables.get(key(family, f)) ?? emptyFilterTable();
-        return {
-          family,
-          f,
-          plan: planFamily(
-            table,
-            target(instanceId, family, f, table, f === flavour ? desired(family) : null),
-          ),
-        };
-      }),
-    ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
-  }
-
-  private async converge(
-    instanceId: string,
-    desired: (family: Family) => FamilyRuleset | null,
-    tables: Tables,
-    flavour: Flavour | null,
-    options: SyncOptions,
-  ): Promise<SyncResult> {
-    this.cache = null; // until this pass has read back what it changed
-    const work = this.plan(instanceId, desired, tables, flavour);
-    // Families are independent transactions: apply them side by side.
-    await Promise.all(
-      work.map(async ({ family, f, plan }) => {
-        await applyPlan(family, f, plan);
-        options.onEnforced?.();
-      }),
-    );
-    // Read back what we changed: the kernel, not our intent, is the truth.
-    const next: Tables = new Map(tables);
-    await Promise.all(
-      work.map(async ({ family, f }) => {
-        const after = await readFilterTable(family, f);
-        next.set(key(family, f), after);
-        const rules = f === flavour ? desired(family) : null;
-        const failed = describe(
-          [{ family, f, plan: planFamily(after, target(instanceId, family, f, after, rules)) }],
-          true,
-        );
-        if (failed.length > 0) throw new VerificationError(tool(family, f, ""), failed);
-      }),
-    );
-    this.cache = next;
-    const revoked = new Map<string, [Family, string]>();
-    for (const { family, plan } of work) {
-      for (const source of plan.revokedSources)
-        revoked.set(`${family}/${source}`, [family, source]);
-    }
-    return {
-      changed: work.length > 0,
-      revoked: [...revoked.values()],
-      differences: describe(work, false),
-      location: flavour ? `iptables-${flavour}` : "iptables (all flavours)",
-    };
-  }
 }
 
-function flavourOf(tables: Tables): Flavour | null {
-  return dockerFlavour({
-    nft: tables.get(key(4, "nft")) ?? emptyFilterTable(),
-    legacy: tables.get(key(4, "legacy")) ?? emptyFilterTable(),
-  });
+/**
+ * Plans writing `desired` into Docker's flavour and removing this instance from every other
+ * flavour (Docker may have moved between them); desired null: remove it everywhere (--clear).
+ */
+function planAll(
+  instanceId: string,
+  guardName: string,
+  state: IptablesState,
+  desired: Ruleset | null,
+  ipv6: boolean,
+): IptablesKernelPlan {
+  const flavour = desired === null ? null : flavourOf(state);
+  if (desired !== null && flavour === null) throw new DockerChainMissingError();
+  const work = FAMILIES.flatMap((family) =>
+    FLAVOURS.map((f) => {
+      const table = state.tables.get(key(family, f)) ?? emptyFilterTable();
+      const rules = f === flavour && (family === 4 || ipv6) ? desired : null;
+      return { family, f, plan: planFamily(table, target(instanceId, family, table, rules)) };
+    }),
+  ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
+  const guard = planTable(state.guard, desired === null ? null : guardTable(desired, guardName));
+  const revoked = new Map<string, [Family, string]>();
+  for (const { family, plan } of work) {
+    for (const source of plan.revokedSources) revoked.set(`${family}/${source}`, [family, source]);
+  }
+  return {
+    work,
+    guard,
+    changed: work.length > 0 || guard.script !== null,
+    differences: [...describe(work, false), ...guard.differences],
+    outstanding: [...describe(work, true), ...guard.differences],
+    revoked: [...revoked.values()],
+    location: flavour ? `iptables-${flavour}` : "iptables (all flavours)",
+  };
 }
 
 function target(
   instanceId: string,
   family: Family,
-  f: Flavour,
   current: FilterTable,
-  rules: FamilyRuleset | null,
+  rules: Ruleset | null,
 ): FamilyTarget {
   // Docker 20.10 makes no IPv6 DOCKER-USER: there we hook FORWARD directly, first.
   const anchor = family === 4 || current.chains.has(DOCKER_USER) ? DOCKER_USER : "FORWARD";

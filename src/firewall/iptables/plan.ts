@@ -1,6 +1,6 @@
 // Current filter table + desired instance rules → the commands that converge them. Pure.
 // The same comparison, run on the table read back after applying, is the verification.
-import type { Family, FamilyRuleset } from "../../model.js";
+import type { Family, Ruleset } from "../../model.js";
 import { normalizeRule, type FilterTable } from "./save-format.js";
 import {
   allowedSourcesIn,
@@ -27,8 +27,8 @@ export interface IptablesPlan {
 export interface FamilyTarget {
   family: Family;
   instanceId: string;
-  /** null: this instance must have nothing in this family (cleared, or no subnet of it). */
-  rules: FamilyRuleset | null;
+  /** null: this instance must have nothing in this family (cleared, or no IPv6 on the host). */
+  rules: Ruleset | null;
   /** Chain that jumps into TRAFFICJAM: DOCKER-USER, or FORWARD where there is none. */
   forwardAnchor: string;
   /** Chains that must not jump into TRAFFICJAM (a former anchor). */
@@ -57,7 +57,8 @@ function sameLines(a: readonly string[], b: readonly string[]): boolean {
  */
 export function planFamily(table: FilterTable, target: FamilyTarget): IptablesPlan {
   const chains = instanceChains(target.instanceId);
-  const present = target.rules !== null && target.rules.subnets.length > 0;
+  // Both families whenever there is a bridge: an IPv4-only network carries IPv6 link-local.
+  const present = target.rules !== null && target.rules.bridge !== null;
   const parts: Part[] = [
     {
       entry: ENTRY_FORWARD,
@@ -156,7 +157,7 @@ export function planFamily(table: FilterTable, target: FamilyTarget): IptablesPl
   }
 
   const commands = [...declare, ...fill, ...unlink, ...link, ...remove];
-  const stillAllowed = new Set(present ? target.rules!.allowedSources : []);
+  const stillAllowed = new Set(present ? target.rules!.families[target.family].allowedSources : []);
   return {
     createChains,
     script: commands.length === 0 ? null : ["*filter", ...commands, "COMMIT", ""].join("\n"),

@@ -1,163 +1,102 @@
 // nftables backend: the instance's tables (`inet` filter, `bridge` guard), converged together in
-// one `nft -f` transaction and read back. Event-driven passes plan against the last read-back; a
-// resync reads the kernel again unless `nft monitor` saw no change since that read.
+// one `nft -f` transaction and read back, through the shared converge engine.
 import type { Ruleset } from "../../model.js";
-import {
-  VerificationError,
-  type CheckResult,
-  type FirewallBackend,
-  type SyncOptions,
-  type SyncResult,
-} from "../backend.js";
-import type { NftChangeMonitor } from "../nft-monitor.js";
-import { CommandError, run, runChecked } from "../../util/exec.js";
-import {
-  TABLE_FAMILIES,
-  desiredTables,
-  renderTable,
-  tableName,
-  type TableFamily,
-  type TableModel,
-  type Tables,
-} from "./layout.js";
-import { parseTable, planTables } from "./plan.js";
+import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "../backend.js";
+import { ConvergeEngine, type ChangeMonitor, type Kernel, type KernelPlan } from "../engine.js";
+import { filterTable, tableName } from "./layout.js";
+import { guardTable } from "./guard.js";
+import { planTables } from "./plan.js";
+import type { TableModel } from "./table.js";
+import { NftMissingError, applyScript, readTables } from "./tool.js";
 
 const LOCATION = "nftables";
+const NEED = "FIREWALL_BACKEND=nftables, or auto on a host without Docker's DOCKER-USER chain";
 
-export class NftMissingError extends Error {
-  constructor() {
-    super("the nft tool is not installed: install nftables to use the nftables backend");
-    this.name = "NftMissingError";
-  }
+interface NftState {
+  inet: TableModel | null;
+  bridge: TableModel | null;
+  /** No nft here: none of our tables can be read, written, or have been written by us. */
+  toolMissing: boolean;
 }
 
-/** The instance's tables as listed by the kernel (both lists run side by side). */
-export async function readTables(instanceId: string): Promise<Tables> {
-  const [inet, bridge] = await Promise.all([
-    readTable("inet", instanceId),
-    readTable("bridge", instanceId),
-  ]);
-  return { inet, bridge };
+interface NftKernelPlan extends KernelPlan {
+  script: string | null;
 }
 
-const noTables = (): Tables => ({ inet: null, bridge: null });
-const holdsAny = (tables: Tables) => TABLE_FAMILIES.some((f) => tables[f] !== null);
-
-/** One table as listed by the kernel, or null when there is none. */
-async function readTable(family: TableFamily, instanceId: string): Promise<TableModel | null> {
-  const args = ["list", "table", family, tableName(instanceId)];
-  let result;
-  try {
-    result = await run("nft", args);
-  } catch (error) {
-    if (error instanceof CommandError && /ENOENT/.test(error.stderr)) throw new NftMissingError();
-    throw error;
-  }
-  if (result.code === 0) return parseTable(result.stdout);
-  if (/No such file or directory/.test(result.stderr)) return null;
-  throw new CommandError(["nft", ...args].join(" "), result.code, result.stderr);
+/** Both tables of a ruleset: the filter and its guard, named alike in their own families. */
+export function desiredTables(ruleset: Ruleset): { inet: TableModel; bridge: TableModel } {
+  return {
+    inet: filterTable(ruleset),
+    bridge: guardTable(ruleset, tableName(ruleset.instanceId)),
+  };
 }
 
 export interface NftablesOptions {
-  monitor?: NftChangeMonitor | null;
+  monitor?: ChangeMonitor | null;
   /** Replace the whole table even when only set elements differ (benchmark contrast). */
   replaceAlways?: boolean;
+  onStaleView?: (error: unknown) => void;
 }
 
 export class NftablesBackend implements FirewallBackend {
-  private cache: { instanceId: string; tables: Tables; readAt: number } | null = null;
+  private readonly engine: ConvergeEngine<NftState, NftKernelPlan>;
 
-  constructor(private readonly options: NftablesOptions = {}) {}
-
-  /** The kernel's tables: the last read-back when known to be current, else a new read. */
-  private async current(
-    instanceId: string,
-    fresh: boolean,
-  ): Promise<{ tables: Tables; cached: boolean }> {
-    const cache = this.cache;
-    if (
-      cache?.instanceId === instanceId &&
-      (!fresh || (this.options.monitor?.quietSince(cache.readAt) ?? false))
-    ) {
-      return { tables: cache.tables, cached: true };
-    }
-    const readAt = Date.now();
-    const tables = await readTables(instanceId);
-    this.cache = { instanceId, tables, readAt };
-    return { tables, cached: false };
+  constructor(instanceId: string, options: NftablesOptions = {}) {
+    const name = tableName(instanceId);
+    const kernel: Kernel<NftState, NftKernelPlan> = {
+      async read() {
+        try {
+          const [inet, bridge] = await readTables(
+            [
+              { family: "inet", name },
+              { family: "bridge", name },
+            ],
+            NEED,
+          );
+          return { inet: inet ?? null, bridge: bridge ?? null, toolMissing: false };
+        } catch (error) {
+          if (error instanceof NftMissingError)
+            return { inet: null, bridge: null, toolMissing: true };
+          throw error;
+        }
+      },
+      plan(state, desired) {
+        const want = desired ? desiredTables(desired) : { inet: null, bridge: null };
+        const plan = planTables(
+          [
+            { current: state.inet, desired: want.inet },
+            { current: state.bridge, desired: want.bridge },
+          ],
+          options.replaceAlways ?? false,
+        );
+        return {
+          ...plan,
+          changed: plan.script !== null,
+          outstanding: plan.differences,
+          location: LOCATION,
+        };
+      },
+      apply: (plan) => applyScript(plan.script ?? "", NEED),
+    };
+    this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
   }
 
   /** Whether the instance has a table (used to clean up after a backend switch). */
-  async holds(instanceId: string, fresh = true): Promise<boolean> {
-    try {
-      return holdsAny((await this.current(instanceId, fresh)).tables);
-    } catch (error) {
-      if (!(error instanceof NftMissingError)) throw error;
-      // No nft, no table of ours: remembered, so event passes do not try to spawn it again.
-      this.cache = { instanceId, tables: noTables(), readAt: Date.now() };
-      return false;
-    }
+  async holds(fresh = true): Promise<boolean> {
+    const { state } = await this.engine.view(fresh);
+    return state.inet !== null || state.bridge !== null;
   }
 
   async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
-    const desired = desiredTables(ruleset);
-    const current = await this.current(ruleset.instanceId, options.fresh);
-    if (current.cached) {
-      try {
-        return await this.converge(ruleset.instanceId, current.tables, desired, options);
-      } catch {
-        // The kernel moved under our cached view: redo the pass from a fresh read.
-      }
-    }
-    const tables = current.cached
-      ? (await this.current(ruleset.instanceId, true)).tables
-      : current.tables;
-    return this.converge(ruleset.instanceId, tables, desired, options);
+    return this.engine.converge(ruleset, options);
   }
 
   async check(ruleset: Ruleset): Promise<CheckResult> {
-    const current = await readTables(ruleset.instanceId);
-    const plan = planTables(current, desiredTables(ruleset), renderTable);
-    return { location: LOCATION, differences: plan.differences };
+    const plan = await this.engine.check(ruleset);
+    return { location: LOCATION, differences: plan.outstanding };
   }
 
-  async clear(instanceId: string): Promise<SyncResult> {
-    let tables: Tables;
-    try {
-      tables = await readTables(instanceId);
-    } catch (error) {
-      if (error instanceof NftMissingError) tables = noTables();
-      else throw error;
-    }
-    return this.converge(instanceId, tables, null, { fresh: true });
-  }
-
-  private async converge(
-    instanceId: string,
-    current: Tables,
-    desired: Tables | null,
-    options: SyncOptions,
-  ): Promise<SyncResult> {
-    const previous = this.cache;
-    this.cache = null; // until this pass has read back what it changed
-    const plan = planTables(current, desired, renderTable, this.options.replaceAlways);
-    if (plan.script !== null) {
-      await runChecked("nft", ["-f", "-"], plan.script);
-      options.onEnforced?.();
-      // Read back what we changed: the kernel, not our intent, is the truth.
-      const readAt = Date.now();
-      const after = await readTables(instanceId);
-      const failed = planTables(after, desired, renderTable).differences;
-      if (failed.length > 0) throw new VerificationError(LOCATION, failed);
-      this.cache = { instanceId, tables: after, readAt };
-    } else {
-      this.cache = previous; // still the kernel's state as of that read
-    }
-    return {
-      changed: plan.script !== null,
-      differences: plan.differences,
-      location: LOCATION,
-      revoked: plan.revoked,
-    };
+  async clear(): Promise<SyncResult> {
+    return this.engine.converge(null, { fresh: true });
   }
 }

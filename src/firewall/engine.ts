@@ -1,0 +1,137 @@
+// The one converge loop both backends share: read the kernel (or trust the last read-back),
+// plan, apply, read back, plan again: the second plan must be empty, or the transaction did not
+// hold (VerificationError). A backend only says how to read, plan and apply.
+import type { Family, Ruleset } from "../model.js";
+import { VerificationError, type SyncOptions, type SyncResult } from "./backend.js";
+
+/** What a backend plans from a kernel state and a desired ruleset. */
+export interface KernelPlan {
+  /** True when the kernel must be changed. */
+  changed: boolean;
+  /** Every difference found, for logs. */
+  differences: string[];
+  /** Differences that must not remain after applying (some are harmless and left for later). */
+  outstanding: string[];
+  /** Addresses the kernel allowed and the desired state no longer does. */
+  revoked: Array<[Family, string]>;
+  /** Where the rules live, e.g. "iptables-nft". */
+  location: string;
+}
+
+/** A backend's access to the kernel. `read` and `apply` do I/O; `plan` is pure. */
+export interface Kernel<S, P extends KernelPlan> {
+  read(): Promise<S>;
+  /** desired null: nothing of the instance may be left. */
+  plan(state: S, desired: Ruleset | null): P;
+  apply(plan: P): Promise<void>;
+  /** The state after `plan` was applied; by default a full read. */
+  readBack?(before: S, plan: P): Promise<S>;
+  /** Whether `nft monitor` sees every change to this state (legacy x_tables it cannot see). */
+  monitored?(state: S): boolean;
+}
+
+/** Tells whether anything in netfilter changed since a moment (see nft-monitor.ts). */
+export interface ChangeMonitor {
+  quietSince(since: number): boolean;
+}
+
+export interface KernelView<S> {
+  state: S;
+  /** When the read that produced it began. */
+  readAt: number;
+  /** True when this is the last read-back rather than a read made now. */
+  cached: boolean;
+}
+
+export class ConvergeEngine<S, P extends KernelPlan> {
+  private cache: { state: S; readAt: number } | null = null;
+
+  constructor(
+    private readonly kernel: Kernel<S, P>,
+    private readonly monitor: ChangeMonitor | null = null,
+    /** Told why a pass planned on the cached view failed, before it is redone from a read. */
+    private readonly onStaleView: (error: unknown) => void = () => undefined,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * The kernel's state. fresh: read it, unless `nft monitor` has seen no change since the last
+   * read-back; otherwise the last read-back (what an event pass plans against).
+   */
+  async view(fresh: boolean): Promise<KernelView<S>> {
+    const cache = this.cache;
+    if (cache && (!fresh || this.quietSince(cache))) return { ...cache, cached: true };
+    return this.readNow();
+  }
+
+  /** Forget the last read-back: the next view reads the kernel. */
+  invalidate(): void {
+    this.cache = null;
+  }
+
+  /**
+   * Converges the kernel to `desired` (null: remove everything of the instance). A pass planned
+   * on a cached view that fails, in its apply or its verification, is redone once from a read:
+   * the kernel may have moved under the cache.
+   */
+  async converge(
+    desired: Ruleset | null,
+    options: SyncOptions,
+    view?: KernelView<S>,
+  ): Promise<SyncResult> {
+    let current = view ?? (await this.view(options.fresh));
+    if (current.cached) {
+      try {
+        return await this.pass(current.state, desired, options);
+      } catch (error) {
+        this.onStaleView(error);
+      }
+      current = await this.readNow();
+    }
+    return this.pass(current.state, desired, options);
+  }
+
+  /** Compares a read made now with `desired`, changing nothing. */
+  async check(desired: Ruleset | null): Promise<P> {
+    return this.kernel.plan((await this.readNow()).state, desired);
+  }
+
+  /** What converging `state` to `desired` would take (pure). */
+  planOn(state: S, desired: Ruleset | null): P {
+    return this.kernel.plan(state, desired);
+  }
+
+  private quietSince(cache: { state: S; readAt: number }): boolean {
+    if (!this.monitor || !(this.kernel.monitored?.(cache.state) ?? true)) return false;
+    return this.monitor.quietSince(cache.readAt);
+  }
+
+  private async readNow(): Promise<KernelView<S>> {
+    this.cache = null;
+    const readAt = this.now();
+    const state = await this.kernel.read();
+    this.cache = { state, readAt };
+    return { state, readAt, cached: false };
+  }
+
+  private async pass(state: S, desired: Ruleset | null, options: SyncOptions): Promise<SyncResult> {
+    const plan = this.kernel.plan(state, desired);
+    const result: SyncResult = {
+      changed: plan.changed,
+      differences: plan.differences,
+      revoked: plan.revoked,
+      location: plan.location,
+    };
+    if (!plan.changed) return result;
+    this.cache = null; // until this pass has read back what it changed
+    await this.kernel.apply(plan);
+    options.onEnforced?.();
+    // Read back what we changed: the kernel, not our intent, is the truth.
+    const readAt = this.now();
+    const after = await (this.kernel.readBack?.(state, plan) ?? this.kernel.read());
+    const left = this.kernel.plan(after, desired).outstanding;
+    if (left.length > 0) throw new VerificationError(plan.location, left);
+    this.cache = { state: after, readAt };
+    return result;
+  }
+}

@@ -1,0 +1,126 @@
+// The bridge guard table: what only the bridge family can see, for both backends. Pure.
+//
+// iptables and the inet family see a bridged packet with the bridge as its interface; the bridge
+// family sees the port it came in through, every ethertype (ARP included), and runs its
+// prerouting hook before br_netfilter hands the packet to conntrack, NAT and the IP filters. So:
+// - every known member port may carry only its member's identity: its MAC as Ethernet source;
+//   in ARP, its MAC and IPv4 as sender; its IPv4 and IPv6 addresses (link-local included, the
+//   unspecified address only for duplicate address detection) as IP source; its own addresses as
+//   the target of a neighbour advertisement or of duplicate address detection;
+// - a member's identity is refused from every other port (a port not known yet: a container
+//   whose start TrafficJam has not processed), so nobody can claim it;
+// - between member ports only IPv4, IPv6 and ARP are bridged (iptables never sees the rest), and
+//   with ALLOW_HOST_TRAFFIC off, only those reach the host.
+// This kernel-independent form needs no `meta ibrname` (absent where nft_meta_bridge is not
+// built): the known ports themselves say which frames are the network's.
+import { ipv6Hex } from "../../addresses.js";
+import type { PortIdentity, Ruleset } from "../../model.js";
+import { plainSet } from "./layout.js";
+import { rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
+
+/** The target address of a neighbour solicitation/advertisement: bytes 8–23 of the ICMPv6 header. */
+const ND_TARGET = "@th,64,128"; // nft < 1.0.7 has no `icmpv6 taddr`
+const GUARD_PRIORITY = -200; // the bridge family's "filter" priority: before br_netfilter (0)
+
+const rawSet = (type: string, declaration: string, elements: string[]): SetBlock => ({
+  declaration: `typeof ${declaration}`,
+  type,
+  flags: [],
+  elements,
+});
+
+const each = (ports: readonly PortIdentity[], f: (p: PortIdentity) => string[]) => ports.flatMap(f);
+
+export function guardTable(ruleset: Ruleset, name: string): TableModel {
+  const ports = ruleset.ports;
+  const nd = (p: PortIdentity) => p.ipv6.map((a) => ipv6Hex(a));
+  const sets = new Map<string, SetBlock>([
+    [
+      "ports",
+      plainSet(
+        "ifname",
+        ports.map((p) => p.port),
+      ),
+    ],
+    [
+      "boundmac",
+      plainSet(
+        "ether_addr . ifname",
+        ports.map((p) => `${p.mac} . ${p.port}`),
+      ),
+    ],
+    ["guardedmac", plainSet("ether_addr", [...new Set(ports.map((p) => p.mac))])],
+    [
+      "bound4",
+      plainSet(
+        "ipv4_addr . ifname",
+        each(ports, (p) => p.ipv4.map((a) => `${a} . ${p.port}`)),
+      ),
+    ],
+    ["guarded4", plainSet("ipv4_addr", [...new Set(each(ports, (p) => p.ipv4))])],
+    [
+      "bound6",
+      plainSet(
+        "ipv6_addr . ifname",
+        each(ports, (p) => p.ipv6.map((a) => `${a} . ${p.port}`)),
+      ),
+    ],
+    ["guarded6", plainSet("ipv6_addr", [...new Set(each(ports, (p) => p.ipv6))])],
+    [
+      "boundnd",
+      rawSet(
+        "integer . ifname",
+        `${ND_TARGET} . iifname`,
+        each(ports, (p) => nd(p).map((h) => `${h} . ${p.port}`)),
+      ),
+    ],
+    ["guardednd", rawSet("integer", ND_TARGET, [...new Set(each(ports, nd))])],
+  ]);
+
+  const known = "iifname @ports";
+  const advert = "icmpv6 type nd-neighbor-advert";
+  const dad = "ip6 saddr :: icmpv6 type nd-neighbor-solicit";
+  const notOwnTarget = `${ND_TARGET} . iifname != @boundnd drop`;
+  const prerouting = [
+    // Ethernet source: what the bridge learns its forwarding table from.
+    `${known} ether saddr . iifname != @boundmac drop`,
+    `ether saddr @guardedmac ether saddr . iifname != @boundmac drop`,
+    // ARP sender: what neighbour caches are poisoned with.
+    `${known} arp saddr ether . iifname != @boundmac drop`,
+    `${known} arp saddr ip . iifname != @bound4 drop`,
+    `arp saddr ip @guarded4 arp saddr ip . iifname != @bound4 drop`,
+    // IP source: forged sources, and injection into another member's tracked flows.
+    `${known} ip saddr . iifname != @bound4 drop`,
+    `ip saddr @guarded4 ip saddr . iifname != @bound4 drop`,
+    `${known} ip6 saddr != :: ip6 saddr . iifname != @bound6 drop`,
+    `ip6 saddr @guarded6 ip6 saddr . iifname != @bound6 drop`,
+    // The unspecified source: duplicate address detection and its listener reports only.
+    `${known} ip6 saddr :: meta l4proto != ipv6-icmp drop`,
+    `${known} ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop`,
+    // Neighbour discovery claims: only the port's own addresses.
+    `${known} ${advert} ${notOwnTarget}`,
+    `${known} ${dad} ${notOwnTarget}`,
+    `${advert} ${ND_TARGET} @guardednd ${notOwnTarget}`,
+    `${dad} ${ND_TARGET} @guardednd ${notOwnTarget}`,
+  ];
+  const onlyIp = "ether type != { ip, ip6, arp } drop";
+  const hook = (h: string) => ({
+    type: "filter",
+    hook: h,
+    priority: GUARD_PRIORITY,
+    policy: "accept",
+  });
+  const chains = new Map<string, ChainBlock>([
+    ["prerouting", { hook: hook("prerouting"), rules: prerouting.map(rule) }],
+    [
+      "forward",
+      {
+        hook: hook("forward"),
+        rules: [`${known} ${onlyIp}`, `oifname @ports ${onlyIp}`].map(rule),
+      },
+    ],
+  ]);
+  if (ruleset.protectHost)
+    chains.set("input", { hook: hook("input"), rules: [rule(`${known} ${onlyIp}`)] });
+  return { family: "bridge", name, sets, chains };
+}
