@@ -93,7 +93,7 @@ export async function spoofUdp(
   srcPort?: number,
 ): Promise<void> {
   const cmd = ["tjprobe", "spoofudp", src, dst, String(port)];
-  if (payload !== undefined || srcPort !== undefined) cmd.push(payload ?? "spoof");
+  if (payload || srcPort !== undefined) cmd.push(payload || "spoof");
   if (srcPort !== undefined) cmd.push(String(srcPort));
   const r = await run(cmd);
   if (r.code !== 0) throw new Error(`spoofudp ${src} -> ${dst}:${port} failed: ${r.stderr.trim()}`);
