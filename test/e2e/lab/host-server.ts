@@ -1,5 +1,6 @@
 // `tjprobe serve` running on the lab host (in the lab netns), as a service of the Docker host
-// that containers should, or should not, be able to reach.
+// that containers should, or should not, be able to reach; or in another namespace of the lab
+// (the outside namespace, see outside.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,10 +22,12 @@ export class HostServer implements OwnedProcess {
   constructor(
     private readonly lab: Lab,
     tjprobe: string,
+    /** Network namespace to serve in (default: the lab host's). */
+    readonly netns = lab.netns,
   ) {
     this.dir = join(lab.paths.base, `hostserver-${++counter}`);
     mkdirSync(this.dir, { recursive: true });
-    this.child = spawn("ip", ["netns", "exec", lab.netns, tjprobe, "serve"], {
+    this.child = spawn("ip", ["netns", "exec", netns, tjprobe, "serve"], {
       env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", TJPROBE_DIR: this.dir },
       stdio: ["ignore", "ignore", "pipe"],
       detached: true,
@@ -55,7 +58,7 @@ export class HostServer implements OwnedProcess {
       {
         timeoutMs: 5_000,
         intervalMs: 20,
-        what: `tjprobe serve on the host of lab ${this.lab.name}`,
+        what: `tjprobe serve in ${this.netns} (lab ${this.lab.name})`,
       },
     );
   }

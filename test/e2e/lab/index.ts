@@ -10,10 +10,12 @@ export {
   type Origin,
   type StartLabOptions,
   type OwnedProcess,
+  type Neighbour,
 } from "./lab.js";
+export type { Outside, OutsideOptions } from "./outside.js";
 export type { Container, RunContainerOptions, Addresses } from "./containers.js";
 export type { CreateNetworkOptions, NetworkInfo } from "./networks.js";
-export type { WatchResult } from "./probes.js";
+export type { WatchResult, Listener } from "./probes.js";
 export type { RunResult } from "./exec.js";
 export {
   startDaemon,

@@ -9,10 +9,11 @@ import {
 } from "./containers.js";
 import { docker as dockerCli, dockerRun } from "./docker-cli.js";
 import { Dockerd } from "./dockerd.js";
-import type { RunResult } from "./exec.js";
+import { runOk, type RunResult } from "./exec.js";
 import { BUSYBOX, loadTestImage, tjprobeBinary } from "./image.js";
 import { HostServer } from "./host-server.js";
 import { createNetns, nsRun, nsRunOk } from "./netns.js";
+import { startOutside, type Outside, type OutsideOptions } from "./outside.js";
 import {
   createNetwork,
   globalAddressOf,
@@ -43,6 +44,23 @@ export interface StartLabOptions {
   daemonJson?: Record<string, unknown>;
   /** Folder prepended to dockerd's PATH (e.g. iptables -> iptables-legacy links). */
   pathPrefix?: string;
+}
+
+/** A neighbour-cache entry of a container (`ip neigh show IP`). */
+export interface Neighbour {
+  ip: string;
+  /** Link-layer address; absent for INCOMPLETE or FAILED entries. */
+  mac?: string;
+  /** REACHABLE, STALE, DELAY, PROBE, FAILED, PERMANENT... */
+  state: string;
+  line: string;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** The first "inet6 fe80::…/64" of `ip -6 addr show` output, without its prefix length. */
+function linkLocalIn(ipAddrOutput: string): string | undefined {
+  return /inet6 (fe80:[0-9a-f:]+)\/\d+/.exec(ipAddrOutput)?.[1];
 }
 
 /** Marker for "the lab host" where probes accept a container. */
@@ -214,9 +232,179 @@ export class Lab implements Disposable {
     return probes.watchProbe(this.runner(from), host, port, intervalMs, count, timeoutMs);
   }
 
-  /** One UDP datagram with a forged source address (raw socket). */
-  spoofUdp(from: Origin, src: string, dst: string, port = 9000, payload?: string): Promise<void> {
-    return probes.spoofUdp(this.runner(from), src, dst, port, payload);
+  /**
+   * One UDP datagram with a forged source address (raw socket), from source port `srcPort`
+   * (default: a random high port). `dst` may carry a scope ("fe80::X%eth0").
+   */
+  spoofUdp(
+    from: Origin,
+    src: string,
+    dst: string,
+    port = 9000,
+    payload?: string,
+    srcPort?: number,
+  ): Promise<void> {
+    return probes.spoofUdp(this.runner(from), src, dst, port, payload, srcPort);
+  }
+
+  /**
+   * COUNT ARP replies (~50 ms apart) from `iface` of `from` to `dstMac`/`dstIp`, saying
+   * `claimedIp` is at `senderMac` (default: that interface's own MAC).
+   */
+  arpSpoof(
+    from: Origin,
+    iface: string,
+    claimedIp: string,
+    dstIp: string,
+    dstMac: string,
+    count: number,
+    senderMac?: string,
+  ): Promise<void> {
+    return probes.arpSpoof(this.runner(from), iface, claimedIp, dstIp, dstMac, count, senderMac);
+  }
+
+  /**
+   * COUNT unsolicited ICMPv6 neighbour advertisements (override flag) from `iface` of `from`,
+   * claiming `target` is at `lladdr` (default: that interface's own MAC), sent to `dst` (unicast,
+   * or "ff02::1").
+   */
+  naSpoof(
+    from: Origin,
+    iface: string,
+    target: string,
+    dst: string,
+    count: number,
+    lladdr?: string,
+  ): Promise<void> {
+    return probes.naSpoof(this.runner(from), iface, target, dst, count, lladdr);
+  }
+
+  /**
+   * One UDP datagram from an ordinary socket with SO_BROADCAST (255.255.255.255 works) or to a
+   * multicast group; `iface` picks the outgoing interface. No answer is awaited.
+   */
+  sendUdp(from: Origin, dst: string, port: number, payload: string, iface?: string): Promise<void> {
+    return probes.sendUdp(this.runner(from), dst, port, payload, iface);
+  }
+
+  /**
+   * Joins multicast `group` on `iface` of a container for `seconds`; resolves once joined, with a
+   * `done` promise of the "<src ip> <payload>" lines it received (group:port only).
+   */
+  multicastListen(
+    container: Container | string,
+    group: string,
+    port: number,
+    iface: string,
+    seconds: number,
+  ): Promise<probes.Listener<string[]>> {
+    return probes.multicastListen(this.runner(container), group, port, iface, seconds);
+  }
+
+  /** COUNT raw Ethernet frames of `ethertype` (e.g. 0x88b5), ~10 ms apart, to `dstMac`. */
+  ethSend(
+    from: Origin,
+    iface: string,
+    dstMac: string,
+    ethertype: number,
+    count: number,
+  ): Promise<void> {
+    return probes.ethSend(this.runner(from), iface, dstMac, ethertype, count);
+  }
+
+  /**
+   * Counts frames of `ethertype` arriving on `iface` of a container for `seconds`; resolves
+   * once listening, with a `done` promise of the count.
+   */
+  ethListen(
+    container: Container | string,
+    iface: string,
+    ethertype: number,
+    seconds: number,
+  ): Promise<probes.Listener<number>> {
+    return probes.ethListen(this.runner(container), iface, ethertype, seconds);
+  }
+
+  /**
+   * busybox ping for `seconds` to `host` (e.g. "ff02::1%eth0"): the distinct addresses that
+   * answered. Throws if ping did not run.
+   */
+  pingResponders(from: Origin, host: string, seconds = 2): Promise<string[]> {
+    return probes.pingResponders(this.runner(from), host, seconds);
+  }
+
+  /** MAC address of a container's interface (/sys/class/net/IFACE/address). */
+  async macOf(container: Container | string, iface = "eth0"): Promise<string> {
+    const r = await this.exec(container, ["cat", `/sys/class/net/${iface}/address`]);
+    const mac = r.stdout.trim();
+    if (r.code !== 0 || !MAC_RE.test(mac)) throw new Error(`no MAC for ${iface}: ${r.stderr}`);
+    return mac;
+  }
+
+  /** The IPv6 link-local address (fe80::…, without scope) of a container's interface. */
+  async linkLocalOf(container: Container | string, iface = "eth0"): Promise<string> {
+    const r = await this.exec(container, [
+      "ip",
+      "-6",
+      "addr",
+      "show",
+      "dev",
+      iface,
+      "scope",
+      "link",
+    ]);
+    const ll = linkLocalIn(r.stdout);
+    if (r.code !== 0 || !ll)
+      throw new Error(`no link-local address on ${iface}: ${r.stdout}${r.stderr}`);
+    return ll;
+  }
+
+  /** The IPv6 link-local address of a host interface (e.g. a network's bridge) in the lab netns. */
+  async hostLinkLocalOf(iface: string): Promise<string> {
+    const out = await this.nsExec(["ip", "-6", "addr", "show", "dev", iface, "scope", "link"]);
+    const ll = linkLocalIn(out);
+    if (!ll) throw new Error(`no link-local address on ${iface} of the lab host: ${out}`);
+    return ll;
+  }
+
+  /** MAC address of a lab host interface (e.g. a network's bridge). */
+  async hostMacOf(iface: string): Promise<string> {
+    const mac = (await this.nsExec(["cat", `/sys/class/net/${iface}/address`])).trim();
+    if (!MAC_RE.test(mac)) throw new Error(`no MAC for ${iface} of the lab host: ${mac}`);
+    return mac;
+  }
+
+  /**
+   * A container's (or the lab host's) neighbour entry for `ip` (`ip [-6] neigh show IP` inside
+   * it), undefined when there is none. `mac` is absent for entries without a link-layer address
+   * (INCOMPLETE, FAILED).
+   */
+  async neighbour(from: Origin, ip: string): Promise<Neighbour | undefined> {
+    const cmd = ["ip", ip.includes(":") ? "-6" : "-4", "neigh", "show", ip];
+    const r = isLabHost(from) ? await this.nsRun(cmd) : await this.exec(from, cmd);
+    if (r.code !== 0) throw new Error(`ip neigh show ${ip} failed: ${r.stderr.trim()}`);
+    const line = r.stdout.split("\n").find((l) => l.split(" ")[0] === ip);
+    if (!line) return undefined;
+    const mac = / lladdr (\S+)/.exec(line)?.[1];
+    return { ip, mac, state: line.trim().split(/\s+/).at(-1) ?? "", line: line.trim() };
+  }
+
+  /**
+   * Empties the IPv4 and IPv6 neighbour caches of a container (`ip neigh flush all`, entered
+   * from the lab host: containers lack NET_ADMIN) or of the lab host.
+   */
+  async flushNeighbours(of: Origin): Promise<void> {
+    for (const family of ["-4", "-6"]) {
+      const flush = ["ip", family, "neigh", "flush", "all"];
+      if (isLabHost(of)) {
+        await this.nsExec(flush);
+        continue;
+      }
+      const name = typeof of === "string" ? of : of.name;
+      const pid = (await this.docker("inspect", "--format", "{{.State.Pid}}", name)).trim();
+      if (!/^[1-9]\d*$/.test(pid)) throw new Error(`container ${name} is not running (pid ${pid})`);
+      await runOk("nsenter", [`--net=/proc/${pid}/ns/net`, ...flush]);
+    }
   }
 
   /** "<src ip> <payload>" lines received so far by a serving container on UDP 9000. */
@@ -236,6 +424,15 @@ export class Lab implements Disposable {
     const server = new HostServer(this, await tjprobeBinary());
     await server.ready();
     return server;
+  }
+
+  /**
+   * A network namespace beyond the lab host ("the outside world"), routed through it: a veth
+   * pair, addresses PREFIX4.2/30 and PREFIX6::2/64 (the lab side .1 and ::1), default routes
+   * back to the lab host, and `tjprobe serve` running in it. Removed by lab.stop() at the latest.
+   */
+  startOutside(opts: OutsideOptions = {}): Promise<Outside> {
+    return startOutside(this, opts);
   }
 
   /** Host-side veth of a container's interface on a network (for physdev matches). */

@@ -16,6 +16,11 @@ export const CACHE_BASE = join(tmpdir(), "tj-e2e-cache");
 export interface LabPaths {
   netns: string;
   netnsPath: string;
+  /**
+   * Prefix of the other namespaces the lab makes (e.g. the outside one, tj-NAME_out). "_" never
+   * occurs in a lab name, so no other lab's namespace can match it.
+   */
+  extraNetnsPrefix: string;
   /** /var/lib/tj-e2e/NAME: daemon.json, owner file, cgroup list, data root. */
   base: string;
   dataRoot: string;
@@ -41,6 +46,7 @@ export function labPaths(name: string): LabPaths {
   return {
     netns: `tj-${name}`,
     netnsPath: `/run/netns/tj-${name}`,
+    extraNetnsPrefix: `tj-${name}_`,
     base,
     dataRoot: join(base, "docker"),
     daemonJson: join(base, "daemon.json"),

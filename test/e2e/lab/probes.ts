@@ -80,18 +80,191 @@ export async function watchProbe(
   return { ok: Number(summary[1]), fail: Number(summary[2]), attempts: lines.slice(0, -1) };
 }
 
-/** Sends one UDP datagram with a forged source address (needs the default NET_RAW capability). */
+/**
+ * Sends one UDP datagram with a forged source address (needs the default NET_RAW capability),
+ * from source port `srcPort` (default: 40000 + pid % 20000). `dst` may be "fe80::X%eth0".
+ */
 export async function spoofUdp(
   run: Runner,
   src: string,
   dst: string,
   port: number,
   payload?: string,
+  srcPort?: number,
 ): Promise<void> {
   const cmd = ["tjprobe", "spoofudp", src, dst, String(port)];
-  if (payload) cmd.push(payload);
+  if (payload || srcPort !== undefined) cmd.push(payload || "spoof");
+  if (srcPort !== undefined) cmd.push(String(srcPort));
   const r = await run(cmd);
   if (r.code !== 0) throw new Error(`spoofudp ${src} -> ${dst}:${port} failed: ${r.stderr.trim()}`);
+}
+
+/** Runs a sender that must exit 0 and print "sent..."; returns its stdout. */
+async function send(run: Runner, cmd: string[], what: string, timeoutMs: number): Promise<string> {
+  const r = await run(cmd, timeoutMs + EXEC_MARGIN_MS);
+  if (r.code !== 0 || !r.stdout.startsWith("sent"))
+    throw new Error(`${what} failed (exit ${r.code ?? r.signal}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/**
+ * COUNT ARP replies (~50 ms apart) from `iface` to `dstMac`/`dstIp` saying `claimedIp` is at
+ * `senderMac` (default: the interface's own MAC). Raw packet socket (NET_RAW).
+ */
+export async function arpSpoof(
+  run: Runner,
+  iface: string,
+  claimedIp: string,
+  dstIp: string,
+  dstMac: string,
+  count: number,
+  senderMac?: string,
+): Promise<void> {
+  const cmd = ["tjprobe", "arpspoof", iface, claimedIp, dstIp, dstMac, String(count)];
+  if (senderMac) cmd.push(senderMac);
+  await send(run, cmd, `arpspoof ${claimedIp} -> ${dstIp}`, count * 50);
+}
+
+/**
+ * COUNT unsolicited neighbour advertisements (override flag, hop limit 255, ~50 ms apart) from
+ * `iface` claiming `target` is at `lladdr` (default: the interface's own MAC), sent to `dst`
+ * (a unicast address, or ff02::1).
+ */
+export async function naSpoof(
+  run: Runner,
+  iface: string,
+  target: string,
+  dst: string,
+  count: number,
+  lladdr?: string,
+): Promise<void> {
+  const cmd = ["tjprobe", "naspoof", iface, target, dst, String(count)];
+  if (lladdr) cmd.push(lladdr);
+  await send(run, cmd, `naspoof ${target} -> ${dst}`, count * 50);
+}
+
+/** One UDP datagram from an ordinary socket (SO_BROADCAST set; `iface` picks the interface). */
+export async function sendUdp(
+  run: Runner,
+  dst: string,
+  port: number,
+  payload: string,
+  iface?: string,
+): Promise<void> {
+  const cmd = ["tjprobe", "sendudp", dst, String(port), payload];
+  if (iface) cmd.push(iface);
+  await send(run, cmd, `sendudp ${dst}:${port}`, 1000);
+}
+
+/** COUNT raw Ethernet frames (~10 ms apart) of `ethertype` from `iface` to `dstMac`. */
+export async function ethSend(
+  run: Runner,
+  iface: string,
+  dstMac: string,
+  ethertype: number,
+  count: number,
+): Promise<void> {
+  const cmd = ["tjprobe", "ethsend", iface, dstMac, ethertypeArg(ethertype), String(count)];
+  await send(run, cmd, `ethsend ${ethertypeArg(ethertype)} -> ${dstMac}`, count * 10);
+}
+
+export const ethertypeArg = (ethertype: number): string =>
+  `0x${ethertype.toString(16).padStart(4, "0")}`;
+
+/** A listener started in a container: ready (joined, bound) when returned; `done` at its end. */
+export interface Listener<T> {
+  done: Promise<T>;
+}
+
+/**
+ * Starts a tjprobe listener that runs `seconds` and creates `readyFile` once set up; resolves
+ * once that file exists (throws if the listener ends first or is not ready within 10 s).
+ */
+async function listen<T>(
+  run: Runner,
+  cmd: string[],
+  readyFile: string,
+  seconds: number,
+  parse: (r: RunResult) => T,
+): Promise<Listener<T>> {
+  const what = cmd.slice(1).join(" ");
+  const rm = await run(["rm", "-f", readyFile]);
+  if (rm.code !== 0) throw new Error(`${what}: cannot remove ${readyFile}: ${rm.stderr.trim()}`);
+  let finished = false;
+  const done = run(cmd, seconds * 1000 + EXEC_MARGIN_MS).then(parse);
+  done.then(
+    () => (finished = true),
+    () => (finished = true),
+  );
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (finished) {
+      await done; // throws if it failed
+      throw new Error(`${what}: ended before it was ready`);
+    }
+    if ((await run(["test", "-e", readyFile])).code === 0) return { done };
+    if (Date.now() > deadline) throw new Error(`${what}: not ready within 10 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * Joins multicast `group` on `iface` and collects the "<src ip> <payload>" lines of datagrams
+ * to group:port for `seconds`. Resolves once joined.
+ */
+export function multicastListen(
+  run: Runner,
+  group: string,
+  port: number,
+  iface: string,
+  seconds: number,
+): Promise<Listener<string[]>> {
+  const cmd = ["tjprobe", "mlisten", group, String(port), iface, String(seconds)];
+  return listen(run, cmd, `/tmp/mlisten-${group}-${port}.ready`, seconds, (r) => {
+    if (r.code !== 0) {
+      throw new Error(
+        `mlisten ${group}:${port} did not run properly (exit ${r.code ?? r.signal}): ${r.stderr.trim()}`,
+      );
+    }
+    return r.stdout.split("\n").filter(Boolean);
+  });
+}
+
+/** Counts frames of `ethertype` arriving on `iface` for `seconds`. Resolves once listening. */
+export function ethListen(
+  run: Runner,
+  iface: string,
+  ethertype: number,
+  seconds: number,
+): Promise<Listener<number>> {
+  const type = ethertypeArg(ethertype);
+  const cmd = ["tjprobe", "ethlisten", iface, type, String(seconds)];
+  return listen(run, cmd, `/tmp/ethlisten-${iface}-${type}.ready`, seconds, (r) => {
+    const m = /^received (\d+)$/m.exec(r.stdout);
+    if (r.code !== 0 || !m) {
+      throw new Error(
+        `ethlisten ${type} did not run properly (exit ${r.code ?? r.signal}): ${r.stderr.trim()}`,
+      );
+    }
+    return Number(m[1]);
+  });
+}
+
+/**
+ * busybox ping for `seconds` (one echo a second) to `host`, e.g. "ff02::1%eth0": the distinct
+ * addresses that answered ("64 bytes from ADDR: seq=..."; duplicates of a multicast echo included).
+ */
+export async function pingResponders(run: Runner, host: string, seconds = 2): Promise<string[]> {
+  const r = await run(["ping", "-w", String(seconds), host], seconds * 1000 + EXEC_MARGIN_MS);
+  const out = r.stdout + r.stderr;
+  const ran = /PING /.test(out) && !/Error response from daemon|OCI runtime/.test(r.stderr);
+  if ((r.code !== 0 && r.code !== 1) || !ran) {
+    throw new Error(
+      `ping ${host}: probe did not run properly (exit ${r.code ?? r.signal}): ${out.trim()}`,
+    );
+  }
+  const from = [...r.stdout.matchAll(/bytes from (\S+?):? seq=/g)].map((m) => m[1] ?? "");
+  return [...new Set(from)].sort();
 }
 
 /** Parses the "<src ip> <payload>" lines `tjprobe serve` appends to udp.log. */

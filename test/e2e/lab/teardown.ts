@@ -4,7 +4,8 @@
 //
 // A lab's processes are recognised by PID from /proc, never by name:
 //   * in the lab's network namespace (/run/netns/tj-NAME, whose bind mount keeps its inode
-//     valid): dockerd, containerd, shims, docker-proxy, TrafficJam;
+//     valid): dockerd, containerd, shims, docker-proxy, TrafficJam; or in one of the other
+//     namespaces it made (/run/netns/tj-NAME_*, e.g. the outside one and its tjprobe serve);
 //   * with /run bound from /run/tj-e2e/NAME (read from /proc/PID/mountinfo, like the reference
 //     teardown.sh): dockerd's mount namespace, even if the netns file were already gone;
 //   * in the cgroup /tj-e2e-NAME given to dockerd as --cgroup-parent: the container processes.
@@ -67,12 +68,26 @@ export function isAlive(pid: number, startTime: string | undefined): boolean {
   return fields[0] !== "Z" && fields[19] === startTime;
 }
 
+/** The lab's other namespaces (tj-NAME_*, see LabPaths.extraNetnsPrefix) that exist now. */
+export function extraNetns(name: string): string[] {
+  const prefix = labPaths(name).extraNetnsPrefix;
+  try {
+    return readdirSync("/run/netns").filter((n) => n.startsWith(prefix));
+  } catch {
+    return [];
+  }
+}
+
 /** PIDs (not zombies, not ourselves) that belong to the lab. */
 export function findLabPids(name: string): number[] {
   const p = labPaths(name);
   const cgroupParent = p.cgroupParent;
-  const ino = netnsInode(p.netnsPath);
-  const net = ino !== undefined ? `net:[${ino}]` : undefined;
+  const nets = new Set(
+    [p.netnsPath, ...extraNetns(name).map((n) => `/run/netns/${n}`)]
+      .map(netnsInode)
+      .filter((ino) => ino !== undefined)
+      .map((ino) => `net:[${ino}]`),
+  );
   const found: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
@@ -80,7 +95,7 @@ export function findLabPids(name: string): number[] {
     if (pid === process.pid || pid === 1) continue;
     const stat = readOr(`/proc/${pid}/stat`);
     if (!stat || stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") continue;
-    const inNet = net !== undefined && linkOr(`/proc/${pid}/ns/net`) === net;
+    const inNet = nets.has(linkOr(`/proc/${pid}/ns/net`));
     const inMnt = readOr(`/proc/${pid}/mountinfo`)
       .split("\n")
       .some((line) => {
@@ -167,10 +182,10 @@ export function teardownSync(name: string): string[] {
   const p = labPaths(name);
   const survivors = killLabProcessesSync(name);
   removeCgroups(name);
-  if (existsSync(p.netnsPath)) {
+  for (const netns of [...extraNetns(name), ...(existsSync(p.netnsPath) ? [p.netns] : [])]) {
     try {
       // the netns dies with its last process; its veths, bridges and iptables/nft rules with it
-      execFileSync("ip", ["netns", "delete", p.netns], { stdio: "ignore", timeout: 10_000 });
+      execFileSync("ip", ["netns", "delete", netns], { stdio: "ignore", timeout: 10_000 });
     } catch {
       /* reported by leftovers() */
     }
@@ -195,6 +210,8 @@ export function leftovers(name: string): string[] {
   const p = labPaths(name);
   const out: string[] = [];
   if (existsSync(p.netnsPath)) out.push(`netns ${p.netns}`);
+  const extras = extraNetns(name);
+  for (const n of extras) out.push(`netns ${n}`);
   const pids = findLabPids(name);
   if (pids.length) {
     out.push(
@@ -202,7 +219,8 @@ export function leftovers(name: string): string[] {
     );
   }
   for (const d of cgroupDirs(name)) out.push(`cgroup ${d}`);
-  for (const m of mountsUnder([p.base, p.runDir, p.netnsPath])) out.push(`mount ${m}`);
+  const netnsFiles = [p.netnsPath, ...extras.map((n) => `/run/netns/${n}`)];
+  for (const m of mountsUnder([p.base, p.runDir, ...netnsFiles])) out.push(`mount ${m}`);
   for (const d of [p.base, p.runDir]) if (existsSync(d)) out.push(`directory ${d}`);
   return out;
 }

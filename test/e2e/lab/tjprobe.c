@@ -11,20 +11,56 @@
  *                                               dual-stack, forever; SIGTERM exits at once.
  *                                               Creates /tmp/tjprobe.ready once listening.
  *                                               $TJPROBE_DIR replaces /tmp (used on the lab host).
+ *                                               A datagram from source port 9000 (another serve,
+ *                                               or a forged one) is logged but not echoed, so two
+ *                                               servers never echo each other forever.
  *   tjprobe tcp HOST PORT TIMEOUT_MS            connect within the timeout
  *   tjprobe udp HOST PORT TIMEOUT_MS [PAYLOAD]  echo received within the timeout
  *   tjprobe watch HOST PORT INTERVAL_MS COUNT [TIMEOUT_MS]
  *                                               COUNT connects, one every INTERVAL_MS; prints
  *                                               "ok"/"fail" per attempt then "summary ok=N fail=M";
  *                                               exit 0 only if every attempt succeeded
- *   tjprobe spoofudp SRC DST PORT [PAYLOAD]     one UDP datagram with a forged source address
- *                                               (raw socket, IPv4 and IPv6)
+ *   tjprobe spoofudp SRC DST PORT [PAYLOAD [SRCPORT]]
+ *                                               one UDP datagram with a forged source address
+ *                                               (raw socket, IPv4 and IPv6; DST may be fe80::X%IF);
+ *                                               source port SRCPORT, default 40000 + pid % 20000
+ *   tjprobe arpspoof IFACE CLAIMED_IP DST_IP DST_MAC COUNT [SENDER_MAC]
+ *                                               COUNT ARP replies ~50 ms apart, Ethernet to DST_MAC,
+ *                                               saying CLAIMED_IP is at SENDER_MAC (default IFACE's
+ *                                               MAC); the Ethernet source is always IFACE's MAC
+ *   tjprobe naspoof IFACE TARGET_ADDR DST COUNT [LLADDR]
+ *                                               COUNT unsolicited ICMPv6 neighbour advertisements
+ *                                               ~50 ms apart (override flag, hop limit 255, target
+ *                                               link-layer option LLADDR, default IFACE's MAC)
+ *                                               claiming TARGET_ADDR, to DST (unicast or ff02::1;
+ *                                               not looped back to the sender itself)
+ *   tjprobe sendudp DST PORT PAYLOAD [IFACE]    one UDP datagram from an ordinary socket with
+ *                                               SO_BROADCAST (255.255.255.255 works); IFACE picks
+ *                                               the interface (multicast and broadcast alike)
+ *   tjprobe mlisten GROUP PORT IFACE SECONDS    joins multicast GROUP (IPv4 or IPv6) on IFACE,
+ *                                               bound to GROUP:PORT; prints "<src ip> <payload>"
+ *                                               per datagram for SECONDS, then exits 0.
+ *                                               /tmp/mlisten-GROUP-PORT.ready exists while joined
+ *   tjprobe ethsend IFACE DST_MAC ETHERTYPE COUNT
+ *                                               COUNT raw Ethernet frames (~10 ms apart) of any
+ *                                               ETHERTYPE (e.g. 0x88b5) from IFACE's MAC
+ *   tjprobe ethlisten IFACE ETHERTYPE SECONDS   counts frames of ETHERTYPE arriving on IFACE for
+ *                                               SECONDS, then prints "received N" and exits 0.
+ *                                               /tmp/ethlisten-IFACE-ETHERTYPE.ready (ETHERTYPE as
+ *                                               0x%04x) exists while listening
+ *
+ * The raw commands need CAP_NET_RAW, which Docker grants by default. Listeners remove a stale
+ * ready file first, create it once set up, and remove it on exit.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
 #include <net/if.h>
+#include <netinet/icmp6.h>
+#include <netinet/if_ether.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/ip6.h>
@@ -35,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -202,9 +239,11 @@ static uint16_t csum_fold(uint32_t sum) {
 
 static int cmd_spoofudp(int argc, char **argv) {
   long port;
-  if ((argc != 5 && argc != 6) || parse_int(argv[4], 1, 65535, &port))
-    return fprintf(stderr, "usage: tjprobe spoofudp SRC DST PORT [PAYLOAD]\n"), 2;
-  const char *payload = argc == 6 ? argv[5] : "spoof";
+  long sport = 40000 + getpid() % 20000;
+  if (argc < 5 || argc > 7 || parse_int(argv[4], 1, 65535, &port) ||
+      (argc == 7 && parse_int(argv[6], 1, 65535, &sport)))
+    return fprintf(stderr, "usage: tjprobe spoofudp SRC DST PORT [PAYLOAD [SRCPORT]]\n"), 2;
+  const char *payload = argc >= 6 ? argv[5] : "spoof";
   size_t plen = strlen(payload);
   if (plen > 1000) return fprintf(stderr, "tjprobe: payload too long\n"), 2;
   struct sockaddr_storage src, dst;
@@ -213,7 +252,6 @@ static int cmd_spoofudp(int argc, char **argv) {
     return fprintf(stderr, "tjprobe: SRC and DST must be addresses of the same family\n"), 2;
   uint8_t pkt[1100];
   memset(pkt, 0, sizeof(pkt));
-  uint16_t sport = 40000 + (uint16_t)(getpid() % 20000);
   if (dst.ss_family == AF_INET) {
     /* IPPROTO_RAW implies IP_HDRINCL: the kernel sends our header, forged saddr included */
     struct iphdr *ip = (struct iphdr *)pkt;
@@ -229,7 +267,7 @@ static int cmd_spoofudp(int argc, char **argv) {
     ip->saddr = ((struct sockaddr_in *)&src)->sin_addr.s_addr;
     ip->daddr = ((struct sockaddr_in *)&dst)->sin_addr.s_addr;
     ip->check = htons(csum_fold(csum_add(0, ip, sizeof(*ip))));
-    udp->source = htons(sport);
+    udp->source = htons((uint16_t)sport);
     udp->dest = htons((uint16_t)port);
     udp->len = htons((uint16_t)(sizeof(*udp) + plen));
     uint32_t sum = csum_add(0, &ip->saddr, 8);
@@ -252,7 +290,7 @@ static int cmd_spoofudp(int argc, char **argv) {
     ip6->ip6_hlim = 64;
     ip6->ip6_src = ((struct sockaddr_in6 *)&src)->sin6_addr;
     ip6->ip6_dst = ((struct sockaddr_in6 *)&dst)->sin6_addr;
-    udp->source = htons(sport);
+    udp->source = htons((uint16_t)sport);
     udp->dest = htons((uint16_t)port);
     udp->len = htons((uint16_t)ulen);
     uint32_t sum = csum_add(0, &ip6->ip6_src, 32);
@@ -351,7 +389,9 @@ static int cmd_serve(void) {
       socklen_t fl = sizeof(from);
       ssize_t r = recvfrom(fds[2], buf, sizeof(buf) - 1, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
       if (r < 0) continue;
-      sendto(fds[2], buf, (size_t)r, MSG_DONTWAIT, (struct sockaddr *)&from, fl);
+      /* both sockaddr families keep the port at the same offset */
+      if (ntohs(((struct sockaddr_in *)&from)->sin_port) != 9000)
+        sendto(fds[2], buf, (size_t)r, MSG_DONTWAIT, (struct sockaddr *)&from, fl);
       buf[r] = '\0';
       while (r > 0 && (buf[r - 1] == '\n' || buf[r - 1] == '\r')) buf[--r] = '\0';
       char ip[INET6_ADDRSTRLEN];
@@ -363,6 +403,301 @@ static int cmd_serve(void) {
   return 0;
 }
 
+/* ---- layer 2 and one-way tools (attacks and listeners) ---- */
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+}
+
+static int parse_mac(const char *s, uint8_t mac[6]) {
+  unsigned int b[6];
+  char extra;
+  if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &extra) != 6) return -1;
+  for (int i = 0; i < 6; i++) mac[i] = (uint8_t)b[i];
+  return 0;
+}
+
+/* Ethertype as 0x88b5 or decimal; only real ethertypes (>= 0x0600), not 802.3 lengths. */
+static int parse_ethertype(const char *s, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 0);
+  if (errno || *s == '\0' || *end != '\0' || v < 0x0600 || v > 0xffff) return -1;
+  *out = v;
+  return 0;
+}
+
+/* IFACE's index and MAC address; returns 0 or sets *why. */
+static int iface_info(const char *iface, int *ifindex, uint8_t mac[6], const char **why) {
+  *ifindex = (int)if_nametoindex(iface);
+  if (*ifindex == 0) { *why = "no such interface"; return -1; }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) { *why = strerror(errno); return -1; }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", iface);
+  int rc = ioctl(fd, SIOCGIFHWADDR, &ifr);
+  int err = errno;
+  close(fd);
+  if (rc < 0) { *why = strerror(err); return -1; }
+  memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+  return 0;
+}
+
+/* Ready files of the listeners, in $TJPROBE_DIR or /tmp. */
+static void ready_file(char *path, size_t len, const char *name, int create) {
+  state_path(name, path, len);
+  if (!create) { unlink(path); return; }
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) close(fd);
+}
+
+static int cmd_arpspoof(int argc, char **argv) {
+  long count;
+  struct in_addr claimed, target_ip;
+  uint8_t dst_mac[6], sender_mac[6], own_mac[6];
+  if ((argc != 7 && argc != 8) || inet_pton(AF_INET, argv[3], &claimed) != 1 ||
+      inet_pton(AF_INET, argv[4], &target_ip) != 1 || parse_mac(argv[5], dst_mac) ||
+      parse_int(argv[6], 1, 10000, &count) || (argc == 8 && parse_mac(argv[7], sender_mac)))
+    return fprintf(stderr, "usage: tjprobe arpspoof IFACE CLAIMED_IP DST_IP DST_MAC COUNT [SENDER_MAC]\n"), 2;
+  int ifindex;
+  const char *why = "";
+  if (iface_info(argv[2], &ifindex, own_mac, &why)) return fail("arpspoof: interface: %s", why);
+  if (argc == 7) memcpy(sender_mac, own_mac, 6);
+  uint8_t frame[60]; /* minimum Ethernet frame without FCS; the tail stays zero padding */
+  memset(frame, 0, sizeof(frame));
+  struct ether_header *eth = (struct ether_header *)frame;
+  struct ether_arp *arp = (struct ether_arp *)(frame + sizeof(*eth));
+  memcpy(eth->ether_dhost, dst_mac, 6);
+  memcpy(eth->ether_shost, own_mac, 6);
+  eth->ether_type = htons(ETHERTYPE_ARP);
+  arp->arp_hrd = htons(ARPHRD_ETHER);
+  arp->arp_pro = htons(ETHERTYPE_IP);
+  arp->arp_hln = 6;
+  arp->arp_pln = 4;
+  arp->arp_op = htons(ARPOP_REPLY);
+  memcpy(arp->arp_sha, sender_mac, 6);
+  memcpy(arp->arp_spa, &claimed, 4);
+  memcpy(arp->arp_tha, dst_mac, 6);
+  memcpy(arp->arp_tpa, &target_ip, 4);
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0); /* protocol 0: sends, receives nothing */
+  if (fd < 0) return fail("packet socket: %s", strerror(errno));
+  struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP), .sll_ifindex = ifindex, .sll_halen = 6};
+  memcpy(to.sll_addr, dst_mac, 6);
+  for (long i = 0; i < count; i++) {
+    if (i) sleep_ms(50);
+    if (sendto(fd, frame, sizeof(frame), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+      return fail("arpspoof sendto: %s", strerror(errno));
+  }
+  printf("sent %ld\n", count);
+  return 0;
+}
+
+static int cmd_naspoof(int argc, char **argv) {
+  long count;
+  struct in6_addr target;
+  uint8_t lladdr[6], own_mac[6];
+  struct sockaddr_storage dst;
+  socklen_t dlen;
+  if ((argc != 6 && argc != 7) || inet_pton(AF_INET6, argv[3], &target) != 1 ||
+      parse_int(argv[5], 1, 10000, &count) || (argc == 7 && parse_mac(argv[6], lladdr)))
+    return fprintf(stderr, "usage: tjprobe naspoof IFACE TARGET_ADDR DST COUNT [LLADDR]\n"), 2;
+  if (parse_addr(argv[4], 0, &dst, &dlen) || dst.ss_family != AF_INET6)
+    return fprintf(stderr, "tjprobe: DST must be an IPv6 address\n"), 2;
+  int ifindex;
+  const char *why = "";
+  if (iface_info(argv[2], &ifindex, own_mac, &why)) return fail("naspoof: interface: %s", why);
+  if (argc == 6) memcpy(lladdr, own_mac, 6);
+  struct sockaddr_in6 *d6 = (struct sockaddr_in6 *)&dst;
+  d6->sin6_port = 0; /* raw: must be 0 or the protocol */
+  if (d6->sin6_scope_id == 0 && (IN6_IS_ADDR_LINKLOCAL(&d6->sin6_addr) || IN6_IS_ADDR_MC_LINKLOCAL(&d6->sin6_addr)))
+    d6->sin6_scope_id = (uint32_t)ifindex;
+  struct {
+    struct nd_neighbor_advert na;
+    struct nd_opt_hdr opt;
+    uint8_t mac[6];
+  } __attribute__((packed)) msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.na.nd_na_type = ND_NEIGHBOR_ADVERT;
+  msg.na.nd_na_code = 0;
+  msg.na.nd_na_flags_reserved = ND_NA_FLAG_OVERRIDE; /* unsolicited: S clear, O set */
+  msg.na.nd_na_target = target;
+  msg.opt.nd_opt_type = ND_OPT_TARGET_LINKADDR;
+  msg.opt.nd_opt_len = 1; /* in units of 8 bytes */
+  memcpy(msg.mac, lladdr, 6);
+  /* the kernel fills in the ICMPv6 checksum of raw ICMPv6 sockets */
+  int fd = socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMPV6);
+  if (fd < 0) return fail("raw icmpv6 socket: %s", strerror(errno));
+  int hops = 255, loop = 0; /* no loopback: the sender must not poison its own cache */
+  unsigned int idx = (unsigned int)ifindex;
+  if (setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &hops, sizeof(hops)) < 0 ||
+      setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &loop, sizeof(loop)) < 0 ||
+      setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) < 0 ||
+      setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &idx, sizeof(idx)) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, argv[2], (socklen_t)strlen(argv[2])) < 0)
+    return fail("naspoof setsockopt: %s", strerror(errno));
+  for (long i = 0; i < count; i++) {
+    if (i) sleep_ms(50);
+    if (sendto(fd, &msg, sizeof(msg), 0, (struct sockaddr *)&dst, dlen) < 0)
+      return fail("naspoof sendto: %s", strerror(errno));
+  }
+  printf("sent %ld\n", count);
+  return 0;
+}
+
+static int cmd_sendudp(int argc, char **argv) {
+  long port;
+  struct sockaddr_storage dst;
+  socklen_t dlen;
+  if ((argc != 5 && argc != 6) || parse_int(argv[3], 1, 65535, &port))
+    return fprintf(stderr, "usage: tjprobe sendudp DST PORT PAYLOAD [IFACE]\n"), 2;
+  if (parse_addr(argv[2], port, &dst, &dlen)) return fprintf(stderr, "tjprobe: bad address %s\n", argv[2]), 2;
+  int fd = socket(dst.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail("udp socket: %s", strerror(errno));
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) < 0)
+    return fail("SO_BROADCAST: %s", strerror(errno));
+  if (argc == 6) {
+    int ifindex = (int)if_nametoindex(argv[5]);
+    if (ifindex == 0) return fail("sendudp: no interface %s", argv[5]);
+    int rc;
+    if (dst.ss_family == AF_INET) {
+      struct ip_mreqn m = {.imr_ifindex = ifindex};
+      rc = setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &m, sizeof(m));
+    } else {
+      struct sockaddr_in6 *d6 = (struct sockaddr_in6 *)&dst;
+      if (d6->sin6_scope_id == 0 && (IN6_IS_ADDR_LINKLOCAL(&d6->sin6_addr) || IN6_IS_ADDR_MC_LINKLOCAL(&d6->sin6_addr)))
+        d6->sin6_scope_id = (uint32_t)ifindex;
+      unsigned int idx = (unsigned int)ifindex;
+      rc = setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &idx, sizeof(idx));
+    }
+    if (rc < 0 || setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, argv[5], (socklen_t)strlen(argv[5])) < 0)
+      return fail("sendudp: interface: %s", strerror(errno));
+  }
+  if (sendto(fd, argv[4], strlen(argv[4]), 0, (struct sockaddr *)&dst, dlen) < 0)
+    return fail("sendudp sendto: %s", strerror(errno));
+  puts("sent");
+  return 0;
+}
+
+static int cmd_mlisten(int argc, char **argv) {
+  long port, seconds;
+  struct sockaddr_storage grp;
+  socklen_t glen;
+  if (argc != 6 || parse_int(argv[3], 1, 65535, &port) || parse_int(argv[5], 1, 3600, &seconds))
+    return fprintf(stderr, "usage: tjprobe mlisten GROUP PORT IFACE SECONDS\n"), 2;
+  if (parse_addr(argv[2], port, &grp, &glen)) return fprintf(stderr, "tjprobe: bad address %s\n", argv[2]), 2;
+  int ifindex = (int)if_nametoindex(argv[4]);
+  if (ifindex == 0) return fail("mlisten: no interface %s", argv[4]);
+  char name[128], ready[600];
+  snprintf(name, sizeof(name), "mlisten-%s-%ld.ready", argv[2], port);
+  ready_file(ready, sizeof(ready), name, 0);
+  int fd = socket(grp.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail("udp socket: %s", strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (grp.ss_family == AF_INET) {
+    struct sockaddr_in *g4 = (struct sockaddr_in *)&grp;
+    if (!IN_MULTICAST(ntohl(g4->sin_addr.s_addr))) return fprintf(stderr, "tjprobe: %s is not multicast\n", argv[2]), 2;
+    if (bind(fd, (struct sockaddr *)&grp, glen) < 0) return fail("mlisten bind: %s", strerror(errno));
+    struct ip_mreqn m = {.imr_multiaddr = g4->sin_addr, .imr_ifindex = ifindex};
+    if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof(m)) < 0)
+      return fail("IP_ADD_MEMBERSHIP: %s", strerror(errno));
+  } else {
+    struct sockaddr_in6 *g6 = (struct sockaddr_in6 *)&grp;
+    if (!IN6_IS_ADDR_MULTICAST(&g6->sin6_addr)) return fprintf(stderr, "tjprobe: %s is not multicast\n", argv[2]), 2;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    g6->sin6_scope_id = (uint32_t)ifindex; /* needed to bind a link-scoped group, ignored otherwise */
+    if (bind(fd, (struct sockaddr *)&grp, glen) < 0) return fail("mlisten bind: %s", strerror(errno));
+    struct ipv6_mreq m = {.ipv6mr_multiaddr = g6->sin6_addr, .ipv6mr_interface = (unsigned int)ifindex};
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &m, sizeof(m)) < 0)
+      return fail("IPV6_JOIN_GROUP: %s", strerror(errno));
+  }
+  ready_file(ready, sizeof(ready), name, 1);
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  long long deadline = now_ms() + seconds * 1000;
+  for (;;) {
+    long left = (long)(deadline - now_ms());
+    if (left <= 0) break;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = poll(&p, 1, (int)left);
+    if (n <= 0) continue;
+    char buf[2048], ip[INET6_ADDRSTRLEN];
+    struct sockaddr_storage from;
+    socklen_t fl = sizeof(from);
+    ssize_t r = recvfrom(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+    if (r < 0) continue;
+    buf[r] = '\0';
+    while (r > 0 && (buf[r - 1] == '\n' || buf[r - 1] == '\r')) buf[--r] = '\0';
+    addr_str(&from, ip, sizeof(ip));
+    printf("%s %s\n", ip, buf);
+  }
+  ready_file(ready, sizeof(ready), name, 0);
+  return 0;
+}
+
+static int cmd_ethsend(int argc, char **argv) {
+  long ethertype, count;
+  uint8_t dst_mac[6], own_mac[6];
+  if (argc != 6 || parse_mac(argv[3], dst_mac) || parse_ethertype(argv[4], &ethertype) ||
+      parse_int(argv[5], 1, 100000, &count))
+    return fprintf(stderr, "usage: tjprobe ethsend IFACE DST_MAC ETHERTYPE COUNT\n"), 2;
+  int ifindex;
+  const char *why = "";
+  if (iface_info(argv[2], &ifindex, own_mac, &why)) return fail("ethsend: interface: %s", why);
+  uint8_t frame[60];
+  memset(frame, 0, sizeof(frame));
+  struct ether_header *eth = (struct ether_header *)frame;
+  memcpy(eth->ether_dhost, dst_mac, 6);
+  memcpy(eth->ether_shost, own_mac, 6);
+  eth->ether_type = htons((uint16_t)ethertype);
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail("packet socket: %s", strerror(errno));
+  struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_protocol = htons((uint16_t)ethertype), .sll_ifindex = ifindex, .sll_halen = 6};
+  memcpy(to.sll_addr, dst_mac, 6);
+  for (long i = 0; i < count; i++) {
+    if (i) sleep_ms(10);
+    snprintf((char *)frame + sizeof(*eth), sizeof(frame) - sizeof(*eth), "tjprobe ethsend %ld", i);
+    if (sendto(fd, frame, sizeof(frame), 0, (struct sockaddr *)&to, sizeof(to)) < 0)
+      return fail("ethsend sendto: %s", strerror(errno));
+  }
+  printf("sent %ld\n", count);
+  return 0;
+}
+
+static int cmd_ethlisten(int argc, char **argv) {
+  long ethertype, seconds;
+  if (argc != 5 || parse_ethertype(argv[3], &ethertype) || parse_int(argv[4], 1, 3600, &seconds))
+    return fprintf(stderr, "usage: tjprobe ethlisten IFACE ETHERTYPE SECONDS\n"), 2;
+  int ifindex = (int)if_nametoindex(argv[2]);
+  if (ifindex == 0) return fail("ethlisten: no interface %s", argv[2]);
+  char name[128], ready[600];
+  snprintf(name, sizeof(name), "ethlisten-%s-0x%04lx.ready", argv[2], ethertype);
+  ready_file(ready, sizeof(ready), name, 0);
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons((uint16_t)ethertype));
+  if (fd < 0) return fail("packet socket: %s", strerror(errno));
+  struct sockaddr_ll at = {.sll_family = AF_PACKET, .sll_protocol = htons((uint16_t)ethertype), .sll_ifindex = ifindex};
+  if (bind(fd, (struct sockaddr *)&at, sizeof(at)) < 0) return fail("ethlisten bind: %s", strerror(errno));
+  ready_file(ready, sizeof(ready), name, 1);
+  long received = 0;
+  long long deadline = now_ms() + seconds * 1000;
+  for (;;) {
+    long left = (long)(deadline - now_ms());
+    if (left <= 0) break;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)left) <= 0) continue;
+    uint8_t buf[2048];
+    struct sockaddr_ll from;
+    socklen_t fl = sizeof(from);
+    ssize_t r = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+    if (r >= 0 && from.sll_pkttype != PACKET_OUTGOING) received++;
+  }
+  ready_file(ready, sizeof(ready), name, 0);
+  printf("received %ld\n", received);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "";
   if (!strcmp(cmd, "serve")) return cmd_serve();
@@ -370,7 +705,17 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "udp")) return cmd_udp(argc, argv);
   if (!strcmp(cmd, "watch")) return cmd_watch(argc, argv);
   if (!strcmp(cmd, "spoofudp")) return cmd_spoofudp(argc, argv);
+  if (!strcmp(cmd, "arpspoof")) return cmd_arpspoof(argc, argv);
+  if (!strcmp(cmd, "naspoof")) return cmd_naspoof(argc, argv);
+  if (!strcmp(cmd, "sendudp")) return cmd_sendudp(argc, argv);
+  if (!strcmp(cmd, "mlisten")) return cmd_mlisten(argc, argv);
+  if (!strcmp(cmd, "ethsend")) return cmd_ethsend(argc, argv);
+  if (!strcmp(cmd, "ethlisten")) return cmd_ethlisten(argc, argv);
   fprintf(stderr, "usage: tjprobe serve | tcp HOST PORT TIMEOUT_MS | udp HOST PORT TIMEOUT_MS [PAYLOAD] |\n"
-                  "       watch HOST PORT INTERVAL_MS COUNT [TIMEOUT_MS] | spoofudp SRC DST PORT [PAYLOAD]\n");
+                  "       watch HOST PORT INTERVAL_MS COUNT [TIMEOUT_MS] | spoofudp SRC DST PORT [PAYLOAD [SRCPORT]] |\n"
+                  "       arpspoof IFACE CLAIMED_IP DST_IP DST_MAC COUNT [SENDER_MAC] |\n"
+                  "       naspoof IFACE TARGET_ADDR DST COUNT [LLADDR] | sendudp DST PORT PAYLOAD [IFACE] |\n"
+                  "       mlisten GROUP PORT IFACE SECONDS | ethsend IFACE DST_MAC ETHERTYPE COUNT |\n"
+                  "       ethlisten IFACE ETHERTYPE SECONDS\n");
   return 2;
 }
