@@ -1215,8 +1215,8 @@ test(
 test("over TLS: an Engine whose certificate another CA signed is refused", BOUNDED, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "tj-engine-tls-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const trusted = makeCertificates(join(mkdtempSync(join(dir, "trusted-")), ""), "trusted CA");
-  const stranger = makeCertificates(join(mkdtempSync(join(dir, "stranger-")), ""), "stranger CA");
+  const trusted = makeCertificates(mkdtempSync(join(dir, "trusted-")), "trusted CA");
+  const stranger = makeCertificates(mkdtempSync(join(dir, "stranger-")), "stranger CA");
   const engine = await startEngine(
     t,
     routes({ "/containers/json": answer([]) }),
