@@ -22,7 +22,7 @@ import {
   type EngineClientOptions,
   type EngineEvent,
   type EngineEventStream,
-} from "../../src/observe/engine.js";
+} from "../../src/observe/engine-api.js";
 import { bridgeOf, membersOn, resolveNetwork, subnetsOf } from "../../src/docker/snapshot.js";
 
 // ----- The Engine's answers, as Docker 20.10 writes them (extra fields included, to be dropped)
