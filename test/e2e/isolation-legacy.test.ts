@@ -2,9 +2,10 @@
 // only): auto must find DOCKER-USER in iptables-legacy and write there, not in iptables-nft.
 import assert from "node:assert/strict";
 import { iptablesLegacyShim, iptablesRules } from "./lab/index.js";
-import { isolationSuite } from "./isolation-suite.js";
+import { isolationSuite, type FirewallSetup } from "./isolation-suite.js";
+import { l2AttackSuite } from "./l2-attacks.js";
 
-isolationSuite({
+const setup: FirewallSetup = {
   title: "auto on iptables-legacy → iptables-legacy",
   labName: "isolegacy",
   lab: { pathPrefix: iptablesLegacyShim() },
@@ -26,4 +27,8 @@ isolationSuite({
       [],
     );
   },
-});
+};
+
+isolationSuite(setup);
+// The attacks below and beside the addresses, in a lab of their own on the same setup.
+l2AttackSuite({ ...setup, labName: `${setup.labName}-l2` });

@@ -3,11 +3,12 @@
 // iptables.
 import assert from "node:assert/strict";
 import { iptablesRules, nftRuleset } from "./lab/index.js";
-import { isolationSuite } from "./isolation-suite.js";
+import { isolationSuite, type FirewallSetup } from "./isolation-suite.js";
+import { l2AttackSuite } from "./l2-attacks.js";
 
 const TABLE = { family: "inet", name: "trafficjam_web" };
 
-isolationSuite({
+const setup: FirewallSetup = {
   title: "FIREWALL_BACKEND=nftables on iptables-nft",
   labName: "isonft",
   lab: {},
@@ -34,4 +35,8 @@ isolationSuite({
       );
     }
   },
-});
+};
+
+isolationSuite(setup);
+// The attacks below and beside the addresses, in a lab of their own on the same setup.
+l2AttackSuite({ ...setup, labName: `${setup.labName}-l2` });

@@ -2,9 +2,10 @@
 // default): auto must pick iptables, in the nft flavour, and keep the seed's chain layout.
 import assert from "node:assert/strict";
 import { iptablesRules } from "./lab/index.js";
-import { isolationSuite } from "./isolation-suite.js";
+import { isolationSuite, type FirewallSetup } from "./isolation-suite.js";
+import { l2AttackSuite } from "./l2-attacks.js";
 
-isolationSuite({
+const setup: FirewallSetup = {
   title: "auto on iptables-nft → iptables",
   labName: "iso",
   lab: {},
@@ -22,4 +23,8 @@ isolationSuite({
     assert.equal(rules[0], "-A DOCKER-USER -j TRAFFICJAM");
     await lab.nsExec(["iptables", "-D", "DOCKER-USER", "-j", "ACCEPT"]);
   },
-});
+};
+
+isolationSuite(setup);
+// The attacks below and beside the addresses, in a lab of their own on the same setup.
+l2AttackSuite({ ...setup, labName: `${setup.labName}-l2` });
