@@ -119,18 +119,14 @@ function rfc3339Ms(s: string): number {
 
 // ---- the daemon's log ----
 
-const PASS_END = new Set([
-  "rules applied",
-  "rules verified",
-  "rules repaired: the kernel differed from the desired state",
-]);
-const isPassEnd = (e: LogEntry): boolean => PASS_END.has(String(e.msg));
+const PASS_END = new Set(["rules.applied", "rules.verified", "rules.repaired"]);
+const isPassEnd = (e: LogEntry): boolean => PASS_END.has(String(e.event));
 const hasReason = (e: LogEntry, reason: string): boolean =>
   String(e.reason ?? "")
     .split(",")
     .includes(reason);
 /** Logged at the end of a pass's observation, in every log level, the first time. */
-const FIRST_PASS = new Set(["whitelisted containers", "no whitelisted container on the network"]);
+const FIRST_PASS = new Set(["whitelist.changed"]);
 
 const daemons: Array<{ phase: string; daemon: DaemonProcess }> = [];
 
@@ -230,7 +226,7 @@ async function whitelistedStart(
   const dockerStartMs = performance.now() - t0;
   const applied = await daemon.waitForLog(
     (e) =>
-      (e.msg === "rules applied" || String(e.msg).startsWith("rules repaired")) &&
+      (e.event === "rules.applied" || e.event === "rules.repaired") &&
       Array.isArray(e.allowed) &&
       e.allowed.includes(ip),
     WAIT_MS,
@@ -406,7 +402,7 @@ async function idleCost(lab: Lab, phase: string): Promise<IdleResult> {
   const daemon = startDaemon(lab, DAEMON_ENV);
   daemons.push({ phase, daemon });
   const atStart = sampleTree(daemon.pid);
-  await daemon.waitForLog((e) => FIRST_PASS.has(String(e.msg)), WAIT_MS);
+  await daemon.waitForLog((e) => FIRST_PASS.has(String(e.event)), WAIT_MS);
   log(
     `    started; sampling at +${IDLE_WARMUP_S} s, +60 s and +${IDLE_WARMUP_S + IDLE_WINDOW_S} s`,
   );

@@ -104,11 +104,11 @@ async function main(): Promise<void> {
       INSTANCE_ID: "demo",
     });
     const applied = await daemon.waitForLog(
-      (e: LogEntry) => e.msg === "rules applied" || e.msg === "rules verified",
+      (e: LogEntry) => e.event === "rules.applied" || e.event === "rules.verified",
       20_000,
     );
     say(
-      `  ${String(applied.msg)}: subnets ${JSON.stringify(applied.subnets)}, whitelisted ${JSON.stringify(applied.allowed)}, ${String(applied.ms)} ms`,
+      `  ${String(applied.event)}: subnets ${JSON.stringify(applied.subnets)}, whitelisted ${JSON.stringify(applied.allowed)}, ${String(applied.ms)} ms`,
     );
     say("  Rules it keeps (iptables, filter table):");
     const rules = (await iptablesRules(lab, 4)).filter((l) => /TJF_demo|TJI_demo/.test(l));

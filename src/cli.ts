@@ -1,19 +1,67 @@
 #!/usr/bin/env node
-// argv + environment → one command. Exit: 0 done, 2 configuration error, 1 any other failure.
-import { ConfigError, parseClearConfig, parseConfig } from "./config.js";
-import { createLogger } from "./log.js";
-import { runClear, runDaemon } from "./daemon.js";
-import { checkHealth } from "./health.js";
+// argv + environment → one command, loading only what that command needs: `--help` nothing,
+// `healthcheck` a state file reader, `--clear` the firewall code, only the daemon everything.
+// Exit: 0 done, 2 configuration error, 1 any other failure.
 
-const USAGE = `usage: trafficjam            run the daemon (configured by environment variables)
-       trafficjam --clear    remove this INSTANCE_ID's rules, chains and jumps, then exit
-       trafficjam healthcheck  exit 0 if this INSTANCE_ID's daemon is alive, recent and its rules
-                               are in force in the kernel, else 1 (one line says why)`;
+const USAGE = `usage: trafficjam                     run the daemon (configured by environment variables)
+       trafficjam --clear             remove this INSTANCE_ID's rules, chains, jumps and tables, then exit
+       trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
+                                      verified the rules in force, recently; else 1 (one line says why).
+                                      --deep: also read the rules back from the kernel now`;
 
 function configError(problems: string[]): number {
   for (const problem of problems)
     process.stderr.write(`trafficjam: configuration error: ${problem}\n`);
   return 2;
+}
+
+async function healthcheck(deep: boolean): Promise<number> {
+  const { instanceIdOf, InstanceIdError } = await import("./instance.js");
+  let instanceId: string;
+  try {
+    instanceId = instanceIdOf(process.env);
+  } catch (error) {
+    if (error instanceof InstanceIdError) return configError([error.message]);
+    throw error;
+  }
+  const { checkHealth } = await import("./ops/health.js");
+  const verdict = await checkHealth(instanceId, process.env, { deep });
+  const out = verdict.healthy ? process.stdout : process.stderr;
+  out.write(`${verdict.healthy ? "healthy" : "unhealthy"}: ${verdict.reason}\n`);
+  return verdict.healthy ? 0 : 1;
+}
+
+async function clear(): Promise<number> {
+  const { parseClearConfig } = await import("./config.js");
+  const config = parseClearConfig(process.env);
+  const [{ createLog }, { runClear }] = await Promise.all([
+    import("./log.js"),
+    import("./clear.js"),
+  ]);
+  return runClear(config.instanceId, createLog(config));
+}
+
+async function daemon(): Promise<number> {
+  const { parseConfig } = await import("./config.js");
+  const config = parseConfig(process.env);
+  if (config.swarmDaemon) {
+    return configError([
+      `SWARM_DAEMON=${JSON.stringify(process.env.SWARM_DAEMON)}: Swarm mode is not available in this version; unset it to protect a bridge network`,
+    ]);
+  }
+  const [{ createLog }, { runDaemon }] = await Promise.all([
+    import("./log.js"),
+    import("./daemon.js"),
+  ]);
+  const log = createLog(config);
+  log.info("daemon.starting", "starting", {
+    network: config.network,
+    whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
+    pollIntervalMs: config.pollIntervalMs,
+    allowHostTraffic: config.allowHostTraffic,
+    firewallBackend: config.firewallBackend,
+  });
+  return runDaemon(config, log);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -22,46 +70,22 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  if (args.length === 1 && args[0] === "healthcheck") {
-    try {
-      const verdict = await checkHealth(parseClearConfig(process.env).instanceId, process.env);
-      const out = verdict.healthy ? process.stdout : process.stderr;
-      out.write(`${verdict.healthy ? "healthy" : "unhealthy"}: ${verdict.reason}\n`);
-      return verdict.healthy ? 0 : 1;
-    } catch (error) {
-      if (error instanceof ConfigError) return configError(error.problems);
-      throw error;
-    }
-  }
-  const unknown = args.filter((a) => a !== "--clear");
-  if (unknown.length > 0) {
-    process.stderr.write(`trafficjam: unknown argument ${unknown.join(" ")}\n${USAGE}\n`);
+  const command =
+    args[0] === "healthcheck" && args.length <= 2 && (args[1] ?? "--deep") === "--deep"
+      ? () => healthcheck(args[1] === "--deep")
+      : args.length === 1 && args[0] === "--clear"
+        ? clear
+        : args.length === 0
+          ? daemon
+          : null;
+  if (command === null) {
+    process.stderr.write(`trafficjam: unknown argument ${args.join(" ")}\n${USAGE}\n`);
     return 2;
   }
   try {
-    if (args.includes("--clear")) {
-      const config = parseClearConfig(process.env);
-      return await runClear(config.instanceId, createLogger(config));
-    }
-    const config = parseConfig(process.env);
-    if (config.swarmDaemon) {
-      return configError([
-        `SWARM_DAEMON=${JSON.stringify(process.env.SWARM_DAEMON)}: Swarm mode is not available in this version; unset it to protect a bridge network`,
-      ]);
-    }
-    const log = createLogger(config);
-    log.info(
-      {
-        network: config.network,
-        whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
-        pollIntervalMs: config.pollIntervalMs,
-        allowHostTraffic: config.allowHostTraffic,
-        firewallBackend: config.firewallBackend,
-      },
-      "starting",
-    );
-    return await runDaemon(config, log);
+    return await command();
   } catch (error) {
+    const { ConfigError } = await import("./config.js"); // loaded already by the command
     if (error instanceof ConfigError) return configError(error.problems);
     process.stderr.write(`trafficjam: ${(error as Error).message}\n`);
     return 1;

@@ -1,6 +1,7 @@
 // Environment → validated Config. Every error names the variable, the bad value and what is expected,
 // and nothing here touches the firewall, so a bad configuration exits 2 before any change.
-import { z } from "zod";
+import { z } from "zod/v3";
+import { DEFAULT_INSTANCE_ID, INSTANCE_ID_PATTERN } from "./instance.js";
 
 /** Container filter keys the Docker Engine accepts on GET /containers/json. */
 export const CONTAINER_FILTER_KEYS = [
@@ -69,17 +70,17 @@ const strictBoolean = z
 
 const required = (what: string) =>
   z
-    .string({ error: `is required: ${what}` })
+    .string({ required_error: `is required: ${what}` })
     .trim()
-    .min(1, { error: `is required: ${what}` });
+    .min(1, { message: `is required: ${what}` });
 
 const instanceId = z
   .string()
   .optional()
-  .transform((raw) => (raw === undefined || raw === "" ? "DEFAULT" : raw))
+  .transform((raw) => (raw === undefined || raw === "" ? DEFAULT_INSTANCE_ID : raw))
   .pipe(
-    z.string().regex(/^[A-Za-z0-9_]{1,24}$/, {
-      error: "expected 1 to 24 characters from A-Z, a-z, 0-9 and _",
+    z.string().regex(INSTANCE_ID_PATTERN, {
+      message: "expected 1 to 24 characters from A-Z, a-z, 0-9 and _",
     }),
   );
 
@@ -136,7 +137,11 @@ const firewallBackend = z
   .string()
   .optional()
   .transform((raw) => (raw === undefined || raw.trim() === "" ? "auto" : raw.trim().toLowerCase()))
-  .pipe(z.enum(["auto", "iptables", "nftables"], { error: "expected auto, iptables or nftables" }));
+  .pipe(
+    z.enum(["auto", "iptables", "nftables"], {
+      errorMap: () => ({ message: "expected auto, iptables or nftables" }),
+    }),
+  );
 
 const swarmImage = z
   .string()
@@ -145,7 +150,7 @@ const swarmImage = z
   .pipe(
     // A Docker image reference: [registry/]name[:tag][@sha256:digest], no whitespace.
     z.string().regex(/^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/, {
-      error: "expected a Docker image reference such as kaysond/trafficjam:tag@sha256:<digest>",
+      message: "expected a Docker image reference such as kaysond/trafficjam:tag@sha256:<digest>",
     }),
   );
 
@@ -155,7 +160,7 @@ const dockerHost = z
   .refine(
     (raw) => raw === undefined || raw === "" || /^(unix|tcp|ssh|npipe|https?):\/\/\S*$/.test(raw),
     {
-      error: "expected a Docker endpoint such as unix:///var/run/docker.sock or tcp://proxy:2375",
+      message: "expected a Docker endpoint such as unix:///var/run/docker.sock or tcp://proxy:2375",
     },
   );
 

@@ -1,7 +1,45 @@
-// One JSON line per meaningful event, timestamped in the configured time zone.
-import { pino, type Logger } from "pino";
+// One JSON line per meaningful event, timestamped in the configured time zone. Every line carries
+// a stable `event` field (the vocabulary below, documented in docs/logs.md): tests, the bench and
+// users' alerting match on it, so rewording a message breaks nothing.
+import { pino } from "pino";
 
-export type { Logger };
+export type LogEvent =
+  | "daemon.starting"
+  | "daemon.stopping"
+  | "docker.connected"
+  | "docker.unreachable"
+  | "docker.event"
+  | "docker.events.lost"
+  | "docker.events.reconnected"
+  | "docker.events.malformed"
+  | "host.sysctls.enabled"
+  | "host.monitor.unavailable"
+  | "backend.chosen"
+  | "network.missing"
+  | "network.appeared"
+  | "network.unprotectable"
+  | "whitelist.changed"
+  | "port.unbound"
+  | "rules.applied"
+  | "rules.repaired"
+  | "rules.verified"
+  | "rules.view.stale"
+  | "rules.cleared"
+  | "rules.clear.failed"
+  | "reconcile.failed"
+  | "allowance.revoked"
+  | "flows.delete.failed"
+  | "health.state.unwritable";
+
+type Fields = Record<string, unknown>;
+type Emit = (event: LogEvent, msg: string, fields?: Fields) => void;
+
+export interface Log {
+  debug: Emit;
+  info: Emit;
+  warn: Emit;
+  error: Emit;
+}
 
 /** ISO-8601 local time in `timeZone`, with its UTC offset, e.g. 2026-11-28T14:03:07.123-08:00. */
 export function formatTimestamp(date: Date, timeZone: string): string {
@@ -23,15 +61,24 @@ export function formatTimestamp(date: Date, timeZone: string): string {
   return `${part("year")}-${part("month")}-${part("day")}T${part("hour")}:${part("minute")}:${part("second")}.${ms}${offset === "" ? "Z" : offset}`;
 }
 
-export function createLogger(options: {
-  debug: boolean;
-  timeZone: string;
-  instanceId: string;
-}): Logger {
-  return pino({
+export function createLog(options: { debug: boolean; timeZone: string; instanceId: string }): Log {
+  const logger = pino({
     level: options.debug ? "debug" : "info",
     base: { instance: options.instanceId },
     formatters: { level: (label) => ({ level: label }) },
     timestamp: () => `,"time":"${formatTimestamp(new Date(), options.timeZone)}"`,
   });
+  const at =
+    (level: "debug" | "info" | "warn" | "error"): Emit =>
+    (event, msg, fields = {}) =>
+      logger[level]({ event, ...fields }, msg);
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }
+
+/** A Log that writes nothing (unit tests). */
+export const silentLog: Log = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+};

@@ -1,8 +1,8 @@
 // The only place with time in it: triggers (events, the resync timer, failures, startup) become
 // passes of observe → policy → sync → verify, one at a time, bursts coalesced into one pass.
-import type { Logger } from "./log.js";
+import type { Log } from "./log.js";
 import type { Family, NetworkSnapshot, Ruleset } from "./model.js";
-import type { FirewallBackend } from "./firewall/backend.js";
+import type { FirewallBackend, SyncResult } from "./firewall/backend.js";
 import { computeRuleset } from "./policy.js";
 
 export interface ReconcilerDeps {
@@ -14,7 +14,7 @@ export interface ReconcilerDeps {
   observe(fresh: boolean): Promise<NetworkSnapshot | null>;
   backend: FirewallBackend;
   deleteFlowsFrom(family: Family, address: string): Promise<number>;
-  log: Logger;
+  log: Log;
   /** Called after every pass (e.g. to publish health); must not throw. */
   onPass?(outcome: PassOutcome): void;
 }
@@ -24,6 +24,8 @@ export interface PassOutcome {
   at: number;
   /** The desired ruleset the pass put (or found) in force; absent when the pass failed. */
   ruleset?: Ruleset;
+  /** Where the rules are, e.g. "iptables-nft"; absent when the pass failed. */
+  location?: string;
   /** Why the pass failed. */
   error?: string;
 }
@@ -77,11 +79,26 @@ export class Reconciler {
     return this.lastOutcome?.ok ?? false;
   }
 
-  /** Stops triggering and waits (at most maxWaitMs) for a pass in flight. */
-  async stop(maxWaitMs = 5000): Promise<void> {
+  /**
+   * Stops passes for good, waits for the one in flight to end (however long: the Engine client and
+   * the firewall tools have timeouts), then removes every rule of the instance. Going through the
+   * same queue as the passes means no pass can put rules back after the clear.
+   */
+  async stopAndClear(): Promise<SyncResult> {
+    this.halt();
+    await this.running;
+    return this.deps.backend.clear();
+  }
+
+  private halt(): void {
     this.stopped = true;
     if (this.scheduled) clearTimeout(this.scheduled);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
+  }
+
+  /** Stops triggering and waits (at most maxWaitMs) for a pass in flight. */
+  async stop(maxWaitMs = 5000): Promise<void> {
+    this.halt();
     // A pass stuck on a hung Docker must not hold up the exit; once Docker answers, it sees the
     // reconciler stopped and leaves the firewall alone. A pass stuck in a firewall tool instead
     // ends when the tool is killed (util/exec.ts timeout).
@@ -163,24 +180,34 @@ export class Reconciler {
             ? { eventToEnforcedMs: enforcedAt - eventTimeMs }
             : {}),
         };
-        if (repair) log.warn(fields, "rules repaired: the kernel differed from the desired state");
-        else log.info(fields, "rules applied");
+        if (repair)
+          log.warn(
+            "rules.repaired",
+            "rules repaired: the kernel differed from the desired state",
+            fields,
+          );
+        else log.info("rules.applied", "rules applied", fields);
       } else {
         // Said at info level when it is news: the first pass, or the first after a failure
         // (whose apply may have taken effect before its verification failed).
         const news = previous === null || this.failures > 0;
-        log[news ? "info" : "debug"](
-          { reason: reasons.join(","), location: result.location, ms },
-          "rules verified",
-        );
+        log[news ? "info" : "debug"]("rules.verified", "rules verified", {
+          reason: reasons.join(","),
+          location: result.location,
+          ms,
+        });
       }
       this.failures = 0;
-      this.lastOutcome = { ok: true, at: Date.now(), ruleset };
+      this.lastOutcome = { ok: true, at: Date.now(), ruleset, location: result.location };
       this.deps.onPass?.(this.lastOutcome);
     } catch (error) {
       this.failures++;
       const retryMs = Math.min(this.deps.pollIntervalMs, 250 * 2 ** Math.min(this.failures, 6));
-      log.error({ err: error, reason: reasons.join(","), retryMs }, "reconcile failed");
+      log.error("reconcile.failed", "reconcile failed", {
+        err: error,
+        reason: reasons.join(","),
+        retryMs,
+      });
       this.lastOutcome = { ok: false, at: Date.now(), error: (error as Error).message };
       this.deps.onPass?.(this.lastOutcome);
       setTimeout(() => this.request("retry"), retryMs).unref();
@@ -190,17 +217,23 @@ export class Reconciler {
   private noteNetwork(snapshot: NetworkSnapshot | null): void {
     const { log, networkRef } = this.deps;
     if (snapshot === null && !this.networkMissingLogged) {
-      log.warn({ network: networkRef }, "network not found: waiting for it to be created");
+      log.warn("network.missing", "network not found: waiting for it to be created", {
+        network: networkRef,
+      });
       this.networkMissingLogged = true;
     } else if (snapshot !== null && this.networkMissingLogged) {
-      log.info({ network: networkRef, id: snapshot.id }, "network appeared: protecting it");
+      log.info("network.appeared", "network appeared: protecting it", {
+        network: networkRef,
+        id: snapshot.id,
+      });
       this.networkMissingLogged = false;
     }
     const bridgeless = snapshot !== null && !snapshot.bridge;
     if (bridgeless && !this.bridgelessLogged) {
       log.error(
-        { network: networkRef, id: snapshot.id },
+        "network.unprotectable",
         "the network has no Linux bridge on this host (not a bridge network): nothing can be enforced on it",
+        { network: networkRef, id: snapshot.id },
       );
     }
     this.bridgelessLogged = bridgeless;
@@ -223,10 +256,11 @@ export class Reconciler {
     if (key === this.whitelistedKey) return;
     this.whitelistedKey = key;
     this.deps.log.info(
-      { network: ruleset.networkName, whitelisted: containers },
+      "whitelist.changed",
       containers.length === 0
         ? "no whitelisted container on the network"
         : "whitelisted containers",
+      { network: ruleset.networkName, whitelisted: containers },
     );
   }
 
@@ -237,7 +271,10 @@ export class Reconciler {
       try {
         deleted.set(`${family}/${address}`, await this.deps.deleteFlowsFrom(family, address));
       } catch (error) {
-        this.deps.log.error({ err: error, address }, "could not delete tracked flows");
+        this.deps.log.error("flows.delete.failed", "could not delete tracked flows", {
+          err: error,
+          address,
+        });
       }
     }
     return deleted;
@@ -252,7 +289,10 @@ export class Reconciler {
     for (const key of new Set([...early.keys(), ...late.keys()])) {
       const flows = (early.get(key) ?? 0) + (late.get(key) ?? 0);
       const address = key.slice(key.indexOf("/") + 1);
-      this.deps.log.info({ address, flows }, "allowance revoked: tracked flows deleted");
+      this.deps.log.info("allowance.revoked", "allowance revoked: tracked flows deleted", {
+        address,
+        flows,
+      });
     }
   }
 }

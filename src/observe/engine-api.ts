@@ -10,7 +10,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { text } from "node:stream/consumers";
-import { z } from "zod";
+import { z } from "zod/v3";
 
 // ----- Where the Engine is: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH as Docker reads them
 
@@ -278,7 +278,11 @@ export type EngineFilters = Record<string, string[]>;
 
 type Parsed<T> = { ok: true; data: T } | { ok: false; error: InvalidEngineResponseError };
 
-function parseEngineJson<T>(endpoint: string, body: string, schema: z.ZodType<T>): Parsed<T> {
+function parseEngineJson<T>(
+  endpoint: string,
+  body: string,
+  schema: z.ZodType<T, z.ZodTypeDef, unknown>,
+): Parsed<T> {
   let json: unknown;
   try {
     json = JSON.parse(body);
@@ -507,7 +511,10 @@ export class EngineClient {
     }
   }
 
-  private async getUnlessMissing<T>(path: string, schema: z.ZodType<T>): Promise<T | null> {
+  private async getUnlessMissing<T>(
+    path: string,
+    schema: z.ZodType<T, z.ZodTypeDef, unknown>,
+  ): Promise<T | null> {
     try {
       return await this.getVersioned(path, schema);
     } catch (error) {
@@ -516,7 +523,11 @@ export class EngineClient {
     }
   }
 
-  private async getVersioned<T>(path: string, schema: z.ZodType<T>, retry = true): Promise<T> {
+  private async getVersioned<T>(
+    path: string,
+    schema: z.ZodType<T, z.ZodTypeDef, unknown>,
+    retry = true,
+  ): Promise<T> {
     const prefix = await this.apiPrefix();
     try {
       return await this.getJson(prefix + path, schema);
@@ -528,7 +539,7 @@ export class EngineClient {
     }
   }
 
-  private async getJson<T>(path: string, schema: z.ZodType<T>): Promise<T> {
+  private async getJson<T>(path: string, schema: z.ZodType<T, z.ZodTypeDef, unknown>): Promise<T> {
     const response = await this.send(path);
     const endpoint = describeRequest(path);
     if (!isSuccess(response.statusCode))

@@ -12,6 +12,7 @@ import {
   type Container,
   type DaemonProcess,
   type Lab,
+  type LogEntry,
   startLab,
 } from "./lab/index.js";
 import {
@@ -23,7 +24,8 @@ import {
 } from "./topology.js";
 import { firewallLeftovers } from "./isolation-suite.js";
 
-const hasMsg = (msg: string) => (e: { msg?: unknown }) => e.msg === msg;
+/** The backend chosen, as logged (event backend.chosen). */
+const chose = (kind: string) => (e: LogEntry) => e.event === "backend.chosen" && e.kind === kind;
 
 describe("backend switch on a running host", () => {
   let lab: Lab;
@@ -82,7 +84,7 @@ describe("backend switch on a running host", () => {
   });
 
   it("auto starts on nftables where Docker has no iptables rules", async () => {
-    await daemon.waitForLog(hasMsg("firewall backend: nftables"), 1000);
+    await daemon.waitForLog(chose("nftables"), 1000);
     assert.ok(await hasNftTable());
     await assertIsolated("on nftables");
   });
@@ -93,9 +95,9 @@ describe("backend switch on a running host", () => {
     await lab.restartDockerd({ iptables: true });
     // The topology has no restart policy: start it again, at the same addresses.
     await lab.docker("start", t.proxy.name, ...t.backends.map((b) => b.name));
-    const moved = await daemon.waitForLog(hasMsg("firewall backend: iptables"), 10_000, mark);
+    const moved = await daemon.waitForLog(chose("iptables"), 10_000, mark);
     const applied = await daemon.waitForLog(
-      (e) => e.msg === "rules applied" && e.location === "iptables-nft",
+      (e) => e.event === "rules.applied" && e.location === "iptables-nft",
       5000,
       mark,
     );
@@ -127,7 +129,7 @@ describe("backend switch on a running host", () => {
     assert.deepEqual(await daemon.waitExit(10_000), { code: 0, signal: null });
     const before = await watcherCounts();
     daemon = await startTrafficJam(lab, t.net, { FIREWALL_BACKEND: "nftables" });
-    await daemon.waitForLog(hasMsg("firewall backend: nftables"), 1000);
+    await daemon.waitForLog(chose("nftables"), 1000);
     assert.ok(await hasNftTable());
     assert.deepEqual(await ourIptablesRules(), []);
     await assertIsolated("after the takeover");
@@ -142,7 +144,7 @@ describe("backend switch on a running host", () => {
     daemon.signal("SIGTERM");
     assert.deepEqual(await daemon.waitExit(10_000), { code: 0, signal: null });
     daemon = await startTrafficJam(lab, t.net);
-    await daemon.waitForLog(hasMsg("firewall backend: iptables"), 1000);
+    await daemon.waitForLog(chose("iptables"), 1000);
     assert.equal(await hasNftTable(), false);
     assert.notDeepEqual(await ourIptablesRules(), []);
     await assertIsolated("back on iptables");
@@ -152,9 +154,9 @@ describe("backend switch on a running host", () => {
     await lab.nsExec(["iptables", "-F", "FORWARD"]);
     await lab.nsExec(["iptables", "-F", "DOCKER-USER"]);
     await lab.nsExec(["iptables", "-X", "DOCKER-USER"]);
-    await daemon.waitForLog(hasMsg("firewall backend: nftables"), 5000, mark);
+    await daemon.waitForLog(chose("nftables"), 5000, mark);
     await daemon.waitForLog(
-      (e) => e.msg === "rules applied" && e.location === "nftables",
+      (e) => e.event === "rules.applied" && e.location === "nftables",
       5000,
       mark,
     );

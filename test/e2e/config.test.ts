@@ -203,10 +203,7 @@ describe("configuration", () => {
     try {
       const daemon = startDaemon(lab, { ...VALID, INSTANCE_ID: "brnf" });
       daemons.push(daemon);
-      const entry = await daemon.waitForLog(
-        (e) => e.msg === "enabled br_netfilter sysctls",
-        10_000,
-      );
+      const entry = await daemon.waitForLog((e) => e.event === "host.sysctls.enabled", 10_000);
       assert.deepEqual(entry.sysctls, ["bridge-nf-call-iptables"]);
       assert.equal((await lab.nsExec(["sysctl", "-n", sysctl])).trim(), "1");
       await daemon.waitForLog(isApplied, 10_000);
@@ -226,7 +223,7 @@ describe("configuration", () => {
       POLL_INTERVAL: "1",
     });
     daemons.push(daemon);
-    const isWaiting = (e: LogEntry) => e.msg === "network not found: waiting for it to be created";
+    const isWaiting = (e: LogEntry) => e.event === "network.missing";
     const waiting = await daemon.waitForLog(isWaiting, 15_000);
     assert.equal(waiting.network, NET, JSON.stringify(waiting));
     assert.equal(waiting.level, "warn", JSON.stringify(waiting));
@@ -242,9 +239,7 @@ describe("configuration", () => {
       stamped.catch(() => undefined); // awaited below; no unhandled rejection if we fail first
       return stamped;
     };
-    const appeared = stamp(
-      daemon.waitForLog((e) => e.msg === "network appeared: protecting it", 20_000, mark),
-    );
+    const appeared = stamp(daemon.waitForLog((e) => e.event === "network.appeared", 20_000, mark));
     const applied = stamp(
       daemon.waitForLog(
         (e) => isApplied(e) && Array.isArray(e.subnets) && e.subnets.includes("172.45.0.0/24"),
@@ -294,7 +289,7 @@ describe("configuration", () => {
       appearedFromCreateMs: a.at - t0,
       appliedFromCreateMs: p.at - t0,
       eventToEnforcedMs: p.entry.eventToEnforcedMs,
-      appliedBy: `${String(p.entry.reason)}: ${String(p.entry.msg)}`,
+      appliedBy: `${String(p.entry.reason)}: ${String(p.entry.event)}`,
       containersStartMs: started - created,
       isolationVerifiedFromCreateMs: isolated - t0,
       proxyReachWaitMs: proxyMs,

@@ -82,7 +82,7 @@ export function isolationSuite(setup: FirewallSetup): void {
 
     it(`chooses ${setup.expectBackend} and says why`, async () => {
       const choice = await daemon.waitForLog(
-        (e) => e.msg === `firewall backend: ${setup.expectBackend}`,
+        (e) => e.event === "backend.chosen" && e.kind === setup.expectBackend,
         1000,
       );
       assert.equal(typeof choice.reason, "string");
@@ -402,7 +402,7 @@ export function isolationSuite(setup: FirewallSetup): void {
         await lab.docker("rm", "-f", extra.name);
       }
       const w = await watching;
-      const changes = daemon.lines.slice(mark).filter((l) => /"msg":"rules applied"/.test(l));
+      const changes = daemon.lines.slice(mark).filter((l) => /"event":"rules.applied"/.test(l));
       tc.diagnostic(
         `${w.attempts.length} attempts across ${changes.length} rule changes: ok=${w.ok} fail=${w.fail}`,
       );
@@ -431,7 +431,7 @@ export function isolationSuite(setup: FirewallSetup): void {
         const mark = daemon.mark();
         await lab.nsExec(vandalism);
         const entry = await daemon.waitForLog(isApplied, 2500, mark);
-        assert.equal(entry.msg, "rules repaired: the kernel differed from the desired state");
+        assert.equal(entry.event, "rules.repaired");
         await expectAll(
           [[`b2→b1 after ${vandalism.join(" ")}`, () => lab.tcp(b2, b1.ipv4, 80, 500)]],
           false,

@@ -114,6 +114,7 @@ export function l2AttackSuite(setup: FirewallSetup): void {
       const mac = {} as Record<Name, string>;
       const ll = {} as Record<Name, string>;
       for (const n of NAMES) {
+        await lab.linkLocalReady(c[n]);
         mac[n] = await lab.macOf(c[n]);
         ll[n] = await lab.linkLocalOf(c[n]);
       }
@@ -507,11 +508,17 @@ export function l2AttackSuite(setup: FirewallSetup): void {
           v.control(`${short(b)}→outside TCP v6`, await lab.tcp(b, outside.ipv6, 80));
           v.control(`${short(b)}→outside UDP v6`, await lab.udp(b, outside.ipv6, 9000, 1000, tag));
         }
-        // Docker's NAT: the outside sees the lab host's address on its link
+        // Through Docker's NAT, where it manages iptables: the outside sees the lab host's
+        // address on its link. With "iptables": false there is no NAT: it sees the backends'.
         const log = outside.udpLog();
+        const nat = setup.lab.daemonJson?.iptables !== false;
+        const seen = (b: Container, f: 4 | 6) =>
+          nat ? (f === 4 ? outside.gateway4 : outside.gateway6) : f === 4 ? b.ipv4 : b.ipv6!;
         v.control(
-          "the outside sees them masqueraded",
-          log.includes(`${outside.gateway4} ${tag}`) && log.includes(`${outside.gateway6} ${tag}`),
+          nat ? "the outside sees them masqueraded" : "the outside sees their own addresses",
+          [t.backends[0], t.backends[2]].every(
+            (b) => log.includes(`${seen(b, 4)} ${tag}`) && log.includes(`${seen(b, 6)} ${tag}`),
+          ),
           log.filter((l) => l.endsWith(tag)).join(" | "),
         );
         v.done();

@@ -31,12 +31,12 @@ const POLL_INTERVAL_S = 1;
 const DOCKER_RECOVERY_BUDGET_MS = POLL_INTERVAL_S * 1000 + 1500;
 const ENV = { DEBUG: "true" }; // "rules verified" is a debug line: it shows an unchanged startup
 
-const hasMsg = (msg: string) => (e: LogEntry) => e.msg === msg;
+const hasEvent = (event: string) => (e: LogEntry) => e.event === event;
 const isStartupPass = (e: LogEntry) =>
   String(e.reason ?? "")
     .split(",")
     .includes("startup") &&
-  (e.msg === "rules applied" || e.msg === "rules verified");
+  (e.event === "rules.applied" || e.event === "rules.verified");
 
 /** This instance's lines of `iptables -S` (entry chains, jumps and its own chains). */
 async function instanceRules(lab: Lab): Promise<string[]> {
@@ -144,7 +144,7 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
       if (how === "SIGTERM") {
         running.signal("SIGTERM");
         assert.deepEqual(await running.waitExit(5_000), { code: 0, signal: null });
-        await running.waitForLog(hasMsg("stopping: rules stay in force"), 1_000, mark);
+        await running.waitForLog(hasEvent("daemon.stopping"), 1_000, mark);
       } else {
         assert.deepEqual(await running.kill(), { code: null, signal: "SIGKILL" });
       }
@@ -158,10 +158,10 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
       const { startup } = await restartTrafficJam();
       const convergedAt = Date.now();
       diag(
-        `${how}: stopped ${restartedAt - stoppedAt} ms, restart→startup pass ${convergedAt - restartedAt} ms (${String(startup.msg)})`,
+        `${how}: stopped ${restartedAt - stoppedAt} ms, restart→startup pass ${convergedAt - restartedAt} ms (${String(startup.event)})`,
       );
       // Nothing changed meanwhile: the restart finds its rules exactly as it left them.
-      assert.equal(startup.msg, "rules verified", JSON.stringify(startup));
+      assert.equal(startup.event, "rules.verified", JSON.stringify(startup));
       assert.deepEqual(await instanceRules(lab), before, "rules changed by the restart");
       const atConverged = await attemptCounts(probes, [0, 0], "attempt counts");
       const atEnd = await attemptCounts(
@@ -304,7 +304,7 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
     // TrafficJam's side of it: when it listed the proxy as whitelisted again
     const readmitted = entriesSince(running, mark).find(
       (e) =>
-        e.msg === "whitelisted containers" &&
+        e.event === "whitelist.changed" &&
         JSON.stringify(e.whitelisted).includes(`"${t.proxy.ipv4}"`) &&
         Date.parse(String(e.time)) >= restartStarted,
     );
@@ -317,16 +317,16 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
       `proxy→b1 took ${recoveryMs} ms after dockerd's return\n${running.output(30)}`,
     );
     assert.ok(running.running, `TrafficJam died with dockerd:\n${running.output(30)}`);
-    await running.waitForLog(hasMsg("Docker event stream lost: reconnecting"), 1_000, mark);
+    await running.waitForLog(hasEvent("docker.events.lost"), 1_000, mark);
     const reconnected = await running.waitForLog(
-      hasMsg("Docker event stream reconnected: resyncing"),
+      hasEvent("docker.events.reconnected"),
       10_000,
       mark,
     );
     const during = entriesSince(running, mark);
     const summary = new Map<string, number>();
     for (const e of during) {
-      const what = `${String(e.msg)}${e.reason ? ` (${String(e.reason)})` : ""}`;
+      const what = `${String(e.event)}${e.reason ? ` (${String(e.reason)})` : ""}`;
       summary.set(what, (summary.get(what) ?? 0) + 1);
     }
     tc.diagnostic(
@@ -417,7 +417,7 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
     });
     others.push(second);
     const revoked = await second.waitForLog(
-      (e) => e.msg === "allowance revoked: tracked flows deleted" && e.address === proxy.ipv4,
+      (e) => e.event === "allowance.revoked" && e.address === proxy.ipv4,
       10_000,
     );
     tc.diagnostic(`flows deleted at restart: ${String(revoked.flows)}`);

@@ -90,19 +90,19 @@ export async function proxyLosesItsAllowance(
   await lab.docker("rename", pa.name, `${net}-retired`);
   // A rename event triggers a pass (the POLL_INTERVAL resync would find it too).
   const revoked = await ct.waitForLog(
-    (e) => e.msg === "allowance revoked: tracked flows deleted" && e.address === pa.ipv4,
+    (e) => e.event === "allowance.revoked" && e.address === pa.ipv4,
     POLL_INTERVAL_S * 1000 + 2_000,
     mark,
   );
   const revokedMs = Date.now() - renamedAt;
   const applied = await ct.waitForLog(
-    (e) => /^rules (applied|repaired)/.test(String(e.msg)),
+    (e) => e.event === "rules.applied" || e.event === "rules.repaired",
     1_000,
     mark,
   );
   const afterRevoke = await conntrackList(lab, 4);
   tc.diagnostic(
-    `rename→revoked ${revokedMs} ms (logged as "${String(applied.msg)}"); proxy-a flows before ${before}, deleted ${String(revoked.flows)}, left ${flowsFrom(afterRevoke, pa.ipv4).length}`,
+    `rename→revoked ${revokedMs} ms (logged as ${String(applied.event)}); proxy-a flows before ${before}, deleted ${String(revoked.flows)}, left ${flowsFrom(afterRevoke, pa.ipv4).length}`,
   );
   assert.ok(Number(revoked.flows) >= 1, JSON.stringify(revoked));
   assert.deepEqual(flowsFrom(afterRevoke, pa.ipv4), [], "flows of the revoked proxy remain");
@@ -135,7 +135,7 @@ export async function proxyLosesItsAllowance(
   const disconnectedAt = Date.now();
   await lab.docker("network", "disconnect", net, pb.name);
   const revokedB = await ct.waitForLog(
-    (e) => e.msg === "allowance revoked: tracked flows deleted" && e.address === pb.ipv4,
+    (e) => e.event === "allowance.revoked" && e.address === pb.ipv4,
     3_000,
     mark2,
   );

@@ -70,7 +70,7 @@ describe("behind a read-only socket proxy (containers, networks, events, ping)",
   });
 
   it("starts, with nothing asked of Docker beyond those permissions but the version it logs", async () => {
-    const connected = await daemon.waitForLog((e) => e.msg === "connected to Docker", 1000);
+    const connected = await daemon.waitForLog((e) => e.event === "docker.connected", 1000);
     assert.match(String(connected.version), /^unknown/);
     assert.deepEqual(
       denied.filter((r) => !/\/version$/.test(r)),
@@ -86,7 +86,7 @@ describe("behind a read-only socket proxy (containers, networks, events, ping)",
     const proxy2 = await lab.run({ name: "proxy2", network: t.net, labels: PROXY_LABEL });
     await eventually("proxy2 to reach b2", () => lab.tcp(proxy2, b2.ipv4, 80, 300), true, 3000);
     const applied = await daemon.waitForLog(
-      (e) => e.msg === "rules applied" && String(e.reason).includes("container:start"),
+      (e) => e.event === "rules.applied" && String(e.reason).includes("container:start"),
       1000,
     );
     assert.ok(JSON.stringify(applied.allowed).includes(proxy2.ipv4));

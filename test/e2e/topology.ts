@@ -90,11 +90,10 @@ export async function startTrafficJam(
 
 /** The first pass that leaves the rules in force, whether it had to change them or not. */
 export const isInForce = (e: LogEntry) =>
-  isApplied(e) || (e.msg === "rules verified" && e.level === "info");
+  isApplied(e) || (e.event === "rules.verified" && e.level === "info");
 
 export const isApplied = (e: LogEntry) =>
-  e.msg === "rules applied" ||
-  e.msg === "rules repaired: the kernel differed from the desired state";
+  e.event === "rules.applied" || e.event === "rules.repaired";
 
 /** Waits until `probe` gives `expected`, polling; fails with `what` after `timeoutMs`. */
 export async function eventually(

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BridgeNetfilterError, ensureBridgeNetfilter } from "../../src/bridge-netfilter.js";
+import { BridgeNetfilterError, ensureBridgeNetfilter } from "../../src/host/bridge-netfilter.js";
 
 test("sysctls that are off are switched on and reported", async () => {
   const dir = await mkdtemp(join(tmpdir(), "tj-brnf-"));

@@ -8,7 +8,7 @@ import {
   type BridgePortDeps,
   type IpLink,
   type SandboxInfo,
-} from "../../src/bridge-ports.js";
+} from "../../src/observe/bridge-ports.js";
 import type { Member } from "../../src/model.js";
 
 const MAC = "02:42:ac:14:00:02";

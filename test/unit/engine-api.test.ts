@@ -23,7 +23,7 @@ import {
   type EngineEvent,
   type EngineEventStream,
 } from "../../src/observe/engine-api.js";
-import { bridgeOf, membersOn, resolveNetwork, subnetsOf } from "../../src/docker/snapshot.js";
+import { bridgeOf, membersOn, resolveNetwork, subnetsOf } from "../../src/observe/network.js";
 
 // ----- The Engine's answers, as Docker 20.10 writes them (extra fields included, to be dropped)
 
@@ -653,7 +653,7 @@ test(
   },
 );
 
-test("what the client reads is what the observers of src/docker take", BOUNDED, async (t) => {
+test("what the client reads is what the network observer takes", BOUNDED, async (t) => {
   const engine = await startEngine(
     t,
     routes({
@@ -670,6 +670,7 @@ test("what the client reads is what the observers of src/docker take", BOUNDED, 
     {
       id: PROXY_ID,
       name: "proxy",
+      whitelisted: true,
       ipv4: "172.20.0.2",
       ipv6: undefined,
       endpointId: PROXY_ENDPOINT,
@@ -965,7 +966,7 @@ test(
     assert.deepEqual(
       malformed.map((error) => error.message),
       [
-        "GET /events: unexpected answer: Action: Invalid input: expected string, received undefined",
+        "GET /events: unexpected answer: Action: Required",
         "GET /events: unexpected answer: not JSON: not json",
       ],
     );

@@ -12,10 +12,10 @@ import {
   statePath,
   writerAlive,
   type HealthState,
-} from "../../src/health.js";
+} from "../../src/ops/health.js";
 import { computeRuleset } from "../../src/policy.js";
 import { SCENARIOS } from "./fixtures.js";
-import { pino } from "pino";
+import { silentLog } from "../../src/log.js";
 import { Reconciler, type PassOutcome } from "../../src/reconciler.js";
 
 const ruleset = computeRuleset(SCENARIOS[0]!.snapshot, {
@@ -26,7 +26,7 @@ const NOW = 1_000_000;
 
 function state(overrides: Partial<HealthState> = {}): HealthState {
   return {
-    version: 1,
+    version: 2,
     pid: 42,
     pidStartTime: "1",
     instanceId: "web",
@@ -34,15 +34,40 @@ function state(overrides: Partial<HealthState> = {}): HealthState {
     pollIntervalMs: 5000,
     lastPass: { ok: true, at: NOW - 1000 },
     lastSuccessAt: NOW - 1000,
+    location: "iptables-nft",
     ruleset,
     ...overrides,
   };
 }
 
-test("healthy: alive, recent success, kernel matches", () => {
+test("healthy: alive, the last pass verified the rules, recently (nothing read from the kernel)", () => {
+  const v = assessHealth(state(), NOW, true);
+  assert.equal(v.healthy, true, v.reason);
+  assert.equal(
+    v.reason,
+    "rules in force in iptables-nft (verified by the daemon), last reconcile 1.0 s ago",
+  );
+});
+
+test("a deep check that finds the kernel matching says so; one that finds differences names them", () => {
   const v = assessHealth(state(), NOW, true, []);
   assert.equal(v.healthy, true, v.reason);
-  assert.match(v.reason, /rules in force/);
+  assert.match(v.reason, /\(read back now\)/);
+});
+
+test("unhealthy when the last pass failed, even with a recent success before it", () => {
+  const v = assessHealth(
+    state({
+      lastPass: { ok: false, at: NOW, error: "rules in iptables-nft still differ after applying" },
+    }),
+    NOW,
+    true,
+  );
+  assert.equal(v.healthy, false);
+  assert.match(
+    v.reason,
+    /the last reconcile failed \(last success 1\.0 s ago\): rules in iptables-nft still differ/,
+  );
 });
 
 test("unhealthy when the daemon is gone", () => {
@@ -78,7 +103,6 @@ test("unhealthy when the kernel differs, naming the differences", () => {
   const v = assessHealth(state(), NOW, true, ["IPv4 TJF_web: rule missing"]);
   assert.equal(v.healthy, false);
   assert.match(v.reason, /differ.*TJF_web: rule missing/);
-  assert.equal(assessHealth(state(), NOW, true, null).healthy, false);
 });
 
 test("state location: default /run/trafficjam, override, keyed by instance and netns", () => {
@@ -107,11 +131,12 @@ test("HealthPublisher writes atomically, keeps the last success across a failure
       { instanceId: "web", firewallBackend: "iptables", pollIntervalMs: 1000 },
       (e) => errors.push(e),
     );
-    pub.record({ ok: true, at: 10, ruleset });
+    pub.record({ ok: true, at: 10, ruleset, location: "nftables" });
     pub.record({ ok: false, at: 20, error: "docker down" });
     const s = parseState(readFileSync(path, "utf8"));
     assert.equal(s.pid, process.pid);
     assert.equal(s.lastSuccessAt, 10);
+    assert.equal(s.location, "nftables");
     assert.deepEqual(s.lastPass, { ok: false, at: 20, error: "docker down" });
     assert.deepEqual(s.ruleset, ruleset);
     assert.deepEqual(readdirSync(join(dir, "sub")), ["web.net1.json"]); // no temp file left
@@ -137,7 +162,7 @@ test("the reconciler reports every pass to onPass: the ruleset on success, the e
     networkRef: "web",
     allowHostTraffic: false,
     pollIntervalMs: 60_000,
-    log: pino({ level: "silent" }),
+    log: silentLog,
     deleteFlowsFrom: async () => 0,
     backend: {
       sync: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),

@@ -9,7 +9,7 @@ import {
   resolveNetwork,
   subnetsOf,
   type ContainerSummary,
-} from "../../src/docker/snapshot.js";
+} from "../../src/observe/network.js";
 import { formatTimestamp } from "../../src/log.js";
 import { SCENARIOS } from "./fixtures.js";
 

@@ -12,7 +12,7 @@ import {
   type KernelPlan,
   type KernelView,
 } from "../engine.js";
-import { CommandError, run, runChecked } from "../../util/exec.js";
+import { CommandError, run, runChecked } from "../../host/exec.js";
 import { DOCKER_USER } from "./layout.js";
 import { planFamily, type FamilyTarget, type IptablesPlan } from "./plan.js";
 import { emptyFilterTable, parseFilterTable, type FilterTable } from "./save-format.js";

@@ -6,7 +6,7 @@
 // Calico Felix does). Sets are compared by type, flags and elements, which nft's JSON gives as
 // plain values; elements are normalised so spelling never differs.
 import { createHash } from "node:crypto";
-import { z } from "zod";
+import { z } from "zod/v3";
 
 export type TableFamily = "inet" | "bridge";
 
@@ -131,7 +131,11 @@ const ruleSchema = z.object({
   comment: z.string().optional(),
 });
 
-export function validated<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+export function validated<T>(
+  schema: z.ZodType<T, z.ZodTypeDef, unknown>,
+  value: unknown,
+  what: string,
+): T {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];

@@ -1,6 +1,6 @@
 // The nft tool: reading tables back as JSON, applying `nft -f` transactions.
-import { z } from "zod";
-import { CommandError, runChecked } from "../../util/exec.js";
+import { z } from "zod/v3";
+import { CommandError, runChecked } from "../../host/exec.js";
 import {
   listingSchema,
   parseTableJson,

@@ -33,7 +33,7 @@ import {
   teardownSync,
   writeOwner,
 } from "./teardown.js";
-import { randomId, sleep } from "./util.js";
+import { randomId, sleep, waitFor } from "./util.js";
 
 export interface StartLabOptions {
   /** Short name ([a-z0-9-], ≤ 15 chars); netns tj-NAME. Default: random, so parallel runs never collide. */
@@ -357,6 +357,33 @@ export class Lab implements Disposable {
     if (r.code !== 0 || !ll)
       throw new Error(`no link-local address on ${iface}: ${r.stdout}${r.stderr}`);
     return ll;
+  }
+
+  /**
+   * Waits until a container's link-local address is usable: the kernel runs duplicate address
+   * detection on it for about a second after the interface comes up ("tentative").
+   */
+  async linkLocalReady(container: Container | string, iface = "eth0"): Promise<void> {
+    await waitFor(
+      async () => {
+        const r = await this.exec(container, [
+          "ip",
+          "-6",
+          "addr",
+          "show",
+          "dev",
+          iface,
+          "scope",
+          "link",
+        ]);
+        return r.code === 0 && linkLocalIn(r.stdout) !== undefined && !/tentative/.test(r.stdout);
+      },
+      {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+        what: `the link-local address of ${typeof container === "string" ? container : container.name}`,
+      },
+    );
   }
 
   /** The IPv6 link-local address of a host interface (e.g. a network's bridge) in the lab netns. */

@@ -13,9 +13,7 @@
 // Both end on a port of the network's own bridge, read from the host's kernel, so a container
 // cannot make itself look like another one.
 import { basename } from "node:path";
-import { stat } from "node:fs/promises";
-import type { Member } from "./model.js";
-import { run } from "./util/exec.js";
+import type { Member } from "../model.js";
 
 /** What the Engine says about a container, for reaching its network namespace. */
 export interface SandboxInfo {
@@ -260,28 +258,3 @@ export class BridgePortFinder {
     return { errors };
   }
 }
-
-async function ipJson(args: string[], nsPath?: string): Promise<IpLink[]> {
-  const [file, argv] = nsPath
-    ? ["nsenter", [`--net=${nsPath}`, "ip", "-j", ...args]]
-    : ["ip", ["-j", ...args]];
-  const r = await run(file, argv);
-  if (r.code !== 0) throw new Error(r.stderr.trim() || `exit ${r.code}`);
-  return r.stdout.trim() === "" ? [] : (JSON.parse(r.stdout) as IpLink[]);
-}
-
-/** The finder's I/O on a real host: iproute2, nsenter, stat. */
-export const hostBridgePortDeps = (inspect: BridgePortDeps["inspect"]): BridgePortDeps => ({
-  inspect,
-  bridgePorts: (bridge) => ipJson(["-d", "link", "show", "master", bridge]),
-  async namedNamespaceIds() {
-    const listed = (await ipJson(["netns", "list"])) as unknown as { name: string; id?: number }[];
-    return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));
-  },
-  linksIn: (nsPath) => ipJson(["link", "show"], nsPath),
-  namespaceInode: (path) =>
-    stat(path).then(
-      (s) => s.ino,
-      () => null,
-    ),
-});

@@ -1,6 +1,6 @@
 // Flows opened by an address that lost its allowance must not live on as "ESTABLISHED".
-import type { Family } from "./model.js";
-import { run } from "./util/exec.js";
+import type { Family } from "../model.js";
+import { run } from "./exec.js";
 
 /** Deletes the conntrack entries whose original source is `address`; returns how many. */
 export async function deleteFlowsFrom(family: Family, address: string): Promise<number> {

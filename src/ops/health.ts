@@ -1,6 +1,10 @@
 // Health without a network port: after every pass the daemon publishes a small state file;
-// `trafficjam healthcheck` reads it, checks the daemon is alive and recent, and reads the kernel
-// back through the same backend to confirm the rules are in force.
+// `trafficjam healthcheck` reads it and checks that the daemon is alive, that its last pass
+// succeeded and that the last success is recent. Each successful pass has read the rules back
+// from the kernel (or known from `nft monitor` that nothing changed since), so the file says what
+// the daemon last verified; reading it costs next to nothing, which matters for a check the image
+// runs every few seconds. `healthcheck --deep` also reads the kernel back itself.
+// This module loads nothing heavy: the firewall code only for --deep.
 //
 // Location: $TRAFFICJAM_STATE_DIR (default /run/trafficjam) / <INSTANCE_ID>.<netns>.json, where
 // <netns> is the network namespace's inode ("net4026531840"). Keying by namespace lets daemons with
@@ -8,16 +12,19 @@
 // daemon's namespace (same container, or `ip netns exec`), so it finds the right file.
 import { readFileSync, readlinkSync, renameSync, rmSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Ruleset } from "./model.js";
-import { createBackend, type BackendMode } from "./firewall/index.js";
-import type { PassOutcome } from "./reconciler.js";
+import type { Ruleset } from "../model.js";
+import type { PassOutcome } from "../reconciler.js";
+
+type BackendMode = "auto" | "iptables" | "nftables";
 
 export const DEFAULT_STATE_DIR = "/run/trafficjam";
 /** A pass older than this many poll intervals means the daemon is stuck. */
 export const STALE_AFTER_INTERVALS = 3;
 
+const STATE_VERSION = 2;
+
 export interface HealthState {
-  version: 1;
+  version: typeof STATE_VERSION;
   pid: number;
   /** Start time of `pid` (/proc/PID/stat field 22), so a recycled pid is not mistaken for ours. */
   pidStartTime: string | null;
@@ -26,7 +33,9 @@ export interface HealthState {
   pollIntervalMs: number;
   lastPass: { ok: boolean; at: number; error?: string } | null;
   lastSuccessAt: number | null;
-  /** Desired ruleset of the last successful pass. */
+  /** Where the last successful pass found or put the rules, e.g. "iptables-nft". */
+  location: string | null;
+  /** Desired ruleset of the last successful pass (what a deep check compares the kernel with). */
   ruleset: Ruleset | null;
 }
 
@@ -71,15 +80,15 @@ export function writerAlive(state: Pick<HealthState, "pid" | "pidStartTime">): b
 }
 
 /**
- * The verdict, pure: `differences` is what the kernel check found (null: not checked, because an
- * earlier condition already failed). Healthy only if the writer lives, the last successful pass is
- * within STALE_AFTER_INTERVALS × POLL_INTERVAL, and the kernel matches the desired ruleset.
+ * The verdict, pure. Healthy only if the writer lives, its last pass succeeded (and so verified
+ * the rules in the kernel), and that success is within STALE_AFTER_INTERVALS × POLL_INTERVAL.
+ * `kernel`: what a deep check found differing in the kernel (undefined: not checked).
  */
 export function assessHealth(
   state: HealthState,
   now: number,
   alive: boolean,
-  differences: string[] | null,
+  kernel?: string[],
 ): HealthVerdict {
   if (!alive) return { healthy: false, reason: `daemon (pid ${state.pid}) is not running` };
   const limit = STALE_AFTER_INTERVALS * state.pollIntervalMs;
@@ -88,33 +97,52 @@ export function assessHealth(
     return { healthy: false, reason: `no successful reconcile yet${why}` };
   }
   const age = now - state.lastSuccessAt;
+  const ago = `${(age / 1000).toFixed(1)} s ago`;
   if (age > limit) {
     const why = state.lastPass && !state.lastPass.ok ? `; last error: ${state.lastPass.error}` : "";
     return {
       healthy: false,
-      reason: `last successful reconcile ${(age / 1000).toFixed(1)} s ago (limit ${limit / 1000} s = ${STALE_AFTER_INTERVALS} × POLL_INTERVAL)${why}`,
+      reason: `last successful reconcile ${ago} (limit ${limit / 1000} s = ${STALE_AFTER_INTERVALS} × POLL_INTERVAL)${why}`,
     };
   }
-  if (differences === null) return { healthy: false, reason: "kernel rules not checked" };
-  if (differences.length > 0) {
+  if (state.lastPass && !state.lastPass.ok) {
     return {
       healthy: false,
-      reason: `kernel rules differ from the desired state: ${differences.join("; ")}`,
+      reason: `the last reconcile failed (last success ${ago}): ${state.lastPass.error ?? "unknown error"}`,
     };
   }
-  const subnets = [...state.ruleset.families[4].subnets, ...state.ruleset.families[6].subnets];
+  if (kernel && kernel.length > 0) {
+    return {
+      healthy: false,
+      reason: `kernel rules differ from the desired state: ${kernel.join("; ")}`,
+    };
+  }
+  const checked = kernel ? "read back now" : "verified by the daemon";
+  const where = state.location ? ` in ${state.location}` : "";
   return {
     healthy: true,
-    reason: `rules in force (${subnets.length} subnet${subnets.length === 1 ? "" : "s"}), last reconcile ${(age / 1000).toFixed(1)} s ago`,
+    reason: `rules in force${where} (${checked}), last reconcile ${ago}`,
   };
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+
 /** Parses a state file's text; throws with a readable message when it is not one. */
 export function parseState(text: string): HealthState {
-  const value = JSON.parse(text) as Partial<HealthState>;
-  if (value.version !== 1 || typeof value.pid !== "number" || !value.firewallBackend)
-    throw new Error("not a TrafficJam state file (version 1)");
-  return value as HealthState;
+  const value: unknown = JSON.parse(text);
+  // Written by our own daemon, but read by another process: check what the verdict relies on.
+  if (
+    !isRecord(value) ||
+    value.version !== STATE_VERSION ||
+    typeof value.pid !== "number" ||
+    typeof value.pollIntervalMs !== "number" ||
+    !["auto", "iptables", "nftables"].includes(String(value.firewallBackend)) ||
+    !(value.lastSuccessAt === null || typeof value.lastSuccessAt === "number") ||
+    !(value.lastPass === null || isRecord(value.lastPass))
+  )
+    throw new Error(`not a TrafficJam state file (version ${STATE_VERSION})`);
+  return value as unknown as HealthState;
 }
 
 /** Publishes the daemon's state after each pass; writes are atomic (temp file + rename). */
@@ -129,12 +157,13 @@ export class HealthPublisher {
     private readonly onError: (error: Error) => void,
   ) {
     this.state = {
-      version: 1,
+      version: STATE_VERSION,
       pid: process.pid,
       pidStartTime: processStartTime(process.pid),
       ...init,
       lastPass: null,
       lastSuccessAt: null,
+      location: null,
       ruleset: null,
     };
     this.remove(); // a previous run's file says nothing about this one
@@ -150,7 +179,11 @@ export class HealthPublisher {
         ...(outcome.error ? { error: outcome.error } : {}),
       },
       ...(outcome.ok && outcome.ruleset
-        ? { lastSuccessAt: outcome.at, ruleset: outcome.ruleset }
+        ? {
+            lastSuccessAt: outcome.at,
+            ruleset: outcome.ruleset,
+            location: outcome.location ?? null,
+          }
         : {}),
     };
     const tmp = `${this.path}.${process.pid}.tmp`;
@@ -176,12 +209,16 @@ export class HealthPublisher {
   }
 }
 
-/** `trafficjam healthcheck`: the verdict for this INSTANCE_ID in this network namespace. */
+/**
+ * `trafficjam healthcheck [--deep]`: the verdict for this INSTANCE_ID in this network namespace.
+ * deep: also read the kernel back through the same backend and compare it with the ruleset.
+ */
 export async function checkHealth(
   instanceId: string,
   env: Record<string, string | undefined>,
-  now = Date.now,
+  options: { deep?: boolean; now?: () => number } = {},
 ): Promise<HealthVerdict> {
+  const now = options.now ?? Date.now;
   const path = statePath(stateDir(env), instanceId);
   let state: HealthState;
   try {
@@ -192,12 +229,13 @@ export async function checkHealth(
     return { healthy: false, reason: `state file ${path}: ${why}` };
   }
   const alive = writerAlive(state);
-  const early = assessHealth(state, now(), alive, []);
-  if (!early.healthy || state.ruleset === null) return early;
+  const verdict = assessHealth(state, now(), alive);
+  if (!options.deep || !verdict.healthy || state.ruleset === null) return verdict;
   let differences: string[];
   try {
-    differences = (await createBackend(state.firewallBackend, instanceId).check(state.ruleset))
-      .differences;
+    const { createBackend } = await import("../firewall/index.js");
+    const backend = createBackend(state.firewallBackend, instanceId);
+    differences = (await backend.check(state.ruleset)).differences;
   } catch (error) {
     return {
       healthy: false,

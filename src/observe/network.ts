@@ -2,7 +2,7 @@
 // The network's identity (subnets and bridge are fixed for a network's life) is re-read on
 // resyncs and network events, from the network list; every pass reads the members (the network
 // inspected: one call) and the containers matching the whitelist (one call), side by side.
-import type { Docker } from "./client.js";
+import type { EngineClient } from "./engine-api.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import type { WhitelistFilter } from "../config.js";
 
@@ -122,14 +122,14 @@ export class NetworkObserver {
   private network: NetworkInfo | null = null;
 
   constructor(
-    private readonly docker: Docker,
+    private readonly client: EngineClient,
     private readonly networkRef: string,
     private readonly whitelist: WhitelistFilter,
   ) {}
 
-  /** The network may have been created, destroyed or replaced: read it again next time. */
-  invalidate(): void {
-    this.network = null;
+  /** The network's ID as last seen, or null. */
+  get networkId(): string | null {
+    return this.network?.id ?? null;
   }
 
   /**
@@ -139,8 +139,7 @@ export class NetworkObserver {
    */
   async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
     if (fresh || !this.network) {
-      const networks = (await this.docker.listNetworks()) as NetworkInspect[];
-      const found = resolveNetwork(networks, this.networkRef);
+      const found = resolveNetwork(await this.client.listNetworks(), this.networkRef);
       this.network = found
         ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
         : null;
@@ -148,22 +147,11 @@ export class NetworkObserver {
     }
     const network = this.network;
     const [inspected, matching] = await Promise.all([
-      this.docker
-        .getNetwork(network.id)
-        .inspect()
-        .then(
-          (n: NetworkInspect) => n,
-          (error: { statusCode?: number }) => {
-            if (error.statusCode === 404) return null; // removed since it was listed
-            throw error;
-          },
-        ),
-      this.docker.listContainers({
-        filters: { [this.whitelist.key]: [this.whitelist.value] },
-      }) as Promise<ContainerSummary[]>,
+      this.client.inspectNetwork(network.id),
+      this.client.listContainers({ [this.whitelist.key]: [this.whitelist.value] }),
     ]);
     if (inspected === null) {
-      this.network = null;
+      this.network = null; // removed since it was listed
       return null;
     }
     return { ...network, members: membersOf(inspected, membersOn(network.id, matching)) };

@@ -1,0 +1,70 @@
+// Everything read from Docker and the host about the protected network, in one place: the
+// Engine's view (network, members, whitelist), containers that died since, and each member's
+// bridge port. Returns a finished snapshot for the policy.
+import type { WhitelistFilter } from "../config.js";
+import type { Member, NetworkSnapshot } from "../model.js";
+import { hostBridgePortDeps } from "../host/links.js";
+import { BridgePortFinder } from "./bridge-ports.js";
+import type { EngineClient } from "./engine-api.js";
+import type { DockerEvent } from "./events.js";
+import { NetworkObserver } from "./network.js";
+
+export interface ObserverOptions {
+  network: string;
+  whitelist: WhitelistFilter;
+  /** Told when a member's bridge port cannot be found (its port then stays unbound). */
+  onPortUnknown(member: Member, reason: string): void;
+}
+
+export class Observer {
+  private readonly network: NetworkObserver;
+  private readonly ports: BridgePortFinder;
+  // Containers that died lose their allowance and their port's binding now, not when Docker
+  // gets round to disconnecting them: their address may be handed out again right after.
+  private readonly dead = new Set<string>();
+
+  constructor(
+    client: EngineClient,
+    private readonly options: ObserverOptions,
+  ) {
+    this.network = new NetworkObserver(client, options.network, options.whitelist);
+    const inspect = async (id: string) => {
+      const c = await client.inspectContainer(id);
+      if (c === null) return null;
+      return {
+        running: c.State.Running,
+        pid: c.State.Pid,
+        sandboxKey: c.NetworkSettings.SandboxKey ?? "",
+      };
+    };
+    this.ports = new BridgePortFinder(hostBridgePortDeps(inspect), options.onPortUnknown);
+  }
+
+  /**
+   * Takes note of an event; true when it may change the network's members, whitelist or
+   * existence (and so calls for a pass).
+   */
+  noteEvent(event: DockerEvent): boolean {
+    if (event.Type === "container") {
+      if (event.Action === "die") this.dead.add(event.Actor.ID);
+      if (event.Action === "start" || event.Action === "destroy") this.dead.delete(event.Actor.ID);
+      return true;
+    }
+    const id = event.Actor.ID;
+    const ref = this.options.network;
+    return (
+      id === this.network.networkId || event.Actor.Attributes.name === ref || id.startsWith(ref)
+    );
+  }
+
+  /** fresh: read everything again (resync); otherwise what a Docker event may have changed. */
+  async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
+    const snapshot = await this.network.observe(fresh);
+    if (!snapshot) return null;
+    // Once Docker no longer lists a dead container as a member, it needs no tombstone.
+    const listed = new Set(snapshot.members.map((m) => m.id));
+    for (const id of this.dead) if (!listed.has(id)) this.dead.delete(id);
+    const alive = snapshot.members.filter((m) => !this.dead.has(m.id));
+    return { ...snapshot, members: await this.ports.attach(alive, snapshot.bridge ?? null) };
+  }
+}
