@@ -1,10 +1,11 @@
 // `npm run demo`: TrafficJam in one minute, on a throwaway Docker host. It starts a dockerd in its
 // own network namespace (the end-to-end test lab: the machine's own Docker and firewall are never
-// touched), builds tiny local images, puts a proxy and three backends on one network, probes who
-// can open a TCP connection to whom before and after TrafficJam starts, and removes everything,
-// also on Ctrl-C.
+// touched), loads an image made of the static busybox alone (no compiler needed), puts a proxy and
+// three backends on one network, probes who can open a TCP connection to whom (busybox nc) before
+// and after TrafficJam starts, and removes everything, also on Ctrl-C.
 import {
   iptablesRules,
+  randomId,
   startDaemon,
   startLab,
   type Container,
@@ -15,6 +16,8 @@ import {
 
 const NET = "webnet";
 const PUBLISHED = 18080;
+/** busybox nc counts whole seconds: a connection not open within 1 s reads as BLOCKED. */
+const PROBE_TIMEOUT_MS = 1000;
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (s = "") => process.stdout.write(`${s}\n`);
 
@@ -35,7 +38,7 @@ async function probeMatrix(lab: Lab, cast: Cast): Promise<string[][]> {
       Promise.all(
         to.map(async ([name, ip, port]) => {
           if (name === src.name) return "-";
-          return (await lab.tcp(src, ip, port, 700)) ? "open" : "BLOCKED";
+          return (await lab.tcp(src, ip, port, PROBE_TIMEOUT_MS)) ? "open" : "BLOCKED";
         }),
       ),
     ),
@@ -67,10 +70,11 @@ async function main(): Promise<void> {
   say(bold("TrafficJam demo"));
   say("A throwaway Docker host (its own dockerd in its own network namespace) runs a reverse");
   say(`proxy and three backends on one network, "${NET}". backend1 publishes port ${PUBLISHED}.`);
-  say("Each cell: can the row's container open a TCP connection to the column?");
+  say("Each cell: can the row's container open a TCP connection to the column (within 1 s)?");
   say();
   const t0 = Date.now();
-  const lab = await startLab({ name: "demo" });
+  // a name of its own: test labs may run beside it, and so may another demo
+  const lab = await startLab({ name: `demo-${randomId(2)}`, image: "busybox" });
   let daemon: DaemonProcess | undefined;
   try {
     await lab.createNetwork(NET, { subnets: ["172.30.0.0/24"] });

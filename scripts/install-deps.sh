@@ -31,13 +31,15 @@ demo=(
   "iproute2: ip"                                   # ip netns: the lab's own namespace
   "util-linux: nsenter"                            # TrafficJam finds bridge ports by entering netns
   "procps: sysctl"                                 # the lab host's sysctls
+  "busybox-static: static-busybox"                 # the image's userland, server and TCP probe
+)
+# The tests also compile tjprobe, their probe for UDP, forged packets, multicast... (the demo's
+# image is busybox alone), delete flows (conntrack), build the product image on a debootstrapped
+# Node base, run the compose files (docker-compose, read back with python3-yaml) and look at
+# processes (ps).
+test_only=(
   "gcc: gcc"                                       # tjprobe, the probe in every test container,
   "libc6-dev: static-libc"                         # is compiled with gcc -static
-  "busybox-static: static-busybox"                 # the test image's userland
-)
-# The tests also delete flows (conntrack), build the product image on a debootstrapped Node base,
-# run the compose files (docker-compose, read back with python3-yaml) and look at processes (ps).
-test_only=(
   "conntrack: conntrack"
   "debootstrap: debootstrap"
   "docker-compose: docker-compose"

@@ -1,6 +1,7 @@
 // Smoke test of the e2e lab itself, without TrafficJam: a Docker host in a netns, real traffic
 // between containers over IPv4 and IPv6, a dockerd restart, the daemon harness (with a fake
-// CLI), and a teardown that leaves nothing behind.
+// CLI), and a teardown that leaves nothing behind; then a lab of the busybox image (the demo's),
+// whose probes must need nothing compiled.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import {
@@ -222,5 +223,57 @@ setInterval(() => {}, 1000);
     const ps = execFileSync("ps", ["-eo", "args"]).toString();
     assert.ok(!ps.includes(lab.paths.dataRoot), "a dockerd of this lab is still listed by ps");
     assert.ok(took < 15_000, `stop took ${took} ms`);
+  });
+});
+
+describe("e2e lab of the busybox image (the demo's: no tjprobe, so no compiler)", () => {
+  let lab: Lab;
+  let a: Container; // on NET and OTHER
+  let b: Container; // on NET
+  let c: Container; // on OTHER only
+
+  before(async () => {
+    lab = await startLab({ name: `bb-${randomId(2)}`, image: "busybox" });
+    await lab.createNetwork(NET, { subnets: ["172.30.0.0/24"] });
+    await lab.createNetwork(OTHER, { subnets: ["172.31.0.0/24"] });
+    [a, b, c] = await Promise.all([
+      lab.run({ name: "ba", network: [NET, OTHER] }),
+      lab.run({ name: "bb", network: NET, publish: ["18080:80"] }),
+      lab.run({ name: "bc", network: OTHER }),
+    ]);
+  });
+  after(() => lab?.stop());
+
+  it("holds busybox alone", async () => {
+    assert.equal((await lab.exec(a, ["test", "-e", "/bin/tjprobe"])).code, 1);
+    assert.equal((await lab.exec(a, ["test", "-x", "/bin/nc"])).code, 0);
+  });
+
+  it("tcp (busybox nc): open, refused, dropped; from containers and the lab host", async () => {
+    const results = await Promise.all([
+      lab.tcp(a, b.ipv4, 80),
+      lab.tcp(a, await lab.hostAddressOf(NET), 18080),
+      lab.tcp(lab.host, b.ipv4, 80),
+      lab.tcp(a, b.ipv4, 81),
+      lab.tcp(b, c.ipv4, 80, 300), // DOCKER-ISOLATION drops it: nc times out after 1 s
+    ]);
+    assert.deepEqual(results, [true, true, true, false, false]);
+    assert.equal(await lab.ping(a, c.ipv4), true);
+  });
+
+  it("a probe that did not run throws instead of reading as blocked", async () => {
+    await assert.rejects(lab.tcp("no-such-container", b.ipv4, 80), /nc did not run properly/);
+    await assert.rejects(lab.tcp(a, "172.30.0.300", 80), /not an IP address/);
+  });
+
+  it("refuses what needs tjprobe instead of compiling it", async () => {
+    await assert.rejects(lab.udp(a, b.ipv4), /tjprobe udp needs tjprobe/);
+    await assert.rejects(lab.udp(lab.host, b.ipv4), /tjprobe udp needs tjprobe/);
+    await assert.rejects(lab.startHostServer(), /needs tjprobe/);
+  });
+
+  it("stop() removes everything it created", async () => {
+    await lab.stop();
+    assert.deepEqual(lab.leftovers(), []);
   });
 });

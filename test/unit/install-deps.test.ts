@@ -203,18 +203,31 @@ test("nothing missing: exit 0, apt never called", () => {
   }
 });
 
-test("the demo profile wants only what the demo runs: no debootstrap, compose, conntrack, python3-yaml", () => {
+/** The Debian packages a profile reports missing on a host without any tool. */
+function wantedOnBareHost(profile: string): string[] {
   const host = makeHost([]);
   try {
-    const r = runScript(host, "demo", { FAKE_SIMULATION: join(host.dir, "none") });
-    const wanted = [...r.stdout.matchAll(/\(Debian package (\S+)\)/g)].map((m) => m[1]);
-    assert.deepEqual(wanted, [
-      ...["docker.io", "containerd", "runc", "iptables", "nftables", "iproute2", "util-linux"],
-      ...["procps", "gcc", "libc6-dev", "busybox-static"],
-    ]);
+    const r = runScript(host, profile, { FAKE_SIMULATION: join(host.dir, "none") });
+    return [...r.stdout.matchAll(/\(Debian package (\S+)\)/g)].map((m) => m[1] ?? "");
   } finally {
     rmSync(host.dir, { recursive: true, force: true });
   }
+}
+
+const DEMO_PACKAGES = [
+  ...["docker.io", "containerd", "runc", "iptables", "nftables", "iproute2", "util-linux"],
+  ...["procps", "busybox-static"],
+];
+
+test("the demo profile wants only what the demo runs: no compiler, debootstrap, compose, conntrack, python3-yaml", () => {
+  assert.deepEqual(wantedOnBareHost("demo"), DEMO_PACKAGES);
+});
+
+test("the test profile wants the demo's packages, then the compiler for tjprobe and the tests' tools", () => {
+  assert.deepEqual(wantedOnBareHost("test"), [
+    ...DEMO_PACKAGES,
+    ...["gcc", "libc6-dev", "conntrack", "debootstrap", "docker-compose", "python3-yaml"],
+  ]);
 });
 
 test("apt cannot resolve: stop with apt's error and the tools to install by hand", () => {

@@ -31,7 +31,7 @@ export interface RunContainerOptions {
   labels?: Record<string, string>;
   /** `-p` specs, e.g. "8081:80". */
   publish?: readonly string[];
-  /** Default: tjprobe serve (the image's CMD). */
+  /** Default: the image's CMD (tjprobe serve; httpd in a busybox lab). */
   cmd?: readonly string[];
   restart?: string;
   capAdd?: readonly string[];
@@ -100,7 +100,12 @@ export async function inspectContainer(
   return containerFromInspect(arr[0], order);
 }
 
-export async function runContainer(docker: DockerFn, o: RunContainerOptions): Promise<Container> {
+/** `serveReady`: the command that succeeds in the container once the test image's CMD serves. */
+export async function runContainer(
+  docker: DockerFn,
+  o: RunContainerOptions,
+  serveReady: readonly string[],
+): Promise<Container> {
   const networks = typeof o.network === "string" ? [o.network] : [...o.network];
   const [first, ...more] = networks;
   if (first === undefined) throw new Error("run(): at least one network is required");
@@ -117,16 +122,15 @@ export async function runContainer(docker: DockerFn, o: RunContainerOptions): Pr
   for (const n of more) await docker(["network", "connect", n, o.name]);
   await docker(["start", o.name]);
   if (!o.cmd && (o.image ?? TEST_IMAGE) === TEST_IMAGE) {
-    // tjprobe serve creates this file once its sockets listen
     await waitFor(
       async () => {
-        await docker(["exec", o.name, "test", "-e", "/tmp/tjprobe.ready"], 10_000);
+        await docker(["exec", o.name, ...serveReady], 10_000);
         return true;
       },
       {
         timeoutMs: 10_000,
         intervalMs: 50,
-        what: `tjprobe serve to listen in container ${o.name}`,
+        what: `the image's server to listen in container ${o.name}`,
         details: async () =>
           `docker logs: ${await docker(["logs", o.name]).catch((e: Error) => e.message)}`,
       },

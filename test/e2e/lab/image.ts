@@ -3,6 +3,7 @@
 // assembled as a root-filesystem tarball on the host (applet symlinks made here, tjprobe built
 // with gcc -static) and loaded with `docker import`. No builder, no container run: ~0.2 s per lab.
 // Binary and tarball are cached in the temp folder, keyed by their inputs' hash, shared by all labs.
+// A lab may load the "busybox" kind instead (busybox alone, CMD httpd): no compiler, fewer probes.
 import { createHash } from "node:crypto";
 import {
   chmodSync,
@@ -62,27 +63,33 @@ export const tjprobeBinary = once(() => {
   });
 });
 
-/** Path of the cached rootfs tarball of the test image (built on first use). */
-export const testImageTarball = once(async () => {
-  const tjprobe = await tjprobeBinary();
+/** The static busybox's bytes; a dynamically linked one would find no libc in the image. */
+function staticBusybox(): Buffer {
   const busybox = readFileSync(BUSYBOX);
   if (hasInterpreter(busybox)) {
     throw new Error(`${BUSYBOX} looks dynamically linked; install busybox-static`);
   }
-  const hash = createHash("sha256")
-    .update(readFileSync(tjprobe))
-    .update(busybox)
-    .digest("hex")
-    .slice(0, 16);
-  return cachedFile(join(CACHE_BASE, `tj-test-${hash}.tar`), async (out) => {
+  return busybox;
+}
+
+/**
+ * A cached rootfs tarball `NAME-HASH.tar`: busybox with its applet links in /bin, plus `extra`
+ * (file name in /bin -> host path of a static binary).
+ */
+async function rootfsTarball(name: string, extra: Record<string, string> = {}): Promise<string> {
+  const busybox = staticBusybox();
+  const hash = createHash("sha256");
+  for (const path of Object.values(extra)) hash.update(readFileSync(path));
+  const digest = hash.update(busybox).digest("hex").slice(0, 16);
+  return cachedFile(join(CACHE_BASE, `${name}-${digest}.tar`), async (out) => {
     const root = `${out}.rootfs`;
     mkdirSync(join(root, "bin"), { recursive: true });
     mkdirSync(join(root, "tmp"));
     chmodSync(join(root, "tmp"), 0o1777);
-    copyFileSync(BUSYBOX, join(root, "bin", "busybox"));
-    chmodSync(join(root, "bin", "busybox"), 0o755);
-    copyFileSync(tjprobe, join(root, "bin", "tjprobe"));
-    chmodSync(join(root, "bin", "tjprobe"), 0o755);
+    for (const [file, path] of Object.entries({ busybox: BUSYBOX, ...extra })) {
+      copyFileSync(path, join(root, "bin", file));
+      chmodSync(join(root, "bin", file), 0o755);
+    }
     // what `busybox --install -s /bin` would do inside the image
     const applets = (await runOk(BUSYBOX, ["--list"]))
       .split("\n")
@@ -92,7 +99,15 @@ export const testImageTarball = once(async () => {
     }
     await runOk("tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", root, "-cf", out, "."]);
   });
-});
+}
+
+/** Path of the cached rootfs tarball of the test image (built on first use). */
+export const testImageTarball = once(async () =>
+  rootfsTarball("tj-test", { tjprobe: await tjprobeBinary() }),
+);
+
+/** The same without tjprobe: busybox alone, so no compiler is needed (the demo's image). */
+export const busyboxImageTarball = once(() => rootfsTarball("tj-busybox"));
 
 /** True for a dynamically linked ELF64 (it has a PT_INTERP program header). */
 function hasInterpreter(elf: Buffer): boolean {
@@ -107,8 +122,39 @@ function hasInterpreter(elf: Buffer): boolean {
   return false;
 }
 
-/** Loads the test image into an engine as TEST_IMAGE. */
-export async function loadTestImage(host: string): Promise<void> {
-  const tarball = await testImageTarball();
-  await docker(host, ["import", "--change", 'CMD ["/bin/tjprobe","serve"]', tarball, TEST_IMAGE]);
+/**
+ * What a lab's test image is made of: "tjprobe" (the tests': every probe) or "busybox" (no
+ * compiler needed: busybox probes only, see Lab.tcp).
+ */
+export type TestImageKind = "tjprobe" | "busybox";
+
+export interface TestImageSpec {
+  tarball: () => Promise<string>;
+  /** The image's CMD: serves TCP port 80 at least. */
+  cmd: readonly string[];
+  /** Succeeds (run with docker exec) once a container running `cmd` serves. */
+  ready: readonly string[];
+}
+
+export const TEST_IMAGE_SPECS: Readonly<Record<TestImageKind, TestImageSpec>> = {
+  tjprobe: {
+    tarball: testImageTarball,
+    cmd: ["/bin/tjprobe", "serve"],
+    ready: ["test", "-e", "/tmp/tjprobe.ready"], // tjprobe serve creates it once it listens
+  },
+  busybox: {
+    tarball: busyboxImageTarball,
+    // httpd forks a child per connection and listens with a backlog of 9; `nc -ll` (backlog 2)
+    // loses SYNs when a few probes arrive at once, and a lost SYN reads as "blocked". Probes only
+    // connect: there is nothing to serve (-h /tmp).
+    cmd: ["/bin/httpd", "-f", "-p", "80", "-h", "/tmp"],
+    ready: ["nc", "127.0.0.1", "80"], // connects, and exits 0 once httpd closes
+  },
+};
+
+/** Loads the test image of that kind into an engine as TEST_IMAGE. */
+export async function loadTestImage(host: string, kind: TestImageKind = "tjprobe"): Promise<void> {
+  const spec = TEST_IMAGE_SPECS[kind];
+  const cmd = `CMD ${JSON.stringify(spec.cmd)}`;
+  await docker(host, ["import", "--change", cmd, await spec.tarball(), TEST_IMAGE]);
 }

@@ -38,7 +38,7 @@ export {
   type Family,
   type Flavour,
 } from "./firewall.js";
-export { TEST_IMAGE, testImageTarball, tjprobeBinary } from "./image.js";
+export { TEST_IMAGE, testImageTarball, tjprobeBinary, type TestImageKind } from "./image.js";
 export type { HostServer } from "./host-server.js";
 export { sweepStaleLabs, isAlive, processStartTime } from "./teardown.js";
 export { waitFor, sleep, withTimeout, randomId, StopWaiting } from "./util.js";

@@ -10,7 +10,13 @@ import {
 import { docker as dockerCli, dockerRun } from "./docker-cli.js";
 import { Dockerd } from "./dockerd.js";
 import { runOk, type RunResult } from "./exec.js";
-import { BUSYBOX, loadTestImage, tjprobeBinary } from "./image.js";
+import {
+  BUSYBOX,
+  TEST_IMAGE_SPECS,
+  loadTestImage,
+  tjprobeBinary,
+  type TestImageKind,
+} from "./image.js";
 import { HostServer } from "./host-server.js";
 import { createNetns, nsRun, nsRunOk } from "./netns.js";
 import { startOutside, type Outside, type OutsideOptions } from "./outside.js";
@@ -44,6 +50,11 @@ export interface StartLabOptions {
   daemonJson?: Record<string, unknown>;
   /** Folder prepended to dockerd's PATH (e.g. iptables -> iptables-legacy links). */
   pathPrefix?: string;
+  /**
+   * The test image: "tjprobe" (default; compiled with gcc) or "busybox", which needs no compiler
+   * but serves TCP 80 only and probes only with tcp (whole seconds) and ping.
+   */
+  image?: TestImageKind;
 }
 
 /** A neighbour-cache entry of a container (`ip neigh show IP`). */
@@ -82,6 +93,7 @@ export class Lab implements Disposable {
   readonly netnsPath: string;
   readonly dockerHost: string;
   readonly paths: LabPaths;
+  readonly image: TestImageKind;
   private readonly dockerd: Dockerd;
   private readonly owned = new Set<OwnedProcess>();
   private stopping?: Promise<void>;
@@ -91,6 +103,7 @@ export class Lab implements Disposable {
     this.paths = labPaths(name);
     this.netns = this.paths.netns;
     this.netnsPath = this.paths.netnsPath;
+    this.image = opts.image ?? "tjprobe";
     const daemonJson: Record<string, unknown> = {
       "shutdown-timeout": 2,
       iptables: true,
@@ -116,7 +129,7 @@ export class Lab implements Disposable {
   async init(): Promise<void> {
     await createNetns(this.netns);
     await this.dockerd.start();
-    await loadTestImage(this.dockerHost);
+    await loadTestImage(this.dockerHost, this.image);
   }
 
   // ---- docker ----
@@ -134,9 +147,9 @@ export class Lab implements Disposable {
   private readonly dockerFn = (args: readonly string[], timeoutMs?: number): Promise<string> =>
     dockerCli(this.dockerHost, args, { timeoutMs });
 
-  /** Creates and starts a container (default command: tjprobe serve, waited until it listens). */
+  /** Creates and starts a container; its default command (the image's server) is awaited. */
   run(opts: RunContainerOptions): Promise<Container> {
-    return runContainer(this.dockerFn, opts);
+    return runContainer(this.dockerFn, opts, TEST_IMAGE_SPECS[this.image].ready);
   }
 
   /** Fresh view of a container (addresses may change after restarts). */
@@ -186,22 +199,35 @@ export class Lab implements Disposable {
 
   /** Where a probe runs: docker exec in a container, or `ip netns exec` on the lab host. */
   private runner(from: Origin): probes.Runner {
-    if (!isLabHost(from)) return (cmd, t) => this.exec(from, cmd, t);
     return async (cmd, t) => {
-      const [bin, ...rest] = cmd;
-      const argv =
-        bin === "tjprobe"
-          ? [await tjprobeBinary(), ...rest]
-          : bin === "ping"
-            ? [BUSYBOX, "ping", ...rest]
-            : cmd;
-      return nsRun(this.netns, argv, t);
+      if (cmd[0] === "tjprobe") this.requireTjprobe(`tjprobe ${cmd[1]}`);
+      if (!isLabHost(from)) return this.exec(from, cmd, t);
+      return nsRun(this.netns, await this.onLabHost(cmd), t);
     };
   }
 
-  /** TCP connect from a container (or lab.host); true if it connected within timeoutMs. */
+  /** A probe command as the lab host runs it: the cached tjprobe, busybox's ping and nc. */
+  private async onLabHost(cmd: readonly string[]): Promise<readonly string[]> {
+    const [bin, ...rest] = cmd;
+    if (bin === "tjprobe") return [await tjprobeBinary(), ...rest];
+    if (bin === "ping" || bin === "nc") return [BUSYBOX, bin, ...rest];
+    return cmd;
+  }
+
+  /** A busybox lab has no tjprobe, and must not build one: it is for hosts without a compiler. */
+  private requireTjprobe(what: string): void {
+    if (this.image !== "tjprobe") {
+      throw new Error(`${what} needs tjprobe, which a lab of image "${this.image}" lacks`);
+    }
+  }
+
+  /**
+   * TCP connect from a container (or lab.host); true if it connected within timeoutMs. A busybox
+   * lab uses busybox nc, whose timeout is whole seconds (timeoutMs rounded up).
+   */
   tcp(from: Origin, host: string, port: number, timeoutMs = 1000): Promise<boolean> {
-    return probes.tcpProbe(this.runner(from), host, port, timeoutMs);
+    const probe = this.image === "busybox" ? probes.ncTcpProbe : probes.tcpProbe;
+    return probe(this.runner(from), host, port, timeoutMs);
   }
 
   /** UDP datagram from a container (or lab.host); true if the echo came back within timeoutMs. */
@@ -448,6 +474,7 @@ export class Lab implements Disposable {
    * Stopped by lab.stop() at the latest.
    */
   async startHostServer(): Promise<HostServer> {
+    this.requireTjprobe("startHostServer()");
     const server = new HostServer(this, await tjprobeBinary());
     await server.ready();
     return server;
@@ -458,7 +485,8 @@ export class Lab implements Disposable {
    * pair, addresses PREFIX4.2/30 and PREFIX6::2/64 (the lab side .1 and ::1), default routes
    * back to the lab host, and `tjprobe serve` running in it. Removed by lab.stop() at the latest.
    */
-  startOutside(opts: OutsideOptions = {}): Promise<Outside> {
+  async startOutside(opts: OutsideOptions = {}): Promise<Outside> {
+    this.requireTjprobe("startOutside()");
     return startOutside(this, opts);
   }
 

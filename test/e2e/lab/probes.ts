@@ -1,8 +1,9 @@
-// Connectivity probes (tjprobe, busybox ping), run inside a container or on the lab host.
+// Connectivity probes (tjprobe, busybox ping and nc), run inside a container or on the lab host.
 //
 // A probe answers true/false only when it really ran: a failed `docker exec` (container gone,
 // bad address...) throws instead of reading as "blocked", so a firewall test can never pass
 // because its probe did not run.
+import { isIP } from "node:net";
 import type { RunResult } from "./exec.js";
 
 /** Runs a probe command ("tjprobe ..." / "ping ...") somewhere: docker exec, or the lab host. */
@@ -25,6 +26,30 @@ export async function tcpProbe(run: Runner, host: string, port: number, timeoutM
     timeoutMs + EXEC_MARGIN_MS,
   );
   return outcome(r, `tcp ${host}:${port}`);
+}
+
+/** busybox nc's words for a connection that did not open (refused, unreachable, timed out). */
+const NC_NOT_CONNECTED = /^nc: (timed out|can't connect to remote host)/m;
+
+/**
+ * TCP connect with busybox nc alone (a busybox lab has no tjprobe): its timeout is whole seconds,
+ * so timeoutMs is rounded up. nc exits 0 once connected and the server has closed (stdin is
+ * /dev/null, so it sends nothing and shuts down its side at once); 1 with NC_NOT_CONNECTED
+ * when it could not connect. Anything else (bad address, failed docker exec) throws.
+ */
+export async function ncTcpProbe(run: Runner, host: string, port: number, timeoutMs = 1000) {
+  // as tjprobe, addresses only: nc would spend its timeout on a name lookup and say "timed out"
+  if (!isIP(host)) throw new Error(`tcp ${host}:${port}: not an IP address`);
+  const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
+  const r = await run(
+    ["nc", "-w", String(seconds), host, String(port)],
+    seconds * 1000 + EXEC_MARGIN_MS,
+  );
+  if (r.code === 0) return true;
+  if (r.code === 1 && NC_NOT_CONNECTED.test(r.stderr)) return false;
+  throw new Error(
+    `tcp ${host}:${port}: nc did not run properly (exit ${r.code ?? r.signal}): ${r.stderr.trim()}`,
+  );
 }
 
 export async function udpProbe(
