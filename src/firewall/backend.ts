@@ -34,6 +34,24 @@ export interface FirewallBackend {
   check(ruleset: Ruleset): Promise<CheckResult>;
 }
 
+/** Whether the kernel says the rules belong in a backend under FIREWALL_BACKEND=auto, and why. */
+export interface Fitness {
+  fits: boolean;
+  reason: string;
+}
+
+/** A backend the selector can choose between (both are). */
+export interface SelectableBackend extends FirewallBackend {
+  readonly kind: "iptables" | "nftables";
+  /**
+   * Whether this is where the rules belong, from the kernel: a read, or unless `fresh` the last
+   * read-back. Right after it, a sync with `fresh: false` plans on that same view.
+   */
+  fitness(fresh: boolean): Promise<Fitness>;
+  /** Whether anything of the instance is installed here (leftovers after a switch). */
+  holds(fresh: boolean): Promise<boolean>;
+}
+
 export class VerificationError extends Error {
   constructor(
     readonly location: string,

@@ -1,15 +1,22 @@
 // The backend FIREWALL_BACKEND asks for. `auto` follows Docker: iptables in the flavour where
 // Docker's DOCKER-USER chain lives, nftables where no flavour has it (Docker's own nftables
 // firewall, or "iptables": false). The choice is made again on every resync, and a switch takes
-// this instance's rules out of the old backend right after the new one is in force.
-import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "./backend.js";
+// this instance's rules out of the old backend right after the new one is in force. Only the
+// shared interface is used here (backend.ts): each backend says whether it fits.
+import type {
+  CheckResult,
+  FirewallBackend,
+  SelectableBackend,
+  SyncOptions,
+  SyncResult,
+} from "./backend.js";
 import type { Ruleset } from "../model.js";
 import type { ChangeMonitor } from "./engine.js";
-import { IptablesBackend, type Located } from "./iptables/backend.js";
+import { IptablesBackend } from "./iptables/backend.js";
 import { NftablesBackend } from "./nftables/backend.js";
 
 export type BackendMode = "auto" | "iptables" | "nftables";
-export type BackendKind = "iptables" | "nftables";
+export type BackendKind = SelectableBackend["kind"];
 
 export interface BackendChoice {
   kind: BackendKind;
@@ -26,71 +33,65 @@ export interface SelectingOptions {
   nftReplaceAlways?: boolean;
 }
 
-/** What the choice needs of the iptables backend: where Docker's chains are, and our leftovers. */
-export type IptablesSide = FirewallBackend &
-  Pick<IptablesBackend, "locate" | "holds" | "sync" | "check">;
-export type NftablesSide = FirewallBackend & Pick<NftablesBackend, "holds">;
-
 export class SelectingBackend implements FirewallBackend {
-  readonly iptables: IptablesSide;
-  readonly nftables: NftablesSide;
+  /** In auto's order of preference: the first that fits is chosen. */
+  private readonly backends: readonly [SelectableBackend, SelectableBackend];
   private last: BackendChoice | null = null;
 
   constructor(
     private readonly mode: BackendMode,
     instanceId: string,
     private readonly options: SelectingOptions = {},
-    backends?: { iptables: IptablesSide; nftables: NftablesSide },
+    backends?: { iptables: SelectableBackend; nftables: SelectableBackend },
   ) {
     const shared = { monitor: options.monitor ?? null, onStaleView: options.onStaleView };
-    this.iptables = backends?.iptables ?? new IptablesBackend(instanceId, shared);
-    this.nftables =
+    this.backends = [
+      backends?.iptables ?? new IptablesBackend(instanceId, shared),
       backends?.nftables ??
-      new NftablesBackend(instanceId, { ...shared, replaceAlways: options.nftReplaceAlways });
+        new NftablesBackend(instanceId, { ...shared, replaceAlways: options.nftReplaceAlways }),
+    ];
   }
 
-  /** Decides where the rules go. Only `auto` looks at the kernel (Docker's chains). */
+  private byKind(kind: BackendKind): SelectableBackend {
+    return this.backends.find((b) => b.kind === kind)!;
+  }
+
+  /** Decides where the rules go. Only `auto` looks at the kernel. */
   async choose(fresh: boolean): Promise<BackendChoice> {
     return (await this.decide(fresh)).choice;
   }
 
-  /** The choice, and under `auto` the iptables view it was made from (reused, not read again). */
+  /** The choice, and the backends whose kernel view was just read for it (not read again). */
   private async decide(
     fresh: boolean,
-  ): Promise<{ choice: BackendChoice; located: Located | undefined }> {
-    if (this.mode !== "auto") {
-      return {
-        choice: { kind: this.mode, reason: `FIREWALL_BACKEND=${this.mode}` },
-        located: undefined,
-      };
+  ): Promise<{ choice: BackendChoice; probed: Set<SelectableBackend> }> {
+    const probed = new Set<SelectableBackend>();
+    if (this.mode !== "auto")
+      return { choice: { kind: this.mode, reason: `FIREWALL_BACKEND=${this.mode}` }, probed };
+    let declined = "";
+    for (const backend of this.backends) {
+      const fitness = await backend.fitness(fresh);
+      probed.add(backend);
+      if (fitness.fits)
+        return { choice: { kind: backend.kind, reason: declined || fitness.reason }, probed };
+      declined = fitness.reason;
     }
-    const located = await this.iptables.locate(fresh);
-    const choice: BackendChoice = located.flavour
-      ? { kind: "iptables", reason: `Docker's DOCKER-USER chain is in iptables-${located.flavour}` }
-      : {
-          kind: "nftables",
-          reason:
-            "no iptables flavour has Docker's DOCKER-USER chain (Docker's nftables firewall, or \"iptables\": false)",
-        };
-    return { choice, located };
+    throw new Error("no firewall backend fits this host");
   }
 
   async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
-    const { choice, located } = await this.decide(options.fresh);
+    const { choice, probed } = await this.decide(options.fresh);
     if (this.last?.kind !== choice.kind) this.options.onChoice?.(choice);
     const switched = this.last !== null && this.last.kind !== choice.kind;
     this.last = choice;
-    const other = choice.kind === "iptables" ? this.nftables : this.iptables;
-    const result = await (choice.kind === "iptables"
-      ? this.iptables.sync(ruleset, options, located)
-      : this.nftables.sync(ruleset, options));
+    const chosen = this.byKind(choice.kind);
+    const other = this.backends.find((b) => b !== chosen)!;
+    // A backend probed for this choice plans on the view it just read.
+    const freshFor = (b: SelectableBackend) => options.fresh && !probed.has(b);
+    const result = await chosen.sync(ruleset, { ...options, fresh: freshFor(chosen) });
     // Make before break: the old backend's rules go only once the new ones are in force. Both
     // only ever drop, so the moment when both hold rules is closed, never open.
-    const leftover =
-      switched ||
-      (choice.kind === "iptables"
-        ? await this.nftables.holds(options.fresh)
-        : await this.iptables.holds(options.fresh, located));
+    const leftover = switched || (await other.holds(freshFor(other)));
     if (!leftover) return result;
     const removed = await other.clear();
     if (!removed.changed) return result;
@@ -115,15 +116,13 @@ export class SelectingBackend implements FirewallBackend {
   }
 
   async check(ruleset: Ruleset): Promise<CheckResult> {
-    const { choice, located } = await this.decide(true);
-    return choice.kind === "iptables"
-      ? this.iptables.check(ruleset, located)
-      : this.nftables.check(ruleset);
+    return this.byKind((await this.decide(true)).choice.kind).check(ruleset);
   }
 
   /** Removes the instance from every backend: whichever one it used, nothing of it is left. */
   async clear(): Promise<SyncResult> {
-    const results = [await this.iptables.clear(), await this.nftables.clear()];
+    const results = [];
+    for (const backend of this.backends) results.push(await backend.clear());
     const changed = results.filter((r) => r.changed);
     return {
       changed: changed.length > 0,

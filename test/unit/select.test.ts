@@ -2,14 +2,9 @@
 // record calls; the real ones are proven with packets in test/e2e/backend-switch.test.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  SelectingBackend,
-  type BackendChoice,
-  type IptablesSide,
-  type NftablesSide,
-} from "../../src/firewall/index.js";
+import { SelectingBackend, type BackendChoice } from "../../src/firewall/index.js";
 import { computeRuleset } from "../../src/policy.js";
-import type { SyncResult } from "../../src/firewall/backend.js";
+import type { SelectableBackend, SyncResult } from "../../src/firewall/backend.js";
 
 const ruleset = (proxies: string[]) =>
   computeRuleset(
@@ -22,21 +17,14 @@ const ruleset = (proxies: string[]) =>
     },
     { instanceId: "web", allowHostTraffic: false },
   );
-/** A view of the kernel as the fake iptables side hands it out. */
-const view = {
-  state: { tables: new Map(), guard: null, legacy: "false,false" },
-  readAt: 0,
-  cached: false,
-};
-
 function fakes() {
   const calls: string[] = [];
   const state = {
     dockerUser: true,
     iptablesHolds: false,
     nftHolds: false,
-    locates: 0,
-    viewsHandedOn: 0,
+    /** Kernel reads each fake made: fitness or holds or sync with fresh: true. */
+    reads: { iptables: 0, nftables: 0 },
   };
   const result = (location: string, revoked: SyncResult["revoked"] = []): SyncResult => ({
     changed: true,
@@ -44,17 +32,23 @@ function fakes() {
     location,
     revoked,
   });
-  const iptables: IptablesSide = {
-    locate: async () => {
-      state.locates++;
-      return { flavour: state.dockerUser ? "nft" : null, view };
+  const read = (kind: "iptables" | "nftables", fresh: boolean) => {
+    if (fresh) state.reads[kind]++;
+  };
+  const iptables: SelectableBackend = {
+    kind: "iptables",
+    fitness: async (fresh) => {
+      read("iptables", fresh);
+      return state.dockerUser
+        ? { fits: true, reason: "Docker's DOCKER-USER chain is in iptables-nft" }
+        : { fits: false, reason: "no iptables flavour has Docker's DOCKER-USER chain" };
     },
-    holds: async (_fresh?, located?) => {
-      if (located) state.viewsHandedOn++;
+    holds: async (fresh) => {
+      read("iptables", fresh);
       return state.iptablesHolds;
     },
-    sync: async (_ruleset, _options?, located?) => {
-      if (located) state.viewsHandedOn++;
+    sync: async (_ruleset, options) => {
+      read("iptables", options?.fresh ?? true);
       calls.push("iptables.sync");
       state.iptablesHolds = true;
       return result("iptables-nft");
@@ -70,14 +64,17 @@ function fakes() {
           ])
         : { ...result("iptables"), changed: false, differences: [] };
     },
-    check: async (_ruleset, located?) => {
-      if (located) state.viewsHandedOn++;
-      return { location: "iptables-nft", differences: [] };
-    },
+    check: async () => ({ location: "iptables-nft", differences: [] }),
   };
-  const nftables: NftablesSide = {
-    holds: async () => state.nftHolds,
-    sync: async () => {
+  const nftables: SelectableBackend = {
+    kind: "nftables",
+    fitness: async () => ({ fits: true, reason: "nftables fits anywhere" }),
+    holds: async (fresh) => {
+      read("nftables", fresh);
+      return state.nftHolds;
+    },
+    sync: async (_ruleset, options) => {
+      read("nftables", options?.fresh ?? true);
       calls.push("nftables.sync");
       state.nftHolds = true;
       return result("nftables");
@@ -154,14 +151,16 @@ test("a forced backend ignores Docker's chains; --clear empties both", async () 
   assert.deepEqual(f.calls, ["iptables.clear", "nftables.clear"]);
 });
 
-test("under auto, the iptables tables are located once per pass and that view is handed on", async () => {
+test("a resync reads each kernel once: the view auto chose from is the one synced and checked for leftovers", async () => {
   const f = fakes();
   const backend = new SelectingBackend("auto", "web", {}, f.backends);
-  await backend.sync(ruleset([])); // iptables chosen: its sync gets the view
-  await backend.check(ruleset([])); // and so does its check
+  await backend.sync(ruleset([])); // iptables fits: probed, synced on that view; nft checked
+  assert.deepEqual(f.state.reads, { iptables: 1, nftables: 1 });
   f.state.dockerUser = false;
-  await backend.sync(ruleset([])); // the switch to nftables clears iptables
-  await backend.sync(ruleset([])); // then the leftover check gets the view
-  assert.equal(f.state.locates, 4);
-  assert.equal(f.state.viewsHandedOn, 3);
+  await backend.sync(ruleset([])); // iptables probed (unfit), nft fits: both probed, nft synced
+  assert.deepEqual(f.state.reads, { iptables: 2, nftables: 1 });
+  await backend.sync(ruleset([])); // leftovers in iptables: the view just probed
+  assert.deepEqual(f.state.reads, { iptables: 3, nftables: 1 });
+  await backend.sync(ruleset([]), { fresh: false }); // an event pass reads nothing
+  assert.deepEqual(f.state.reads, { iptables: 3, nftables: 1 });
 });

@@ -4,7 +4,13 @@
 // tables are only read when the kernel lists one (no process spawned otherwise).
 import { existsSync, readFileSync } from "node:fs";
 import type { Family, Ruleset } from "../../model.js";
-import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "../backend.js";
+import type {
+  CheckResult,
+  Fitness,
+  SelectableBackend,
+  SyncOptions,
+  SyncResult,
+} from "../backend.js";
 import {
   ConvergeEngine,
   type ChangeMonitor,
@@ -131,12 +137,6 @@ export function flavourOf(state: IptablesState): Flavour | null {
   });
 }
 
-/** A view of the kernel and where Docker's chains are in it (what auto decides from). */
-export interface Located {
-  flavour: Flavour | null;
-  view: KernelView<IptablesState>;
-}
-
 export interface IptablesOptions {
   monitor?: ChangeMonitor | null;
   onStaleView?: (error: unknown) => void;
@@ -144,7 +144,8 @@ export interface IptablesOptions {
   ipv6?: boolean;
 }
 
-export class IptablesBackend implements FirewallBackend {
+export class IptablesBackend implements SelectableBackend {
+  readonly kind = "iptables";
   private readonly engine: ConvergeEngine<IptablesState, IptablesKernelPlan>;
   private readonly guardName: string;
 
@@ -205,44 +206,41 @@ export class IptablesBackend implements FirewallBackend {
     this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
   }
 
-  /**
-   * Where Docker's chains are: a view of the kernel (the last read-back, unless fresh and it may
-   * be stale) and the flavour found in it.
-   */
-  async locate(fresh: boolean): Promise<Located> {
-    let view = await this.engine.view(fresh);
+  /** The kernel's view (the last read-back, unless fresh and it may be stale). */
+  private async view(fresh: boolean): Promise<KernelView<IptablesState>> {
+    const view = await this.engine.view(fresh);
     // Legacy tables appearing or vanishing (Docker restarted in the other flavour) make any
     // cached view stale, even for an event pass: a procfs read tells.
-    if (view.cached && legacyPresence() !== view.state.legacy) {
-      this.engine.invalidate();
-      view = await this.engine.view(true);
-    }
-    return { flavour: flavourOf(view.state), view };
+    if (!view.cached || legacyPresence() === view.state.legacy) return view;
+    this.engine.invalidate();
+    return this.engine.view(true);
   }
 
-  /** `located`: a view the caller has just obtained from locate(), so it is not read twice. */
-  async sync(
-    ruleset: Ruleset,
-    options: SyncOptions = { fresh: true },
-    located?: Located,
-  ): Promise<SyncResult> {
-    const { view } = located ?? (await this.locate(options.fresh));
-    return this.engine.converge(ruleset, options, view);
+  /** The rules belong where Docker's DOCKER-USER chain lives, in whichever flavour. */
+  async fitness(fresh: boolean): Promise<Fitness> {
+    const flavour = flavourOf((await this.view(fresh)).state);
+    return flavour
+      ? { fits: true, reason: `Docker's DOCKER-USER chain is in iptables-${flavour}` }
+      : {
+          fits: false,
+          reason:
+            "no iptables flavour has Docker's DOCKER-USER chain (Docker's nftables firewall, or \"iptables\": false)",
+        };
   }
 
-  /** `located`: a fresh view the caller has just obtained from locate(), so it is not read twice. */
-  async check(ruleset: Ruleset, located?: Located): Promise<CheckResult> {
-    const plan =
-      located && !located.view.cached
-        ? this.engine.planOn(located.view.state, ruleset)
-        : await this.engine.check(ruleset);
+  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
+    return this.engine.converge(ruleset, options, await this.view(options.fresh));
+  }
+
+  async check(ruleset: Ruleset): Promise<CheckResult> {
+    const plan = await this.engine.check(ruleset);
     return { location: plan.location, differences: plan.outstanding };
   }
 
   /** Whether anything of the instance is installed, in any flavour (used after a switch). */
-  async holds(fresh = true, located?: Located): Promise<boolean> {
-    const { view } = located ?? (await this.locate(fresh));
-    return planAll(this.instanceId, this.guardName, view.state, null, true).changed;
+  async holds(fresh: boolean): Promise<boolean> {
+    const { state } = await this.view(fresh);
+    return planAll(this.instanceId, this.guardName, state, null, true).changed;
   }
 
   async clear(): Promise<SyncResult> {

@@ -1,7 +1,13 @@
 // nftables backend: the instance's tables (`inet` filter, `bridge` guard), converged together in
 // one `nft -f` transaction and read back, through the shared converge engine.
 import type { Ruleset } from "../../model.js";
-import type { CheckResult, FirewallBackend, SyncOptions, SyncResult } from "../backend.js";
+import type {
+  CheckResult,
+  Fitness,
+  SelectableBackend,
+  SyncOptions,
+  SyncResult,
+} from "../backend.js";
 import { ConvergeEngine, type ChangeMonitor, type Kernel, type KernelPlan } from "../engine.js";
 import { filterTable, tableName } from "./layout.js";
 import { guardTable } from "./guard.js";
@@ -38,7 +44,8 @@ export interface NftablesOptions {
   onStaleView?: (error: unknown) => void;
 }
 
-export class NftablesBackend implements FirewallBackend {
+export class NftablesBackend implements SelectableBackend {
+  readonly kind = "nftables";
   private readonly engine: ConvergeEngine<NftState, NftKernelPlan>;
 
   constructor(instanceId: string, options: NftablesOptions = {}) {
@@ -81,8 +88,13 @@ export class NftablesBackend implements FirewallBackend {
     this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
   }
 
+  /** nftables works whatever iptables Docker uses: under auto, the fallback. */
+  async fitness(): Promise<Fitness> {
+    return { fits: true, reason: "nftables works beside any iptables flavour, or none" };
+  }
+
   /** Whether the instance has a table (used to clean up after a backend switch). */
-  async holds(fresh = true): Promise<boolean> {
+  async holds(fresh: boolean): Promise<boolean> {
     const { state } = await this.engine.view(fresh);
     return state.inet !== null || state.bridge !== null;
   }
