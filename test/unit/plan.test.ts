@@ -1,10 +1,16 @@
 // The planner against kernel states other than a fresh host: converged, drifted, shared, cleared.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { planFamily, type FamilyTarget } from "../../src/firewall/iptables/plan.js";
-import { forwardRules, inputRules, instanceChains } from "../../src/firewall/iptables/layout.js";
+import {
+  allowedSourcesIn,
+  forwardRules,
+  inputRules,
+  instanceChains,
+} from "../../src/firewall/iptables/layout.js";
 import { normalizeRule, parseFilterTable } from "../../src/firewall/iptables/save-format.js";
-import type { FamilyRuleset, Ruleset } from "../../src/model.js";
+import type { Family, FamilyRuleset, Ruleset } from "../../src/model.js";
 
 const RULES: Ruleset = {
   instanceId: "web",
@@ -26,12 +32,16 @@ const v4 = (family: Partial<FamilyRuleset>, rest: Partial<Ruleset> = {}): Rulese
 });
 const WEB2 = v4({ subnets: ["172.21.0.0/16"] }, { instanceId: "web2", bridge: "br-web2" });
 
-function target(instanceId: string, rules: Ruleset | null): FamilyTarget {
-  return { family: 4, instanceId, rules, forwardAnchor: "DOCKER-USER", staleForwardAnchors: [] };
+function target(instanceId: string, rules: Ruleset | null, family: Family = 4): FamilyTarget {
+  return { family, instanceId, rules, forwardAnchor: "DOCKER-USER", staleForwardAnchors: [] };
 }
 
 /** The filter table of a host where `instances` are installed as desired. */
-function converged(instances: Array<[string, Ruleset]>, extra: string[] = []): string {
+function converged(
+  instances: Array<[string, Ruleset]>,
+  extra: string[] = [],
+  family: Family = 4,
+): string {
   const lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":DOCKER-USER - [0:0]"];
   lines.push(":TRAFFICJAM - [0:0]", ":TRAFFICJAM_INPUT - [0:0]");
   for (const [id] of instances) lines.push(`:TJF_${id} - [0:0]`, `:TJI_${id} - [0:0]`);
@@ -43,7 +53,7 @@ function converged(instances: Array<[string, Ruleset]>, extra: string[] = []): s
   lines.push("-A DOCKER-USER -j RETURN");
   for (const [id, rules] of instances) {
     const c = instanceChains(id);
-    lines.push(...forwardRules(c, 4, rules), ...inputRules(c, 4, rules));
+    lines.push(...forwardRules(c, family, rules), ...inputRules(c, family, rules));
     lines.push(`-A TRAFFICJAM -m comment --comment "${c.comment}" -j ${c.forward}`);
     lines.push(`-A TRAFFICJAM_INPUT -m comment --comment "${c.comment}" -j ${c.input}`);
   }
@@ -249,4 +259,187 @@ test("bound allowances: a new port for the same address is no revocation; a gone
   assert.deepEqual(moved.revokedSources, []);
   const gone = planFamily(table, target("web", v4({ allowedSources: [] })));
   assert.deepEqual(gone.revokedSources, ["172.20.0.2"]);
+});
+
+/** Both families, with neighbour discovery, a bound allowance and its spoof guard. */
+const DUAL: Ruleset = {
+  ...RULES,
+  families: {
+    4: {
+      subnets: ["172.20.0.0/16"],
+      allowedSources: ["172.20.0.2"],
+      portBindings: [{ address: "172.20.0.2", port: "veth1111111" }],
+    },
+    6: {
+      subnets: ["fd00::/64"],
+      allowedSources: ["fd00::2"],
+      portBindings: [{ address: "fd00::2", port: "veth1111111" }],
+    },
+  },
+};
+
+const DIFFERS = ["chain TJF_web differs from the desired rules"];
+
+/** `text` with `from` replaced, which must be in it (or the test would prove nothing). */
+function edited(text: string, from: string | RegExp, to: string): string {
+  const result = text.replace(from, to);
+  assert.notEqual(result, text, `${String(from)} is not in the text`);
+  return result;
+}
+
+test("each rule of the instance chains carries the instance comment and a hash of the rule", () => {
+  const c = instanceChains("web");
+  for (const family of [4, 6] as const) {
+    for (const line of [...forwardRules(c, family, DUAL), ...inputRules(c, family, DUAL)]) {
+      const parts = /^(.*) -m comment --comment "trafficjam:web ([0-9a-f]{12})"( -j \S+)$/.exec(
+        line,
+      );
+      assert.ok(parts, line);
+      const [, matches, hash, verdict] = parts;
+      const sha256 = createHash("sha256").update(`${matches}${verdict}`).digest("hex");
+      assert.equal(hash, sha256.slice(0, 12), line);
+    }
+  }
+});
+
+/**
+ * A rule as another iptables version might print it: the comment first, `-s` last, `-o` before
+ * `-i`, other protocol and ICMPv6 type names, the conntrack states the other way round, quotes
+ * around what needs none.
+ */
+function respelt(line: string): string {
+  const comment = / -m comment --comment "[^"]*"/.exec(line)?.[0] ?? "";
+  return line
+    .replace(comment, "")
+    .replace(/^-A \S+/, (head) => `${head}${comment}`)
+    .replace(/ -s (\S+)(.*) -j /, "$2 -s $1 -j ")
+    .replace(/-i (\S+) -o (\S+)/, '-o "$2" -i "$1"')
+    .replace(
+      "-p ipv6-icmp -m icmp6 --icmpv6-type 135",
+      "-p icmpv6 --icmpv6-type neighbour-solicitation",
+    )
+    .replace("-p ipv6-icmp -m icmp6 --icmpv6-type 136", '-p "58" -m icmpv6 --icmpv6-type 136/0')
+    .replace("--ctstate RELATED,ESTABLISHED", "--ctstate ESTABLISHED,RELATED")
+    .replace(/--physdev-in (\S+)/, '--physdev-in "$1"');
+}
+
+test("(a) our rules printed in another spelling, order and quoting are no difference", () => {
+  for (const family of [4, 6] as const) {
+    const dump = converged([["web", DUAL]], [], family)
+      .split("\n")
+      .map((line) => (/^-A TJ[FI]_web /.test(line) ? edited(line, line, respelt(line)) : line))
+      .join("\n");
+    if (family === 6) assert.match(dump, /neighbour-solicitation/);
+    const plan = planFamily(parseFilterTable(dump), target("web", DUAL, family));
+    assert.deepEqual(plan.differences, [], `IPv${family}`);
+    assert.equal(plan.script, null);
+    assert.deepEqual(plan.revokedSources, []);
+  }
+});
+
+test("(b) a match changed under our comment goes unnoticed (the accepted limit, as with Felix)", () => {
+  // Only the hash, the interfaces and the verdict are compared: the other matches are spelt
+  // differently by different iptables versions, so their text cannot be compared.
+  const dump = converged([["web", RULES]]);
+  const plan = (text: string) => planFamily(parseFilterTable(text), target("web", RULES));
+  const otherSource = edited(dump, "-A TJF_web -s 172.20.0.2/32", "-A TJF_web -s 10.9.9.9/32");
+  assert.deepEqual(plan(otherSource).differences, []);
+  const otherState = edited(dump, "--ctstate RELATED,ESTABLISHED", "--ctstate NEW");
+  assert.deepEqual(plan(otherState).differences, []);
+});
+
+test("(b) a verdict or an interface changed under our comment is a difference", () => {
+  const dump = converged([["web", RULES]]);
+  const plan = (text: string) => planFamily(parseFilterTable(text), target("web", RULES));
+  const accepted = edited(
+    dump,
+    /(-A TJF_web -i br-web -o br-web -m comment .*) -j DROP/,
+    "$1 -j ACCEPT",
+  );
+  assert.deepEqual(plan(accepted).differences, DIFFERS);
+  const otherOut = edited(
+    dump,
+    "-A TJF_web -i br-web -o br-web -m conntrack",
+    "-A TJF_web -i br-web -o br-x -m conntrack",
+  );
+  assert.deepEqual(plan(otherOut).differences, DIFFERS);
+  const negated = edited(
+    dump,
+    "-A TJF_web -i br-web -o br-web -m comment",
+    "-A TJF_web -i br-web ! -o br-web -m comment",
+  );
+  assert.deepEqual(plan(negated).differences, DIFFERS);
+});
+
+/** The converged table with TJF_web holding `rules` instead of the desired ones. */
+function withForwardChain(rules: readonly string[]): string {
+  const lines = converged([["web", RULES]])
+    .split("\n")
+    .filter((line) => !line.startsWith("-A TJF_web "));
+  lines.splice(lines.indexOf("COMMIT"), 0, ...rules);
+  return lines.join("\n");
+}
+
+test("(c) a foreign, missing, reordered or duplicated rule in the instance chain is a difference", () => {
+  const desired = forwardRules(instanceChains("web"), 4, RULES);
+  const [related, allowance, drop] = desired;
+  assert.ok(related && allowance && drop);
+  const plan = (rules: string[]) =>
+    planFamily(parseFilterTable(withForwardChain(rules)), target("web", RULES));
+  assert.deepEqual(plan(desired).differences, []);
+  const kernels: Record<string, string[]> = {
+    "foreign, no comment": ["-A TJF_web -s 10.0.0.1/32 -j ACCEPT", ...desired],
+    "foreign, its own comment": [
+      ...desired.slice(0, 2),
+      '-A TJF_web -s 10.0.0.1/32 -m comment --comment "allow admin" -j RETURN',
+      drop,
+    ],
+    "web2's comment (a prefix of ours is not ours)": [
+      related,
+      allowance,
+      edited(drop, '"trafficjam:web ', '"trafficjam:web2 '),
+    ],
+    "our comment with something else than a hash": [
+      related,
+      allowance,
+      edited(drop, /"trafficjam:web [0-9a-f]+"/, '"trafficjam:web admin"'),
+    ],
+    missing: [related, drop],
+    reordered: [allowance, related, drop],
+    duplicated: [related, allowance, allowance, drop],
+    "written by a version before the hashes": desired.map((line) =>
+      edited(line, /"trafficjam:web [0-9a-f]{12}"/, "trafficjam:web"),
+    ),
+  };
+  for (const [name, rules] of Object.entries(kernels)) {
+    const result = plan(rules);
+    assert.deepEqual(result.differences, DIFFERS, name);
+    assert.match(result.script!, /^:TJF_web - \[0:0\]$/m, name);
+    assert.deepEqual(result.script!.match(/^-A TJF_web .*$/gm), desired.map(normalizeRule), name);
+  }
+});
+
+test("(d) allowed sources are read from this version's rules and the previous versions'", () => {
+  const lines = [
+    // versions that matched subnets, and those that matched the bridge, with or without a port
+    "-A TJF_web -s 172.20.0.7/32 -d 172.20.0.0/16 -m comment --comment trafficjam:web -j RETURN",
+    '-A TJF_web -s 172.20.0.8/32 -i br-web -o br-web -m comment --comment "trafficjam:web" -j RETURN',
+    "-A TJF_web -s fd00::9/128 -i br-web -o br-web -m physdev --physdev-in veth1 -m comment --comment trafficjam:web -j RETURN",
+    // this version, in some other spelling
+    '-A TJF_web -m comment --comment "trafficjam:web 0123456789ab" -o br-web -i "br-web" -m physdev --physdev-in "veth1" -s 172.20.0.10/32 -j RETURN',
+    // no allowances: a drop, a subnet, a negation, web2's, another chain's, a foreign rule's
+    '-A TJF_web -s 172.20.0.11/32 -i br-web -m physdev ! --physdev-in veth1 -m comment --comment "trafficjam:web 0123456789ab" -j DROP',
+    "-A TJF_web -s 172.20.0.0/16 -d 172.20.0.0/16 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment trafficjam:web -j RETURN",
+    '-A TJF_web ! -s 172.20.0.12/32 -i br-web -o br-web -m comment --comment "trafficjam:web 0123456789ab" -j RETURN',
+    '-A TJF_web -s 172.20.0.13/32 -i br-web -o br-web -m comment --comment "trafficjam:web2 0123456789ab" -j RETURN',
+    "-A TJF_web -s 172.20.0.14/32 -i br-web -o br-web -m comment --comment trafficjam:web2 -j RETURN",
+    '-A TJI_web -s 172.20.0.15/32 -i br-web -m comment --comment "trafficjam:web 0123456789ab" -j RETURN',
+    "-A TJF_web -s 172.20.0.16/32 -i br-web -o br-web -j RETURN",
+  ].map(normalizeRule);
+  assert.deepEqual(allowedSourcesIn(lines, instanceChains("web")), [
+    "172.20.0.7",
+    "172.20.0.8",
+    "fd00::9",
+    "172.20.0.10",
+  ]);
 });

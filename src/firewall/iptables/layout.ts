@@ -1,6 +1,13 @@
 // The seed-compatible chain layout: Docker's chains jump to shared entry chains, which hold one
 // jump per instance to the instance's own chains. Every rule we own carries the instance comment.
+//
+// The read-back must not depend on how a given iptables version spells a rule (`-p ipv6-icmp` or
+// `-p icmpv6`, the order of matches, quoting): each rule of the instance chains carries, after
+// the instance comment and a space, a hash of the rule as we render it, and a rule is compared
+// by that hash (as Calico Felix does), with its verdict and interfaces, never by its text.
+import { createHash } from "node:crypto";
 import type { Family, Ruleset } from "../../model.js";
+import { splitArgs } from "./save-format.js";
 
 export const ENTRY_FORWARD = "TRAFFICJAM";
 export const ENTRY_INPUT = "TRAFFICJAM_INPUT";
@@ -9,6 +16,7 @@ export const DOCKER_USER = "DOCKER-USER";
 export interface InstanceChains {
   forward: string;
   input: string;
+  /** `trafficjam:<ID>`: bare on the jumps, followed by a space and a hash on the chains' rules. */
   comment: string;
 }
 
@@ -25,6 +33,26 @@ function hostPrefix(address: string, family: Family): string {
   return `${address}/${family === 4 ? 32 : 128}`;
 }
 
+/** The hash a rule's comment carries: of the rule as we render it, without the comment. */
+function ruleHash(rule: string): string {
+  return createHash("sha256").update(rule).digest("hex").slice(0, 12);
+}
+
+/**
+ * One rule of an instance chain, `-A <chain> <matches> -j <verdict>`, with the instance comment
+ * and the hash of exactly that text. The comment goes last before the verdict, where
+ * iptables-save prints it, so that the written and the printed rule read alike.
+ */
+function commentedRule(
+  chains: InstanceChains,
+  chain: string,
+  matches: string,
+  verdict: string,
+): string {
+  const hash = ruleHash(`-A ${chain} ${matches} -j ${verdict}`);
+  return `-A ${chain} ${matches} -m comment --comment "${chains.comment} ${hash}" -j ${verdict}`;
+}
+
 /** Neighbour discovery must cross the bridge and reach the host, or IPv6 breaks entirely. */
 const NEIGHBOUR_DISCOVERY = [135, 136] as const; // solicitation, advertisement
 
@@ -35,67 +63,81 @@ const NEIGHBOUR_DISCOVERY = [135, 136] as const; // solicitation, advertisement
  * a tracked flow. The bridge guard table binds every member's port the same way; these keep
  * the allowances bound within iptables itself.
  */
-function spoofGuards(chain: string, family: Family, rules: Ruleset, comment: string): string[] {
-  return rules.families[family].portBindings.map(
-    ({ address, port }) =>
-      `-A ${chain} -s ${hostPrefix(address, family)} -i ${rules.bridge} -m physdev ! --physdev-in ${port} ${comment} -j DROP`,
+function spoofGuards(
+  chains: InstanceChains,
+  chain: string,
+  family: Family,
+  rules: Ruleset,
+): string[] {
+  return rules.families[family].portBindings.map(({ address, port }) =>
+    commentedRule(
+      chains,
+      chain,
+      `-s ${hostPrefix(address, family)} -i ${rules.bridge} -m physdev ! --physdev-in ${port}`,
+      "DROP",
+    ),
+  );
+}
+
+/** Neighbour solicitations and advertisements matching `matches` (IPv6 only) → RETURN. */
+function neighbourDiscovery(
+  chains: InstanceChains,
+  chain: string,
+  family: Family,
+  matches: string,
+): string[] {
+  if (family !== 6) return [];
+  return NEIGHBOUR_DISCOVERY.map((type) =>
+    commentedRule(
+      chains,
+      chain,
+      `${matches} -p ipv6-icmp -m icmp6 --icmpv6-type ${type}`,
+      "RETURN",
+    ),
   );
 }
 
 /**
- * Rule lines of the instance's forward chain, in iptables-save's canonical spelling so that the
- * read-back compares as plain strings. Everything is matched by the bridge (in and out: between
- * two of its ports, bridged or routed back), never by subnet: link-local, broadcast, multicast
- * and forged sources are members' traffic too. Order matters: forged whitelisted sources,
- * replies, neighbour discovery, allowances (each bound to its bridge port when known), drop.
+ * Rule lines of the instance's forward chain. Everything is matched by the bridge (in and out:
+ * between two of its ports, bridged or routed back), never by subnet: link-local, broadcast,
+ * multicast and forged sources are members' traffic too. Order matters: forged whitelisted
+ * sources, replies, neighbour discovery, allowances (each bound to its bridge port when known),
+ * drop.
  */
 export function forwardRules(chains: InstanceChains, family: Family, rules: Ruleset): string[] {
-  const c = `-m comment --comment "${chains.comment}"`;
+  const chain = chains.forward;
   const within = `-i ${rules.bridge} -o ${rules.bridge}`;
-  const lines = spoofGuards(chains.forward, family, rules, c);
+  const lines = spoofGuards(chains, chain, family, rules);
   lines.push(
-    `-A ${chains.forward} ${within} -m conntrack --ctstate RELATED,ESTABLISHED ${c} -j RETURN`,
+    commentedRule(chains, chain, `${within} -m conntrack --ctstate RELATED,ESTABLISHED`, "RETURN"),
+    ...neighbourDiscovery(chains, chain, family, within),
   );
-  if (family === 6) {
-    for (const type of NEIGHBOUR_DISCOVERY) {
-      lines.push(
-        `-A ${chains.forward} ${within} -p ipv6-icmp -m icmp6 --icmpv6-type ${type} ${c} -j RETURN`,
-      );
-    }
-  }
   const { allowedSources, portBindings } = rules.families[family];
   const portOf = new Map(portBindings.map((b) => [b.address, b.port]));
   for (const source of allowedSources) {
     const port = portOf.get(source);
     const bound = port ? ` -m physdev --physdev-in ${port}` : "";
     lines.push(
-      `-A ${chains.forward} -s ${hostPrefix(source, family)} ${within}${bound} ${c} -j RETURN`,
+      commentedRule(chains, chain, `-s ${hostPrefix(source, family)} ${within}${bound}`, "RETURN"),
     );
   }
-  lines.push(`-A ${chains.forward} ${within} ${c} -j DROP`);
+  lines.push(commentedRule(chains, chain, within, "DROP"));
   return lines;
 }
 
 /** Rule lines of the instance's input chain: the network may answer the host, not call it. */
 export function inputRules(chains: InstanceChains, family: Family, rules: Ruleset): string[] {
-  const c = `-m comment --comment "${chains.comment}"`;
+  const chain = chains.input;
   const from = `-i ${rules.bridge}`;
-  const lines = spoofGuards(chains.input, family, rules, c);
-  lines.push(
-    `-A ${chains.input} ${from} -m conntrack --ctstate RELATED,ESTABLISHED ${c} -j RETURN`,
-  );
-  if (family === 6) {
-    for (const type of NEIGHBOUR_DISCOVERY) {
-      lines.push(
-        `-A ${chains.input} ${from} -p ipv6-icmp -m icmp6 --icmpv6-type ${type} ${c} -j RETURN`,
-      );
-    }
-  }
-  lines.push(`-A ${chains.input} ${from} ${c} -j DROP`);
-  return lines;
+  return [
+    ...spoofGuards(chains, chain, family, rules),
+    commentedRule(chains, chain, `${from} -m conntrack --ctstate RELATED,ESTABLISHED`, "RETURN"),
+    ...neighbourDiscovery(chains, chain, family, from),
+    commentedRule(chains, chain, from, "DROP"),
+  ];
 }
 
-/** The jump an entry chain holds for one instance. */
+/** The jump an entry chain holds for one instance: the bare instance comment, no hash. */
 export function instanceJump(entry: string, target: string, chains: InstanceChains): string {
   return `-A ${entry} -m comment --comment "${chains.comment}" -j ${target}`;
 }
@@ -105,13 +147,65 @@ export function anchorJump(anchor: string, entry: string): string {
   return `-A ${anchor} -j ${entry}`;
 }
 
+/** The values of every occurrence of `option` in a rule's arguments, "!" first when negated. */
+function optionValues(args: readonly string[], option: string): string[] {
+  return args.flatMap((arg, i) => {
+    const value = args[i + 1];
+    if (arg !== option || value === undefined) return [];
+    return [args[i - 1] === "!" ? `! ${value}` : value];
+  });
+}
+
+const commentOf = (args: readonly string[]) => optionValues(args, "--comment")[0] ?? "";
+
+/**
+ * The hash in our comment `trafficjam:<ID> <hash>`, or null: not ours, or written before the
+ * hashes. The ID ends at the space, so `web` never takes `web2`'s rules.
+ */
+function ourHash(args: readonly string[], chains: InstanceChains): string | null {
+  const comment = commentOf(args);
+  const prefix = `${chains.comment} `;
+  const hash = comment.startsWith(prefix) ? comment.slice(prefix.length) : "";
+  return /^[0-9a-f]{12}$/.test(hash) ? hash : null;
+}
+
+/** Whether a rule is ours: with a hash, or as the versions before them wrote it (bare comment). */
+function isOurs(args: readonly string[], chains: InstanceChains): boolean {
+  return commentOf(args) === chains.comment || ourHash(args, chains) !== null;
+}
+
+/**
+ * What the read-back knows a rule of an instance chain by, or null when it is not ours (or was
+ * written before the hashes): its hash, and the fields iptables itself (not an extension)
+ * prints verbatim in every version: interfaces and verdict. The other matches are not compared,
+ * since their spelling varies: one changed under our comment goes unnoticed (as with Felix), but
+ * not a changed verdict or interface.
+ */
+export function ruleIdentity(line: string, chains: InstanceChains): string | null {
+  const args = splitArgs(line);
+  const hash = ourHash(args, chains);
+  if (hash === null) return null;
+  const core = ["-i", "-o", "-j"].map(
+    (option) => `${option} ${optionValues(args, option).join(",")}`,
+  );
+  return [hash, ...core].join(" ");
+}
+
 /**
  * Sources an instance chain currently allows, read from its rules (normalized iptables-save
- * lines): what the kernel enforced before this pass, even across a restart of the daemon.
+ * lines): what the kernel enforced before this pass, even across a restart of the daemon. An
+ * allowance is a RETURN of ours from a single address (`-s <addr>/32|128`), whatever else it
+ * matches, so that the rules of versions before the hashes (matched by subnet or by bridge)
+ * are read too, and an upgrade revokes what they allowed.
  */
 export function allowedSourcesIn(lines: readonly string[], chains: InstanceChains): string[] {
-  const pattern = new RegExp(
-    `^-A ${chains.forward} -s (\\S+)/(?:32|128) (?:-d \\S+ |-i \\S+ -o \\S+ )(?:-m physdev --physdev-in \\S+ )?-m comment --comment ${chains.comment} -j RETURN$`,
-  );
-  return [...new Set(lines.flatMap((line) => pattern.exec(line)?.[1] ?? []))];
+  const sources = lines.flatMap((line) => {
+    const args = splitArgs(line);
+    const ours = args[0] === "-A" && args[1] === chains.forward && isOurs(args, chains);
+    if (!ours || optionValues(args, "-j").join() !== "RETURN") return [];
+    const [source, ...others] = optionValues(args, "-s");
+    const address = others.length === 0 ? /^([^!\s]\S*)\/(?:32|128)$/.exec(source ?? "") : null;
+    return address?.[1] ?? [];
+  });
+  return [...new Set(sources)];
 }

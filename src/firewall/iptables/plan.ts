@@ -1,5 +1,7 @@
 // Current filter table + desired instance rules → the commands that converge them. Pure.
-// The same comparison, run on the table read back after applying, is the verification.
+// The same comparison, run on the table read back after applying, is the verification. The
+// instance chains are compared by their rules' hashes (see layout.ts), whatever spelling the
+// iptables version prints; the jumps, simple enough to be spelt alike by all, as text.
 import type { Family, Ruleset } from "../../model.js";
 import { normalizeRule, type FilterTable } from "./save-format.js";
 import {
@@ -11,6 +13,8 @@ import {
   inputRules,
   instanceChains,
   instanceJump,
+  ruleIdentity,
+  type InstanceChains,
 } from "./layout.js";
 
 export interface IptablesPlan {
@@ -47,8 +51,23 @@ function rulesOf(table: FilterTable, chain: string): string[] {
   return table.chains.get(chain) ?? [];
 }
 
-function sameLines(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((line, i) => line === b[i]);
+/**
+ * Whether an instance chain holds the desired rules, in order, each one ours: a rule without
+ * our comment, a missing, reordered or duplicated one is a difference; a respelt one is not.
+ */
+function sameRules(
+  current: readonly string[],
+  desired: readonly string[],
+  chains: InstanceChains,
+): boolean {
+  const identity = (line: string) => ruleIdentity(line, chains);
+  return (
+    current.length === desired.length &&
+    current.every((line, i) => {
+      const have = identity(line);
+      return have !== null && have === identity(desired[i] ?? "");
+    })
+  );
 }
 
 /**
@@ -95,10 +114,11 @@ export function planFamily(table: FilterTable, target: FamilyTarget): IptablesPl
     const chainExists = table.chains.has(part.chain);
 
     if (part.lines) {
+      const holdsDesired = chainExists && sameRules(rulesOf(table, part.chain), part.lines, chains);
       if (!chainExists) differences.push(`chain ${part.chain} missing`);
-      else if (!sameLines(rulesOf(table, part.chain), part.lines))
+      else if (!holdsDesired)
         differences.push(`chain ${part.chain} differs from the desired rules`);
-      if (!chainExists || !sameLines(rulesOf(table, part.chain), part.lines)) {
+      if (!holdsDesired) {
         declare.push(`:${part.chain} - [0:0]`);
         fill.push(...part.lines);
       }
