@@ -21,6 +21,7 @@ import {
   buildTopology,
   eventually,
   expectAll,
+  listening,
   startTrafficJam,
   type Topology,
 } from "./topology.js";
@@ -388,7 +389,7 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
     others.push(first);
     const loop = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
     await lab.docker("exec", "-d", backend.name, "sh", "-c", `${loop} | nc -l -p 7002`);
-    await sleep(200);
+    await listening(lab, backend, 7002);
     await lab.docker(
       "exec",
       "-d",

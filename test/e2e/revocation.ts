@@ -11,7 +11,7 @@ import {
   type DaemonProcess,
   type Lab,
 } from "./lab/index.js";
-import { expectAll, startTrafficJam } from "./topology.js";
+import { expectAll, listening, startTrafficJam } from "./topology.js";
 
 /** The original source address of each `conntrack -L` line. */
 export const flowsFrom = (lines: string[], ip: string) =>
@@ -56,7 +56,7 @@ export async function proxyLosesItsAllowance(
   for (const [client, port] of streams) {
     const loop = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done";
     await lab.docker("exec", "-d", backend.name, "sh", "-c", `${loop} | nc -l -p ${port}`);
-    await sleep(200); // the listener is up
+    await listening(lab, backend, port);
     const nc = `sleep 120 | nc ${backend.ipv4} ${port} > /tmp/stream`;
     await lab.docker("exec", "-d", client.name, "sh", "-c", nc);
   }

@@ -137,3 +137,14 @@ export async function watchOutput(
   );
   return lab.docker("logs", container.name);
 }
+
+/** Waits until a TCP port listens inside a container (busybox netstat), e.g. an `nc -l` started with `exec -d`. */
+export async function listening(lab: Lab, container: Container, port: number): Promise<void> {
+  await waitFor(
+    async () => {
+      const r = await lab.exec(container, ["netstat", "-ltn"]);
+      return r.code === 0 && new RegExp(`:${port}\\s`).test(r.stdout);
+    },
+    { timeoutMs: 5_000, intervalMs: 50, what: `${container.name} to listen on ${port}` },
+  );
+}
