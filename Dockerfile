@@ -17,10 +17,10 @@ RUN npm run build \
 
 FROM ${BASE}
 # Both iptables flavours (iptables-nft and iptables-legacy, plus ip6tables) come with Debian's
-# iptables package; nft for the nftables backend and for change notifications; conntrack to delete
-# the flows of revoked allowances; iproute2's ip to find whitelisted containers' bridge ports (from
-# the namespace ids of Docker's netns folder, mounted at /run/netns); tini as PID 1, forwarding
-# SIGTERM/SIGUSR1.
+# iptables package; nft for the nftables backend, for the bridge guard table of both backends and
+# for change notifications; conntrack to delete the flows of revoked allowances; iproute2's ip to
+# find each member's bridge port (from the namespace ids of Docker's netns folder, mounted at
+# /run/netns); tini as PID 1, forwarding SIGTERM/SIGUSR1.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       iptables nftables conntrack iproute2 tini \
@@ -32,7 +32,8 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 RUN ln -s /app/dist/cli.js /usr/local/bin/trafficjam && chmod 755 /app/dist/cli.js
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/trafficjam"]
-# Healthy only while the last reconcile succeeded within 3 × POLL_INTERVAL and the kernel rules
-# read back as desired (see README, "Verify it works").
+# Healthy only while the daemon lives and its last pass, within 3 × POLL_INTERVAL, succeeded: every
+# pass reads the rules back from the kernel, so the check itself reads only the daemon's state file
+# (cheap enough to run every 10 s); `trafficjam healthcheck --deep` reads the kernel too.
 HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/trafficjam", "healthcheck"]
