@@ -369,19 +369,8 @@ export class Lab implements Disposable {
 
   /** The IPv6 link-local address (fe80::…, without scope) of a container's interface. */
   async linkLocalOf(container: Container | string, iface = "eth0"): Promise<string> {
-    const r = await this.exec(container, [
-      "ip",
-      "-6",
-      "addr",
-      "show",
-      "dev",
-      iface,
-      "scope",
-      "link",
-    ]);
-    const ll = linkLocalIn(r.stdout);
-    if (r.code !== 0 || !ll)
-      throw new Error(`no link-local address on ${iface}: ${r.stdout}${r.stderr}`);
+    const { ll, listing } = await this.linkScope(container, iface);
+    if (!ll) throw new Error(`no link-local address on ${iface}: ${listing}`);
     return ll;
   }
 
@@ -390,26 +379,22 @@ export class Lab implements Disposable {
    * detection on it for about a second after the interface comes up ("tentative").
    */
   async linkLocalReady(container: Container | string, iface = "eth0"): Promise<void> {
+    const name = typeof container === "string" ? container : container.name;
     await waitFor(
       async () => {
-        const r = await this.exec(container, [
-          "ip",
-          "-6",
-          "addr",
-          "show",
-          "dev",
-          iface,
-          "scope",
-          "link",
-        ]);
-        return r.code === 0 && linkLocalIn(r.stdout) !== undefined && !/tentative/.test(r.stdout);
+        const { ll, listing } = await this.linkScope(container, iface);
+        return ll !== undefined && !/tentative/.test(listing);
       },
-      {
-        timeoutMs: 10_000,
-        intervalMs: 100,
-        what: `the link-local address of ${typeof container === "string" ? container : container.name}`,
-      },
+      { timeoutMs: 10_000, intervalMs: 100, what: `the link-local address of ${name}` },
     );
+  }
+
+  /** `ip -6 addr show dev IFACE scope link` in a container, and the address it lists. */
+  private async linkScope(container: Container | string, iface: string) {
+    const cmd = ["ip", "-6", "addr", "show", "dev", iface, "scope", "link"];
+    const r = await this.exec(container, cmd);
+    const listing = `${r.stdout}${r.stderr}`;
+    return { ll: r.code === 0 ? linkLocalIn(r.stdout) : undefined, listing };
   }
 
   /** The IPv6 link-local address of a host interface (e.g. a network's bridge) in the lab netns. */
