@@ -16,7 +16,7 @@
 import { ipv6Hex } from "../../addresses.js";
 import type { PortIdentity, Ruleset } from "../../model.js";
 import { plainSet } from "./layout.js";
-import { rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
+import { filterHook, rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
 
 /** The target address of a neighbour solicitation/advertisement: bytes 8–23 of the ICMPv6 header. */
 const ND_TARGET = "@th,64,128"; // nft < 1.0.7 has no `icmpv6 taddr`
@@ -104,12 +104,7 @@ export function guardTable(ruleset: Ruleset, name: string): TableModel {
     `${dad} ${ND_TARGET} @guardednd ${notOwnTarget}`,
   ];
   const onlyIp = "ether type != { ip, ip6, arp } drop";
-  const hook = (h: string) => ({
-    type: "filter",
-    hook: h,
-    priority: GUARD_PRIORITY,
-    policy: "accept",
-  });
+  const hook = (name: string) => filterHook(name, GUARD_PRIORITY);
   const chains = new Map<string, ChainBlock>([
     ["prerouting", { hook: hook("prerouting"), rules: prerouting.map(rule) }],
     [

@@ -7,7 +7,7 @@
 // which the bridge guard table (guard.ts) binds to their ports. The structure depends only on
 // ALLOW_HOST_TRAFFIC; the bridge and addresses live in sets, so a change is a set change.
 import type { Family, Ruleset } from "../../model.js";
-import { rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
+import { filterHook, rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
 
 export function tableName(instanceId: string): string {
   return `trafficjam_${instanceId}`;
@@ -40,12 +40,7 @@ export function filterTable(ruleset: Ruleset): TableModel {
 
   const within = `iifname @${BRIDGES_SET} oifname @${BRIDGES_SET}`;
   const from = `iifname @${BRIDGES_SET}`;
-  const hook = (name: string) => ({
-    type: "filter",
-    hook: name,
-    priority: FILTER_PRIORITY,
-    policy: "accept",
-  });
+  const hook = (name: string) => filterHook(name, FILTER_PRIORITY);
   const chains = new Map<string, ChainBlock>([
     [
       "forward",

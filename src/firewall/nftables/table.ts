@@ -51,6 +51,14 @@ export const ruleId = (text: string) =>
 
 export const rule = (text: string): Rule => ({ text, id: ruleId(text) });
 
+/** A base filter chain on `hook` that accepts what it does not drop (it only ever takes away). */
+export const filterHook = (hook: string, priority: number): ChainHook => ({
+  type: "filter",
+  hook,
+  priority,
+  policy: "accept",
+});
+
 /** One spelling per element value, whoever printed it. */
 export function normaliseElement(value: string): string {
   return value
