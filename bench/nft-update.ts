@@ -1,7 +1,8 @@
 // nftables: what one whitelist change costs as set-element updates (what the backend does) and as
 // a whole-table replace (the alternative), with 1, 10 and 100 whitelisted addresses. Run by
 // bench/run.ts inside the lab's network namespace (`ip netns exec`), never on the machine itself:
-// it writes a table `inet trafficjam_benchupd` there and removes it. Prints one table.
+// it writes the tables `inet` and `bridge trafficjam_benchupd` there and removes them. Prints one
+// table.
 import { NftablesBackend } from "../src/firewall/nftables/backend.js";
 import { computeRuleset } from "../src/policy.js";
 import type { NetworkSnapshot } from "../src/model.js";

@@ -157,12 +157,10 @@ const swarmImage = z
 const dockerHost = z
   .string()
   .optional()
-  .refine(
-    (raw) => raw === undefined || raw === "" || /^(unix|tcp|ssh|npipe|https?):\/\/\S*$/.test(raw),
-    {
-      message: "expected a Docker endpoint such as unix:///var/run/docker.sock or tcp://proxy:2375",
-    },
-  );
+  .refine((raw) => raw === undefined || raw === "" || /^(unix|tcp|https?):\/\/\S*$/.test(raw), {
+    message:
+      "expected a Docker endpoint unix:///path, tcp://host:port, http:// or https:// (such as unix:///var/run/docker.sock or tcp://proxy:2375)",
+  });
 
 const daemonSchema = z.object({
   NETWORK: required("the name or ID of the Docker network to protect"),

@@ -1,7 +1,7 @@
 // Docker state → NetworkSnapshot: the network's subnets, its members and which are whitelisted.
 // The network's identity (subnets and bridge are fixed for a network's life) is re-read on
-// resyncs and network events, from the network list; every pass reads the members (the network
-// inspected: one call) and the containers matching the whitelist (one call), side by side.
+// resyncs (and whenever it is unknown), from the network list; every pass reads the members (the
+// network inspected: one call) and the containers matching the whitelist (one call), side by side.
 import type { EngineClient } from "./engine-api.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import type { WhitelistFilter } from "../config.js";

@@ -117,6 +117,19 @@ export function assessHealth(
       reason: `kernel rules differ from the desired state: ${kernel.join("; ")}`,
     };
   }
+  if (state.ruleset.bridge === null) {
+    // Nothing to enforce: the daemon is doing its job if the network does not exist yet, and
+    // cannot if it is not a bridge network.
+    return state.ruleset.networkName === null
+      ? {
+          healthy: true,
+          reason: `the network does not exist yet: nothing to protect (last reconcile ${ago})`,
+        }
+      : {
+          healthy: false,
+          reason: `network ${state.ruleset.networkName} has no Linux bridge on this host (not a bridge network): nothing is enforced`,
+        };
+  }
   const checked = kernel ? "read back now" : "verified by the daemon";
   const where = state.location ? ` in ${state.location}` : "";
   return {

@@ -70,6 +70,20 @@ test("unhealthy when the last pass failed, even with a recent success before it"
   );
 });
 
+test("a network that does not exist yet is nothing to protect; one that is not a bridge network is unhealthy", () => {
+  const missing = computeRuleset(null, { instanceId: "web", allowHostTraffic: false });
+  const waiting = assessHealth(state({ ruleset: missing }), NOW, true);
+  assert.equal(waiting.healthy, true, waiting.reason);
+  assert.match(waiting.reason, /does not exist yet: nothing to protect/);
+  const bridgeless = computeRuleset(SCENARIOS.find((s) => s.name === "no-bridge")!.snapshot, {
+    instanceId: "web",
+    allowHostTraffic: false,
+  });
+  const v = assessHealth(state({ ruleset: bridgeless }), NOW, true);
+  assert.equal(v.healthy, false);
+  assert.match(v.reason, /network web has no Linux bridge/);
+});
+
 test("unhealthy when the daemon is gone", () => {
   const v = assessHealth(state(), NOW, false, []);
   assert.equal(v.healthy, false);
