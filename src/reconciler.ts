@@ -128,6 +128,8 @@ export class Reconciler {
     const fresh = !reasons.every((r) => r.startsWith("container:") || r.startsWith("network:"));
     try {
       const snapshot = await this.deps.observe(fresh);
+      // Where a slow pass spends its time: reading Docker and the host, or the firewall.
+      const observeMs = Math.round((performance.now() - started) * 10) / 10;
       if (this.stopped) return; // stopped while Docker answered: leave the firewall alone
       this.noteNetwork(snapshot);
       const ruleset = computeRuleset(snapshot, {
@@ -176,6 +178,7 @@ export class Reconciler {
           ),
           differences: result.differences,
           ms,
+          observeMs,
           ...(eventTimeMs !== null && enforcedAt !== null
             ? { eventToEnforcedMs: enforcedAt - eventTimeMs }
             : {}),
@@ -195,6 +198,7 @@ export class Reconciler {
           reason: reasons.join(","),
           location: result.location,
           ms,
+          observeMs,
         });
       }
       this.failures = 0;
