@@ -99,10 +99,8 @@ function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
   };
 }
 
-const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
-
 /** What one pass learnt from the host, read at most once per pass and only when needed. */
-export class HostView {
+class HostView {
   private ports?: Promise<IpLink[]>;
   private named?: Promise<Map<string, number>>;
 
@@ -143,15 +141,10 @@ export class BridgePortFinder {
    * bridge (null: the network has none, e.g. another driver). A member whose container is gone
    * is left out: it cannot be the one sending, so nothing may be allowed in its name.
    */
-  async attach(
-    members: readonly Member[],
-    bridge: string | null,
-    prefetched?: HostView,
-  ): Promise<Member[]> {
+  async attach(members: readonly Member[], bridge: string | null): Promise<Member[]> {
     const ids = new Set(members.map((m) => m.id));
     for (const id of this.cache.keys()) if (!ids.has(id)) this.cache.delete(id);
-    const host =
-      bridge === null ? null : prefetched?.bridge === bridge ? prefetched : this.hostView(bridge);
+    const host = bridge === null ? null : new HostView(this.deps, bridge);
     const looked = await Promise.all(
       members.map(async (m) => [m, await this.lookup(m, host)] as const),
     );
@@ -159,16 +152,6 @@ export class BridgePortFinder {
       if ("gone" in lookup) return [];
       return [{ ...member, port: "port" in lookup ? lookup.port : undefined }];
     });
-  }
-
-  /**
-   * A pass's view of the host. `prefetch` starts listing the bridge's ports now, while Docker is
-   * asked about the members: a pass for a container that just joined needs that list.
-   */
-  hostView(bridge: string, prefetch = false): HostView {
-    const view = new HostView(this.deps, bridge);
-    if (prefetch) view.bridgePorts().catch(() => undefined); // a failure is met again when used
-    return view;
   }
 
   private async lookup(member: Member, host: HostView | null): Promise<Lookup> {
@@ -190,20 +173,19 @@ export class BridgePortFinder {
   }
 
   private async find(member: Member, host: HostView): Promise<Lookup> {
-    // The Engine and the host are asked side by side: both answers are needed.
-    const [inspected, listed] = await Promise.allSettled([
-      this.deps.inspect(member.id),
-      host.bridgePorts(),
-    ]);
-    if (inspected.status === "rejected") {
-      return { error: `inspecting the container failed: ${errorText(inspected.reason)}` };
+    let info: SandboxInfo | null;
+    try {
+      info = await this.deps.inspect(member.id);
+    } catch (error) {
+      return { error: `inspecting the container failed: ${(error as Error).message}` };
     }
-    const info = inspected.value;
     if (info === null || !info.running) return { gone: true };
-    if (listed.status === "rejected") {
-      return { error: `listing the ports of ${host.bridge} failed: ${errorText(listed.reason)}` };
+    let ports: IpLink[];
+    try {
+      ports = await host.bridgePorts();
+    } catch (error) {
+      return { error: `listing the ports of ${host.bridge} failed: ${(error as Error).message}` };
     }
-    const ports = listed.value;
     const ways = {
       byId: () => this.byNamespaceId(info, ports, host),
       entering: () => this.byEntering(member, info, ports, host.bridge),

@@ -59,17 +59,12 @@ export class Observer {
 
   /** fresh: read everything again (resync); otherwise what a Docker event may have changed. */
   async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
-    // An event pass (a container joined, likely) lists the bridge's ports while Docker answers;
-    // a resync, every POLL_INTERVAL, lists them only if a member is new.
-    const known = this.network.bridge;
-    const prefetched = !fresh && known ? this.ports.hostView(known, true) : undefined;
     const snapshot = await this.network.observe(fresh);
     if (!snapshot) return null;
     // Once Docker no longer lists a dead container as a member, it needs no tombstone.
     const listed = new Set(snapshot.members.map((m) => m.id));
     for (const id of this.dead) if (!listed.has(id)) this.dead.delete(id);
     const alive = snapshot.members.filter((m) => !this.dead.has(m.id));
-    const members = await this.ports.attach(alive, snapshot.bridge ?? null, prefetched);
-    return { ...snapshot, members };
+    return { ...snapshot, members: await this.ports.attach(alive, snapshot.bridge ?? null) };
   }
 }

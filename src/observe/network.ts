@@ -132,11 +132,6 @@ export class NetworkObserver {
     return this.network?.id ?? null;
   }
 
-  /** The network's Linux bridge as last seen, or null. */
-  get bridge(): string | null {
-    return this.network?.bridge ?? null;
-  }
-
   /**
    * Reads the members and the whitelisted ones (and the network, when not known or `fresh`).
    * Returns null when the network does not exist. The filter is evaluated by the Engine itself,
