@@ -75,7 +75,12 @@ export function portOfLinks(
   return null;
 }
 
-/** After a failed lookup, how long before the same endpoint is tried again. */
+/**
+ * After a failed lookup, how long before the same endpoint is tried again: soon after the first
+ * failure (a container caught between joining the network and entering its namespace), then
+ * rarely (a host where no way works: every member fails alike).
+ */
+const RETRY_FIRST_FAILURE_MS = 1_000;
 const RETRY_FAILED_MS = 30_000;
 // A host with hundreds of containers must not send hundreds of inspects, or fork hundreds of
 // processes (way 2 enters a namespace per member), in one go at startup.
@@ -98,6 +103,8 @@ function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
     }
   };
 }
+
+const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /** What one pass learnt from the host, read at most once per pass and only when needed. */
 class HostView {
@@ -125,7 +132,10 @@ export class BridgePortFinder {
    * Per container: what was looked up (its endpoint on which bridge) and what was found. A restart
    * makes a new endpoint.
    */
-  private readonly cache = new Map<string, { key: string; lookup: Lookup; at: number }>();
+  private readonly cache = new Map<
+    string,
+    { key: string; lookup: Lookup; at: number; failures: number }
+  >();
   private lastWorked: "byId" | "entering" | null = null;
   private readonly looking = limiter(LOOKUP_CONCURRENCY);
   private readonly entering = limiter(ENTER_CONCURRENCY);
@@ -157,35 +167,42 @@ export class BridgePortFinder {
   private async lookup(member: Member, host: HostView | null): Promise<Lookup> {
     const key = `${member.endpointId ?? ""}@${host?.bridge ?? ""}`;
     const cached = this.cache.get(member.id);
-    if (
-      cached?.key === key &&
-      !("error" in cached.lookup && Date.now() - cached.at >= RETRY_FAILED_MS)
-    ) {
+    const failures = cached?.key === key && "error" in cached.lookup ? cached.failures : 0;
+    const retryAfter = failures > 1 ? RETRY_FAILED_MS : RETRY_FIRST_FAILURE_MS;
+    if (cached?.key === key && !(failures > 0 && Date.now() - cached.at >= retryAfter)) {
       return cached.lookup;
     }
     const lookup = host
       ? await this.looking(() => this.find(member, host))
       : { error: "the network has no Linux bridge (not a bridge network)" };
     if ("gone" in lookup) return lookup; // not cached: nothing to remember about a gone container
-    this.cache.set(member.id, { key, lookup, at: Date.now() });
-    if ("error" in lookup) this.onFallback(member, lookup.error);
+    this.cache.set(member.id, {
+      key,
+      lookup,
+      at: Date.now(),
+      failures: "error" in lookup ? failures + 1 : 0,
+    });
+    // Reported once it failed twice: the first try may have caught the container between
+    // joining the network and moving into its namespace.
+    if ("error" in lookup && failures >= 1) this.onFallback(member, lookup.error);
     return lookup;
   }
 
   private async find(member: Member, host: HostView): Promise<Lookup> {
-    let info: SandboxInfo | null;
-    try {
-      info = await this.deps.inspect(member.id);
-    } catch (error) {
-      return { error: `inspecting the container failed: ${(error as Error).message}` };
+    // The Engine and the host are asked side by side: both answers are needed.
+    const [inspected, listed] = await Promise.allSettled([
+      this.deps.inspect(member.id),
+      host.bridgePorts(),
+    ]);
+    if (inspected.status === "rejected") {
+      return { error: `inspecting the container failed: ${errorText(inspected.reason)}` };
     }
+    const info = inspected.value;
     if (info === null || !info.running) return { gone: true };
-    let ports: IpLink[];
-    try {
-      ports = await host.bridgePorts();
-    } catch (error) {
-      return { error: `listing the ports of ${host.bridge} failed: ${(error as Error).message}` };
+    if (listed.status === "rejected") {
+      return { error: `listing the ports of ${host.bridge} failed: ${errorText(listed.reason)}` };
     }
+    const ports = listed.value;
     const ways = {
       byId: () => this.byNamespaceId(info, ports, host),
       entering: () => this.byEntering(member, info, ports, host.bridge),

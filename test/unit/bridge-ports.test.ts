@@ -1,5 +1,5 @@
 // Finding a whitelisted container's bridge port, with the host's I/O replaced by fakes.
-import { test } from "node:test";
+import { mock, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import {
   BridgePortFinder,
@@ -12,6 +12,23 @@ import {
 import type { Member } from "../../src/model.js";
 
 const MAC = "02:42:ac:14:00:02";
+/**
+ * Attaches, then again once the first failure's retry delay (1 s, mocked) has passed: a failure
+ * is reported only when the retry fails too.
+ */
+async function attachTwice(
+  t: TestContext,
+  finder: BridgePortFinder,
+  members: Member[],
+  bridge: string | null,
+) {
+  mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+  t.after(() => mock.timers.reset());
+  await finder.attach(members, bridge);
+  mock.timers.tick(1_000);
+  return finder.attach(members, bridge);
+}
+
 const BRIDGE = "br-0123456789ab";
 /** The bridge's ports, as the host lists them: the proxy's peer is ifindex 9 in namespace 4. */
 const PORTS: IpLink[] = [
@@ -122,26 +139,26 @@ test("an invisible SandboxKey falls back to the container's process", async () =
   assert.deepEqual(calls.linksIn, ["/proc/4242/ns/net"]);
 });
 
-test("our own namespace (a pid of another PID namespace) is never taken for the container's", async () => {
+test("our own namespace (a pid of another PID namespace) is never taken for the container's", async (t) => {
   const reasons: string[] = [];
   const { deps, calls } = fakeHost({
     namespaceInode: async (p) => (p.includes("docker") ? null : 1),
   });
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: undefined }]);
+  assert.deepEqual(await attachTwice(t, finder, [proxy], BRIDGE), [{ ...proxy, port: undefined }]);
   assert.deepEqual(calls.linksIn, []);
   assert.equal(reasons.length, 1);
 });
 
-test("an interface paired with no port of the network's bridge is no port", async () => {
+test("an interface paired with no port of the network's bridge is no port", async (t) => {
   const reasons: string[] = [];
   const { deps } = fakeHost({ bridgePorts: async () => [PORTS[1]!] });
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.equal((await finder.attach([proxy], BRIDGE))[0]!.port, undefined);
+  assert.equal((await attachTwice(t, finder, [proxy], BRIDGE))[0]!.port, undefined);
   assert.match(reasons[0]!, /no interface in \/var\/run\/docker\/netns\/abc is paired with a port/);
 });
 
-test("without the privilege to enter, the member keeps an address-only allowance, reported once", async () => {
+test("without the privilege to enter, the member keeps an address-only allowance, reported once", async (t) => {
   const reasons: string[] = [];
   let entered = 0;
   const { deps } = fakeHost({
@@ -151,21 +168,26 @@ test("without the privilege to enter, the member keeps an address-only allowance
     },
   });
   const finder = new BridgePortFinder(deps, (m, reason) => reasons.push(`${m.name}: ${reason}`));
+  mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+  t.after(() => mock.timers.reset());
   assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: undefined }]);
-  await finder.attach([proxy], BRIDGE); // cached: no second attempt, no second report
+  assert.deepEqual(reasons, [], "the first failure is tried again before it is reported");
+  mock.timers.tick(1_000);
+  await finder.attach([proxy], BRIDGE); // tried again 1 s later: fails, reported
+  await finder.attach([proxy], BRIDGE); // cached: no third attempt, no second report
   assert.equal(reasons.length, 1);
   assert.match(
     reasons[0]!,
     /proxy: \/run\/netns\/abc is not visible here; entering \/var\/run\/docker\/netns\/abc failed: .*not permitted/,
   );
-  assert.equal(entered, 2); // SandboxKey and /proc/PID, once each
+  assert.equal(entered, 4); // SandboxKey and /proc/PID, on the first try and the retry
 });
 
-test("a network without a bridge keeps address-only allowances, said once", async () => {
+test("a network without a bridge keeps address-only allowances, said once", async (t) => {
   const reasons: string[] = [];
   const { deps, calls } = fakeHost();
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.equal((await finder.attach([proxy], null))[0]!.port, undefined);
+  assert.equal((await attachTwice(t, finder, [proxy], null))[0]!.port, undefined);
   await finder.attach([proxy], null);
   assert.deepEqual(reasons, ["the network has no Linux bridge (not a bridge network)"]);
   assert.equal(calls.inspect, 0);
@@ -177,6 +199,18 @@ test("a container gone since it was listed gets no allowance at all", async () =
   assert.deepEqual(await finder.attach([proxy], BRIDGE), []);
   const stopped = fakeHost({ inspect: async () => ({ running: false, pid: 0, sandboxKey: "" }) });
   assert.deepEqual(await new BridgePortFinder(stopped.deps, () => {}).attach([proxy], BRIDGE), []);
+});
+
+test("a failure caught while the container was still joining is not reported when the retry finds the port", async (t) => {
+  const reasons: string[] = [];
+  let listings = 0;
+  const { deps } = fakeHost({
+    // The first listing predates the new veth; the second has it.
+    bridgePorts: async () => (++listings === 1 ? [PORTS[1]!] : PORTS),
+  });
+  const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
+  assert.equal((await attachTwice(t, finder, [proxy], BRIDGE))[0]!.port, "veth1234567");
+  assert.deepEqual(reasons, []);
 });
 
 test("the way that worked is tried first next time", async () => {
