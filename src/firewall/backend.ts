@@ -38,6 +38,8 @@ export interface FirewallBackend {
 export interface Fitness {
   fits: boolean;
   reason: string;
+  /** True when deciding read the kernel view this backend plans on (so a sync need not). */
+  viewed: boolean;
 }
 
 /** A backend the selector can choose between (both are). */

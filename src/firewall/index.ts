@@ -71,7 +71,7 @@ export class SelectingBackend implements FirewallBackend {
     let declined = "";
     for (const backend of this.backends) {
       const fitness = await backend.fitness(fresh);
-      probed.add(backend);
+      if (fitness.viewed) probed.add(backend);
       if (fitness.fits)
         return { choice: { kind: backend.kind, reason: declined || fitness.reason }, probed };
       declined = fitness.reason;

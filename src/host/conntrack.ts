@@ -12,9 +12,10 @@ export async function deleteFlowsFrom(family: Family, address: string): Promise<
     address,
   ]);
   const deleted = /(\d+) flow entries have been deleted/.exec(result.stderr);
-  // conntrack exits 1 when nothing matched; that is success for us.
+  // conntrack exits 1 when nothing matched; that is success for us. So is a flow that expired
+  // (or another deletion took) between conntrack's listing and its delete.
   if (deleted) return Number(deleted[1]);
-  if (result.code === 0) return 0;
+  if (result.code === 0 || /such conntrack doesn't exist/.test(result.stderr)) return 0;
   throw new Error(
     `conntrack -D -s ${address} failed: ${result.stderr.trim() || `exit ${result.code}`}`,
   );

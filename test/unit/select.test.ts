@@ -40,8 +40,12 @@ function fakes() {
     fitness: async (fresh) => {
       read("iptables", fresh);
       return state.dockerUser
-        ? { fits: true, reason: "Docker's DOCKER-USER chain is in iptables-nft" }
-        : { fits: false, reason: "no iptables flavour has Docker's DOCKER-USER chain" };
+        ? { fits: true, viewed: true, reason: "Docker's DOCKER-USER chain is in iptables-nft" }
+        : {
+            fits: false,
+            viewed: true,
+            reason: "no iptables flavour has Docker's DOCKER-USER chain",
+          };
     },
     holds: async (fresh) => {
       read("iptables", fresh);
@@ -68,7 +72,7 @@ function fakes() {
   };
   const nftables: SelectableBackend = {
     kind: "nftables",
-    fitness: async () => ({ fits: true, reason: "nftables fits anywhere" }),
+    fitness: async () => ({ fits: true, viewed: false, reason: "nftables fits anywhere" }),
     holds: async (fresh) => {
       read("nftables", fresh);
       return state.nftHolds;
@@ -157,10 +161,11 @@ test("a resync reads each kernel once: the view auto chose from is the one synce
   await backend.sync(ruleset([])); // iptables fits: probed, synced on that view; nft checked
   assert.deepEqual(f.state.reads, { iptables: 1, nftables: 1 });
   f.state.dockerUser = false;
-  await backend.sync(ruleset([])); // iptables probed (unfit), nft fits: both probed, nft synced
-  assert.deepEqual(f.state.reads, { iptables: 2, nftables: 1 });
-  await backend.sync(ruleset([])); // leftovers in iptables: the view just probed
-  assert.deepEqual(f.state.reads, { iptables: 3, nftables: 1 });
+  // iptables probed (unfit); nftables fits without looking at the kernel: its sync reads it
+  await backend.sync(ruleset([]));
+  assert.deepEqual(f.state.reads, { iptables: 2, nftables: 2 });
+  await backend.sync(ruleset([])); // and every resync does; iptables' leftovers: the view probed
+  assert.deepEqual(f.state.reads, { iptables: 3, nftables: 3 });
   await backend.sync(ruleset([]), { fresh: false }); // an event pass reads nothing
-  assert.deepEqual(f.state.reads, { iptables: 3, nftables: 1 });
+  assert.deepEqual(f.state.reads, { iptables: 3, nftables: 3 });
 });

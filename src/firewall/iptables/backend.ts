@@ -220,9 +220,10 @@ export class IptablesBackend implements SelectableBackend {
   async fitness(fresh: boolean): Promise<Fitness> {
     const flavour = flavourOf((await this.view(fresh)).state);
     return flavour
-      ? { fits: true, reason: `Docker's DOCKER-USER chain is in iptables-${flavour}` }
+      ? { fits: true, viewed: true, reason: `Docker's DOCKER-USER chain is in iptables-${flavour}` }
       : {
           fits: false,
+          viewed: true,
           reason:
             "no iptables flavour has Docker's DOCKER-USER chain (Docker's nftables firewall, or \"iptables\": false)",
         };

@@ -90,7 +90,12 @@ export class NftablesBackend implements SelectableBackend {
 
   /** nftables works whatever iptables Docker uses: under auto, the fallback. */
   async fitness(): Promise<Fitness> {
-    return { fits: true, reason: "nftables works beside any iptables flavour, or none" };
+    // Decided without looking at the kernel: its view is as old as it was.
+    return {
+      fits: true,
+      viewed: false,
+      reason: "nftables works beside any iptables flavour, or none",
+    };
   }
 
   /** Whether the instance has a table (used to clean up after a backend switch). */
