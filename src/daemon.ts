@@ -94,6 +94,14 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
           "host command as root. See docs/troubleshooting.md",
         { container: member.name, whitelisted: member.whitelisted, reason },
       ),
+    onPortRetry: (member, reason, retryInMs) => {
+      log.debug("port.retry", "bridge port not found yet: trying again", {
+        container: member.name,
+        reason,
+        retryInMs,
+      });
+      setTimeout(() => reconciler.request("port:retry"), retryInMs).unref();
+    },
   });
 
   // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.

@@ -20,6 +20,7 @@ export type LogEvent =
   | "network.unprotectable"
   | "whitelist.changed"
   | "port.unbound"
+  | "port.retry"
   | "rules.applied"
   | "rules.repaired"
   | "rules.verified"

@@ -124,8 +124,9 @@ export class Reconciler {
     const { log } = this.deps;
     const started = performance.now();
     let enforcedAt: number | null = null;
-    // Docker events take the fast path; anything else (startup, resync, retry) re-reads all.
-    const fresh = !reasons.every((r) => r.startsWith("container:") || r.startsWith("network:"));
+    // Docker events (and a port lookup tried again) take the fast path; anything else (startup,
+    // resync, a failed pass retried) re-reads all.
+    const fresh = !reasons.every((r) => /^(container|network|port):/.test(r));
     try {
       const snapshot = await this.deps.observe(fresh);
       // Where a slow pass spends its time: reading Docker and the host, or the firewall.

@@ -76,11 +76,12 @@ export function portOfLinks(
 }
 
 /**
- * After a failed lookup, how long before the same endpoint is tried again: soon after the first
- * failure (a container caught between joining the network and entering its namespace), then
- * rarely (a host where no way works: every member fails alike).
+ * After the n-th failed lookup of an endpoint, how long before it is tried again: soon at first
+ * (a container caught while Docker still sets up its interface: it joins the network before its
+ * interface is in its namespace with its own MAC), then rarely (a host where no way works: every
+ * member fails alike). A failure is reported once the quick retries are spent.
  */
-const RETRY_FIRST_FAILURE_MS = 1_000;
+export const RETRY_DELAYS_MS = [100, 300, 1_000];
 const RETRY_FAILED_MS = 30_000;
 // A host with hundreds of containers must not send hundreds of inspects, or fork hundreds of
 // processes (way 2 enters a namespace per member), in one go at startup.
@@ -144,6 +145,9 @@ export class BridgePortFinder {
     private readonly deps: BridgePortDeps,
     /** Told once per failed endpoint why its port stays unbound. */
     private readonly onFallback: (member: Member, reason: string) => void,
+    /** Told when a lookup fails and will be tried again in `retryInMs` (by the next pass then). */
+    private readonly onRetry: (member: Member, reason: string, retryInMs: number) => void = () =>
+      undefined,
   ) {}
 
   /**
@@ -168,7 +172,7 @@ export class BridgePortFinder {
     const key = `${member.endpointId ?? ""}@${host?.bridge ?? ""}`;
     const cached = this.cache.get(member.id);
     const failures = cached?.key === key && "error" in cached.lookup ? cached.failures : 0;
-    const retryAfter = failures > 1 ? RETRY_FAILED_MS : RETRY_FIRST_FAILURE_MS;
+    const retryAfter = RETRY_DELAYS_MS[failures - 1] ?? RETRY_FAILED_MS;
     if (cached?.key === key && !(failures > 0 && Date.now() - cached.at >= retryAfter)) {
       return cached.lookup;
     }
@@ -182,27 +186,29 @@ export class BridgePortFinder {
       at: Date.now(),
       failures: "error" in lookup ? failures + 1 : 0,
     });
-    // Reported once it failed twice: the first try may have caught the container between
-    // joining the network and moving into its namespace.
-    if ("error" in lookup && failures >= 1) this.onFallback(member, lookup.error);
+    if (!("error" in lookup)) return lookup;
+    const quick = RETRY_DELAYS_MS[failures];
+    if (quick === undefined) this.onFallback(member, lookup.error);
+    else this.onRetry(member, lookup.error, quick);
     return lookup;
   }
 
   private async find(member: Member, host: HostView): Promise<Lookup> {
-    // The Engine and the host are asked side by side: both answers are needed.
-    const [inspected, listed] = await Promise.allSettled([
-      this.deps.inspect(member.id),
-      host.bridgePorts(),
-    ]);
-    if (inspected.status === "rejected") {
-      return { error: `inspecting the container failed: ${errorText(inspected.reason)}` };
+    // The Engine first, the host after: a port listed before the Engine reports the container
+    // running may not show its peer yet (measured: the first lookup then failed every time).
+    let info: SandboxInfo | null;
+    try {
+      info = await this.deps.inspect(member.id);
+    } catch (error) {
+      return { error: `inspecting the container failed: ${errorText(error)}` };
     }
-    const info = inspected.value;
     if (info === null || !info.running) return { gone: true };
-    if (listed.status === "rejected") {
-      return { error: `listing the ports of ${host.bridge} failed: ${errorText(listed.reason)}` };
+    let ports: IpLink[];
+    try {
+      ports = await host.bridgePorts();
+    } catch (error) {
+      return { error: `listing the ports of ${host.bridge} failed: ${errorText(error)}` };
     }
-    const ports = listed.value;
     const ways = {
       byId: () => this.byNamespaceId(info, ports, host),
       entering: () => this.byEntering(member, info, ports, host.bridge),
@@ -270,7 +276,16 @@ export class BridgePortFinder {
       }
       const port = portOfLinks(ports, links, member.mac);
       if (port !== null) return { port };
-      errors.push(`no interface in ${path} is paired with a port of ${bridge}`);
+      // What was seen, to tell a race (a port without its peer yet) from a wrong host.
+      const there = links.flatMap((l) => (l.link_index ? [`${l.ifname} → ${l.link_index}`] : []));
+      const here = ports
+        .slice(0, 8)
+        .map((p) => `${p.ifname} (${p.ifindex}) → ${p.link_index ?? "?"}`)
+        .concat(ports.length > 8 ? [`${ports.length - 8} more`] : []);
+      errors.push(
+        `no interface in ${path} is paired with a port of ${bridge} ` +
+          `(there: ${there.join(", ") || "none"}; ports: ${here.join(", ") || "none"})`,
+      );
     }
     return { errors };
   }

@@ -14,6 +14,8 @@ export interface ObserverOptions {
   whitelist: WhitelistFilter;
   /** Told when a member's bridge port cannot be found (its port then stays unbound). */
   onPortUnknown(member: Member, reason: string): void;
+  /** Told when a lookup fails and is to be tried again: a pass must run in `retryInMs`. */
+  onPortRetry?(member: Member, reason: string, retryInMs: number): void;
 }
 
 export class Observer {
@@ -37,7 +39,11 @@ export class Observer {
         sandboxKey: c.NetworkSettings.SandboxKey ?? "",
       };
     };
-    this.ports = new BridgePortFinder(hostBridgePortDeps(inspect), options.onPortUnknown);
+    this.ports = new BridgePortFinder(
+      hostBridgePortDeps(inspect),
+      options.onPortUnknown,
+      options.onPortRetry,
+    );
   }
 
   /**

@@ -1,8 +1,9 @@
-// Finding a whitelisted container's bridge port, with the host's I/O replaced by fakes.
+// Finding each member's bridge port, with the host's I/O replaced by fakes.
 import { mock, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import {
   BridgePortFinder,
+  RETRY_DELAYS_MS,
   portOfLinks,
   portsOfNamespace,
   type BridgePortDeps,
@@ -13,10 +14,10 @@ import type { Member } from "../../src/model.js";
 
 const MAC = "02:42:ac:14:00:02";
 /**
- * Attaches, then again once the first failure's retry delay (1 s, mocked) has passed: a failure
- * is reported only when the retry fails too.
+ * Attaches, then again after each quick retry delay (mocked time): a failure is reported only
+ * when the quick retries fail too.
  */
-async function attachTwice(
+async function attachUntilReported(
   t: TestContext,
   finder: BridgePortFinder,
   members: Member[],
@@ -24,9 +25,12 @@ async function attachTwice(
 ) {
   mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
   t.after(() => mock.timers.reset());
-  await finder.attach(members, bridge);
-  mock.timers.tick(1_000);
-  return finder.attach(members, bridge);
+  let attached = await finder.attach(members, bridge);
+  for (const delay of RETRY_DELAYS_MS) {
+    mock.timers.tick(delay);
+    attached = await finder.attach(members, bridge);
+  }
+  return attached;
 }
 
 const BRIDGE = "br-0123456789ab";
@@ -145,7 +149,9 @@ test("our own namespace (a pid of another PID namespace) is never taken for the 
     namespaceInode: async (p) => (p.includes("docker") ? null : 1),
   });
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.deepEqual(await attachTwice(t, finder, [proxy], BRIDGE), [{ ...proxy, port: undefined }]);
+  assert.deepEqual(await attachUntilReported(t, finder, [proxy], BRIDGE), [
+    { ...proxy, port: undefined },
+  ]);
   assert.deepEqual(calls.linksIn, []);
   assert.equal(reasons.length, 1);
 });
@@ -154,7 +160,7 @@ test("an interface paired with no port of the network's bridge is no port", asyn
   const reasons: string[] = [];
   const { deps } = fakeHost({ bridgePorts: async () => [PORTS[1]!] });
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.equal((await attachTwice(t, finder, [proxy], BRIDGE))[0]!.port, undefined);
+  assert.equal((await attachUntilReported(t, finder, [proxy], BRIDGE))[0]!.port, undefined);
   assert.match(reasons[0]!, /no interface in \/var\/run\/docker\/netns\/abc is paired with a port/);
 });
 
@@ -171,23 +177,27 @@ test("without the privilege to enter, the member keeps an address-only allowance
   mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
   t.after(() => mock.timers.reset());
   assert.deepEqual(await finder.attach([proxy], BRIDGE), [{ ...proxy, port: undefined }]);
-  assert.deepEqual(reasons, [], "the first failure is tried again before it is reported");
-  mock.timers.tick(1_000);
-  await finder.attach([proxy], BRIDGE); // tried again 1 s later: fails, reported
-  await finder.attach([proxy], BRIDGE); // cached: no third attempt, no second report
+  assert.deepEqual(reasons, [], "a failure is tried again before it is reported");
+  for (const delay of RETRY_DELAYS_MS) {
+    await finder.attach([proxy], BRIDGE); // too early: the failure is remembered
+    mock.timers.tick(delay);
+    await finder.attach([proxy], BRIDGE); // tried again
+  }
+  assert.equal(reasons.length, 1);
+  await finder.attach([proxy], BRIDGE); // cached: no further attempt, no second report
   assert.equal(reasons.length, 1);
   assert.match(
     reasons[0]!,
     /proxy: \/run\/netns\/abc is not visible here; entering \/var\/run\/docker\/netns\/abc failed: .*not permitted/,
   );
-  assert.equal(entered, 4); // SandboxKey and /proc/PID, on the first try and the retry
+  assert.equal(entered, 2 * (1 + RETRY_DELAYS_MS.length)); // SandboxKey and /proc/PID, each try
 });
 
 test("a network without a bridge keeps address-only allowances, said once", async (t) => {
   const reasons: string[] = [];
   const { deps, calls } = fakeHost();
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.equal((await attachTwice(t, finder, [proxy], null))[0]!.port, undefined);
+  assert.equal((await attachUntilReported(t, finder, [proxy], null))[0]!.port, undefined);
   await finder.attach([proxy], null);
   assert.deepEqual(reasons, ["the network has no Linux bridge (not a bridge network)"]);
   assert.equal(calls.inspect, 0);
@@ -205,11 +215,11 @@ test("a failure caught while the container was still joining is not reported whe
   const reasons: string[] = [];
   let listings = 0;
   const { deps } = fakeHost({
-    // The first listing predates the new veth; the second has it.
+    // The first listing predates the new veth; the next one has it.
     bridgePorts: async () => (++listings === 1 ? [PORTS[1]!] : PORTS),
   });
   const finder = new BridgePortFinder(deps, (_m, reason) => reasons.push(reason));
-  assert.equal((await attachTwice(t, finder, [proxy], BRIDGE))[0]!.port, "veth1234567");
+  assert.equal((await attachUntilReported(t, finder, [proxy], BRIDGE))[0]!.port, "veth1234567");
   assert.deepEqual(reasons, []);
 });
 
