@@ -102,6 +102,7 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
       });
       setTimeout(() => reconciler.request("port:retry"), retryInMs).unref();
     },
+    onPortsLearned: () => reconciler.request("port:learned"),
   });
 
   // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.

@@ -42,19 +42,31 @@ export interface Log {
   error: Emit;
 }
 
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+/** One formatter per time zone: building one costs more than formatting a line. */
+function formatterFor(timeZone: string): Intl.DateTimeFormat {
+  let formatter = formatters.get(timeZone);
+  if (!formatter) {
+    formatter = new Intl.DateTimeFormat("en-US", {
+      timeZone,
+      hourCycle: "h23",
+      year: "numeric",
+      month: "2-digit",
+      day: "2-digit",
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+      timeZoneName: "longOffset",
+    });
+    formatters.set(timeZone, formatter);
+  }
+  return formatter;
+}
+
 /** ISO-8601 local time in `timeZone`, with its UTC offset, e.g. 2026-11-28T14:03:07.123-08:00. */
 export function formatTimestamp(date: Date, timeZone: string): string {
-  const parts = new Intl.DateTimeFormat("en-US", {
-    timeZone,
-    hourCycle: "h23",
-    year: "numeric",
-    month: "2-digit",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-    timeZoneName: "longOffset",
-  }).formatToParts(date);
+  const parts = formatterFor(timeZone).formatToParts(date);
   const part = (type: Intl.DateTimeFormatPartTypes) =>
     parts.find((p) => p.type === type)?.value ?? "";
   const offset = part("timeZoneName").replace(/^GMT/, "") || "+00:00";

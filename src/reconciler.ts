@@ -123,6 +123,7 @@ export class Reconciler {
   private async pass(reasons: string[], eventTimeMs: number | null): Promise<void> {
     const { log } = this.deps;
     const started = performance.now();
+    const startedAt = Date.now();
     let enforcedAt: number | null = null;
     // Docker events (and a port lookup tried again) take the fast path; anything else (startup,
     // resync, a failed pass retried) re-reads all.
@@ -180,6 +181,8 @@ export class Reconciler {
           differences: result.differences,
           ms,
           observeMs,
+          // From the start of the pass to the commit: the rules were in force from then on.
+          ...(enforcedAt !== null ? { enforcedMs: enforcedAt - startedAt } : {}),
           ...(eventTimeMs !== null && enforcedAt !== null
             ? { eventToEnforcedMs: enforcedAt - eventTimeMs }
             : {}),

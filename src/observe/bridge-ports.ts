@@ -50,6 +50,8 @@ export interface BridgePortDeps {
 }
 
 type Lookup = { port: string } | { error: string } | { gone: true };
+/** A member whose lookup runs beside the pass: unbound until the pass that follows it. */
+const PENDING: Lookup = { error: "being looked up" };
 
 /** Pure: the bridge ports whose veth peer is in the namespace with id `nsid` (one, normally). */
 export function portsOfNamespace(ports: readonly IpLink[], nsid: number): string[] {
@@ -139,6 +141,8 @@ export class BridgePortFinder {
   >();
   private lastWorked: "byId" | "entering" | null = null;
   private readonly looking = limiter(LOOKUP_CONCURRENCY);
+  /** Lookups running beside the passes, by container. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
   private readonly entering = limiter(ENTER_CONCURRENCY);
 
   constructor(
@@ -148,6 +152,8 @@ export class BridgePortFinder {
     /** Told when a lookup fails and will be tried again in `retryInMs` (by the next pass then). */
     private readonly onRetry: (member: Member, reason: string, retryInMs: number) => void = () =>
       undefined,
+    /** Told when lookups made beside a pass are done: a pass binds what they found. */
+    private readonly onLearned: () => void = () => undefined,
   ) {}
 
   /**
@@ -159,8 +165,26 @@ export class BridgePortFinder {
     const ids = new Set(members.map((m) => m.id));
     for (const id of this.cache.keys()) if (!ids.has(id)) this.cache.delete(id);
     const host = bridge === null ? null : new HostView(this.deps, bridge);
+    const due = members.filter((m) => this.due(m, host) && !this.inFlight.has(m.id));
+    // A whitelisted member's port is looked up now: its allowance must be bound to it. Other
+    // members are isolated whatever their port, so theirs is looked up beside the pass, which
+    // does not wait (an inspect of a container still starting waits for its start, ~0.5 s), and
+    // a pass follows to bind them.
+    const later = due.filter((m) => !m.whitelisted);
+    if (later.length > 0) {
+      const done = Promise.all(later.map((m) => this.lookup(m, host)));
+      for (const m of later) this.inFlight.set(m.id, done);
+      void done.finally(() => {
+        for (const m of later) this.inFlight.delete(m.id);
+        this.onLearned();
+      });
+    }
     const looked = await Promise.all(
-      members.map(async (m) => [m, await this.lookup(m, host)] as const),
+      members.map(async (m) => {
+        if (m.whitelisted) await this.inFlight.get(m.id); // already being looked up
+        const now = m.whitelisted || !this.inFlight.has(m.id);
+        return [m, now ? await this.lookup(m, host) : PENDING] as const;
+      }),
     );
     return looked.flatMap(([member, lookup]): Member[] => {
       if ("gone" in lookup) return [];
@@ -168,14 +192,25 @@ export class BridgePortFinder {
     });
   }
 
-  private async lookup(member: Member, host: HostView | null): Promise<Lookup> {
-    const key = `${member.endpointId ?? ""}@${host?.bridge ?? ""}`;
+  /** The cache key of a member's lookup: its endpoint on which bridge (a restart makes a new one). */
+  private key(member: Member, host: HostView | null): string {
+    return `${member.endpointId ?? ""}@${host?.bridge ?? ""}`;
+  }
+
+  /** Whether a member's lookup is to be made (again) now, rather than taken from the cache. */
+  private due(member: Member, host: HostView | null): boolean {
     const cached = this.cache.get(member.id);
-    const failures = cached?.key === key && "error" in cached.lookup ? cached.failures : 0;
+    if (cached?.key !== this.key(member, host)) return true;
+    const failures = "error" in cached.lookup ? cached.failures : 0;
     const retryAfter = RETRY_DELAYS_MS[failures - 1] ?? RETRY_FAILED_MS;
-    if (cached?.key === key && !(failures > 0 && Date.now() - cached.at >= retryAfter)) {
-      return cached.lookup;
-    }
+    return failures > 0 && Date.now() - cached.at >= retryAfter;
+  }
+
+  private async lookup(member: Member, host: HostView | null): Promise<Lookup> {
+    const key = this.key(member, host);
+    const cached = this.cache.get(member.id);
+    if (cached && !this.due(member, host)) return cached.lookup;
+    const failures = cached?.key === key && "error" in cached.lookup ? cached.failures : 0;
     const lookup = host
       ? await this.looking(() => this.find(member, host))
       : { error: "the network has no Linux bridge (not a bridge network)" };

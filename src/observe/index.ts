@@ -16,6 +16,8 @@ export interface ObserverOptions {
   onPortUnknown(member: Member, reason: string): void;
   /** Told when a lookup fails and is to be tried again: a pass must run in `retryInMs`. */
   onPortRetry?(member: Member, reason: string, retryInMs: number): void;
+  /** Told when ports looked up beside a pass are known: a pass must run to bind them. */
+  onPortsLearned?(): void;
 }
 
 export class Observer {
@@ -43,6 +45,7 @@ export class Observer {
       hostBridgePortDeps(inspect),
       options.onPortUnknown,
       options.onPortRetry,
+      options.onPortsLearned,
     );
   }
 

@@ -236,3 +236,38 @@ test("the way that worked is tried first next time", async () => {
   await finder.attach([{ ...proxy, endpointId: "e2" }], BRIDGE);
   assert.deepEqual([listings, calls.linksIn.length], [1, 2]);
 });
+
+test("a member that is not whitelisted is looked up beside the pass, which does not wait for it; a pass follows", async () => {
+  let releaseInspect: () => void = () => undefined;
+  const inspecting = new Promise<void>((resolve) => (releaseInspect = resolve));
+  const { deps } = fakeHost({
+    // The Engine answers an inspect of a starting container only once it has started.
+    inspect: async () => {
+      await inspecting;
+      return { running: true, pid: 4242, sandboxKey: SANDBOX };
+    },
+  });
+  let learned = 0;
+  const finder = new BridgePortFinder(
+    deps,
+    () => assert.fail("no failure"),
+    undefined,
+    () => {
+      learned++;
+    },
+  );
+  const backend = { ...proxy, whitelisted: false };
+  assert.deepEqual(await finder.attach([backend], BRIDGE), [{ ...backend, port: undefined }]);
+  assert.equal(learned, 0);
+  // A pass meanwhile neither waits nor starts a second lookup.
+  assert.deepEqual(await finder.attach([backend], BRIDGE), [{ ...backend, port: undefined }]);
+  releaseInspect();
+  await waitUntil(() => learned === 1);
+  assert.deepEqual(await finder.attach([backend], BRIDGE), [{ ...backend, port: "veth1234567" }]);
+});
+
+/** Lets pending promise continuations run until `done` holds (bounded). */
+async function waitUntil(done: () => boolean) {
+  for (let i = 0; i < 100 && !done(); i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.ok(done());
+}
