@@ -7,7 +7,8 @@
 //   BENCH_LEAN_STARTS=10     daemon starts for start → enforced
 //   BENCH_LEAN_CALLS=20      CLI calls per round for the CPU of `healthcheck` and `--help`
 //   BENCH_LEAN_ROUNDS=3      rounds of those calls (the median round is printed)
-//   BENCH_LEAN_IMAGE=1       0: skip the product images (their builds and 2 × 2 idle minutes)
+//   BENCH_LEAN_PARTS=start,cli,image,events  what to measure (image: the product images, their
+//                            builds and 2 × 2.5 idle minutes; events: grows the network)
 //   BENCH_LEAN_MEMBERS=300   plain containers on the network for the large event → enforced
 //   BENCH_LEAN_RECREATE=10   proxy recreations measured per size, backend and variant
 import { execFileSync } from "node:child_process";
@@ -59,9 +60,20 @@ const BASELINE = (process.env.BENCH_BASELINE ?? "958cd15").trim();
 const STARTS = envInt("BENCH_LEAN_STARTS", 10, 1, 100);
 const CALLS = envInt("BENCH_LEAN_CALLS", 20, 1, 500);
 const ROUNDS = envInt("BENCH_LEAN_ROUNDS", 3, 1, 20);
-const IMAGE = envInt("BENCH_LEAN_IMAGE", 1, 0, 1) === 1;
+const PARTS = envParts();
 const MEMBERS = envInt("BENCH_LEAN_MEMBERS", 300, 4, 1000);
 const RECREATE = envInt("BENCH_LEAN_RECREATE", 10, 1, 100);
+
+type Part = "start" | "cli" | "image" | "events";
+
+function envParts(): Set<Part> {
+  const all: Part[] = ["start", "cli", "image", "events"];
+  const raw = process.env.BENCH_LEAN_PARTS?.trim() || all.join(",");
+  const list = raw.split(",").map((p) => p.trim());
+  if (list.some((p) => !all.includes(p as Part)))
+    throw new Error(`BENCH_LEAN_PARTS=${raw}: expected some of ${all.join(",")}, comma-separated`);
+  return new Set(list as Part[]);
+}
 
 const NETWORK = "leannet";
 const SUBNET = "10.89.0.0/16";
@@ -564,8 +576,15 @@ export async function leanPhase(
 }
 
 async function measure(ctx: Ctx, results: LeanResults): Promise<void> {
+  if (PARTS.has("start")) await starts(ctx, results);
+  if (PARTS.has("cli")) await settled(ctx, results);
+  if (PARTS.has("image")) await images(ctx, results);
+  if (PARTS.has("events")) await events(ctx, results);
+}
+
+async function starts(ctx: Ctx, results: LeanResults): Promise<void> {
   const { variants } = results;
-  let t = performance.now();
+  const t = performance.now();
   say(
     `  start → enforced: ${STARTS} starts per variant, alternating (${SMALL} containers + proxy)`,
   );
@@ -577,8 +596,11 @@ async function measure(ctx: Ctx, results: LeanResults): Promise<void> {
       say(`    ${v.label} #${i + 1}: line read ${fmt(s.readMs)} ms, logged ${s.loggedMs} ms`);
     }
   say(`    (${secondsSince(t)})`);
+}
 
-  t = performance.now();
+async function settled(ctx: Ctx, results: LeanResults): Promise<void> {
+  const { variants } = results;
+  const t = performance.now();
   say(`  RSS after ${SETTLE_MS / 1000} s, then CPU of ${ROUNDS} × ${CALLS} CLI calls`);
   for (const v of variants) {
     const daemon = spawnDaemon(ctx, v, "settled");
@@ -600,26 +622,29 @@ async function measure(ctx: Ctx, results: LeanResults): Promise<void> {
     );
   }
   say(`    (${secondsSince(t)})`);
+}
 
-  if (IMAGE) {
-    t = performance.now();
+async function images(ctx: Ctx, results: LeanResults): Promise<void> {
+  const t = performance.now();
+  say(
+    `  product images idle: ${IMAGE_WARMUP_S} s warm-up after healthy, ${IMAGE_WINDOWS} × ${IMAGE_WINDOW_S} s`,
+  );
+  for (const v of results.variants) {
+    const image = await productImage(ctx, v);
+    const idle = await imageIdle(ctx, v, image);
+    results.image.set(v, idle);
     say(
-      `  product images idle: ${IMAGE_WARMUP_S} s warm-up after healthy, ${IMAGE_WINDOWS} × ${IMAGE_WINDOW_S} s`,
+      `    ${v.label}: ${idle.windowsMs.map((w) => fmt(w)).join(", ")} ms CPU per ${IMAGE_WINDOW_S} s ` +
+        `(${idle.where}), daemon RSS ${fmt(idle.rssMiB, 1)} MiB, ${idle.healthy}`,
     );
-    for (const v of variants) {
-      const image = await productImage(ctx, v);
-      const idle = await imageIdle(ctx, v, image);
-      results.image.set(v, idle);
-      say(
-        `    ${v.label}: ${idle.windowsMs.map((w) => fmt(w)).join(", ")} ms CPU per ${IMAGE_WINDOW_S} s ` +
-          `(${idle.where}), daemon RSS ${fmt(idle.rssMiB, 1)} MiB, ${idle.healthy}`,
-      );
-    }
-    say(`    (${secondsSince(t)})`);
   }
+  say(`    (${secondsSince(t)})`);
+}
 
+async function events(ctx: Ctx, results: LeanResults): Promise<void> {
+  const { variants } = results;
   for (const size of [SMALL, MEMBERS]) {
-    t = performance.now();
+    let t = performance.now();
     const have = Number(
       await ctx.lab.docker("network", "inspect", "--format", "{{len .Containers}}", NETWORK),
     );
@@ -709,7 +734,7 @@ export function leanTable(r: LeanResults): string {
       `${fmt(median(r.healthcheck.get(v)!.wallMs))} ms; ${r.healthcheck.get(v)!.firstLine.split(":")[0]}`,
   );
   cpuRow("`--help`", r.help);
-  if (IMAGE) {
+  if (PARTS.has("image")) {
     row(
       `image idle, CPU per ${IMAGE_WINDOW_S} s incl. HEALTHCHECK (median of ${IMAGE_WINDOWS} windows)`,
       (v) => r.image.get(v) && `${fmt(median(r.image.get(v)!.windowsMs))} ms`,
@@ -719,7 +744,7 @@ export function leanTable(r: LeanResults): string {
       "  the image's daemon RSS",
       (v) => r.image.get(v) && `${fmt(r.image.get(v)!.rssMiB, 1)} MiB`,
     );
-  } else row("image idle CPU per 30 s", () => "skipped (BENCH_LEAN_IMAGE=0)");
+  } else row("image idle CPU per 30 s", () => "not measured (BENCH_LEAN_PARTS)");
   for (const size of [MEMBERS, SMALL])
     for (const b of r.backends) {
       const m = r.events.get(eventKey(size, b));
