@@ -45,6 +45,9 @@ import { BENCH_TMP, baselineVariant, currentVariant, type Variant } from "./base
 
 export type Backend = "iptables" | "nftables";
 
+const TITLE =
+  "(e) lean: the figures of issue “Lean, safe and easy to carry on” (section 4), before and now";
+
 // ---- configuration ----
 
 function envInt(name: string, fallback: number, min: number, max: number): number {
@@ -534,7 +537,7 @@ export async function leanPhase(
     backends,
     durationS: 0,
   };
-  say("\n(lean) before/after figures of issue “Lean, safe and easy to carry on”, section 4");
+  say(`\n${TITLE}`);
   if (BASELINE) results.variants.push(await baselineVariant(BASELINE, say));
   results.variants.push(currentVariant());
   const stateDir = join(BENCH_TMP, `state-${process.pid}`);
@@ -757,7 +760,7 @@ export function leanTable(r: LeanResults): string {
   const note =
     `lean phase: ${(r.durationS / 60).toFixed(1)} min` +
     (r.error ? ` (stopped early: ${r.error.split("\n")[0]})` : "");
-  return `${table(header, rows)}\n${note}`;
+  return `${TITLE}\n${table(header, rows)}\n${note}`;
 }
 
 function eventCell(r: Recreations): string {
