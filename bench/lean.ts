@@ -538,12 +538,12 @@ export async function leanPhase(
     durationS: 0,
   };
   say(`\n${TITLE}`);
-  if (BASELINE) results.variants.push(await baselineVariant(BASELINE, say));
-  results.variants.push(currentVariant());
   const stateDir = join(BENCH_TMP, `state-${process.pid}`);
   let lab: Lab | undefined;
   const ctx = { daemons: [] } as unknown as Ctx;
   try {
+    if (BASELINE) results.variants.push(await baselineVariant(BASELINE, say));
+    results.variants.push(currentVariant());
     lab = await startLab({ name: `bl-${randomId(3)}` });
     Object.assign(ctx, {
       lab,
@@ -554,7 +554,8 @@ export async function leanPhase(
       },
       variants: results.variants,
     });
-    say(`  lab: netns ${lab.netns}, network ${NETWORK} ${SUBNET}`);
+    const dockerd = await lab.docker("version", "--format", "{{.Server.Version}}");
+    say(`  lab: netns ${lab.netns}, dockerd ${dockerd}, network ${NETWORK} ${SUBNET}`);
     await lab.createNetwork(NETWORK, { subnets: [SUBNET] });
     await addPlain(lab, SMALL);
     await runProxy(lab);
