@@ -7,6 +7,8 @@
 //   BENCH_CHANGES=10       changes measured at each size
 //   BENCH_IDLE=0           skip the idle measurements (3 minutes)
 //   BENCH_BACKENDS=iptables,nftables  FIREWALL_BACKEND of the latency and one-change runs
+//   BENCH_LEAN=1           the lean phase (bench/lean.ts, its own lab) after the others;
+//                          0 skips it, "only" runs it alone (its own variables: bench/lean.ts)
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -22,6 +24,7 @@ import {
   type LogEntry,
 } from "../test/e2e/lab/index.js";
 import { LOG_BASE } from "../test/e2e/lab/paths.js";
+import { leanPhase, leanTable, type LeanResults } from "./lean.js";
 
 // ---- configuration ----
 
@@ -47,8 +50,17 @@ const STARTS = envInt("BENCH_STARTS", 30, 1, 1000);
 const SIZES = envSizes();
 const CHANGES = envInt("BENCH_CHANGES", 10, 1, 1000);
 const IDLE = envInt("BENCH_IDLE", 1, 0, 1) === 1;
+const LEAN = envLean();
 type Backend = "iptables" | "nftables";
 const BACKENDS = envBackends();
+
+function envLean(): "on" | "off" | "only" {
+  const raw = process.env.BENCH_LEAN?.trim() || "1";
+  if (raw === "1") return "on";
+  if (raw === "0") return "off";
+  if (raw === "only") return "only";
+  throw new Error(`BENCH_LEAN=${raw}: expected 1, 0 or only`);
+}
 
 function envBackends(): Backend[] {
   const raw = process.env.BENCH_BACKENDS?.trim() || "iptables,nftables";
@@ -442,6 +454,8 @@ interface Results {
   idle: Array<{ phase: string; r: IdleResult }>;
   /** The nftables update-strategy table (bench/nft-update.ts), when nftables is benchmarked. */
   nftUpdate?: string;
+  /** The lean phase's before/after figures (bench/lean.ts). */
+  lean?: LeanResults;
 }
 
 const withEventTime = (changes: readonly Change[]): number[] =>
@@ -473,7 +487,7 @@ function describeIdle(r: IdleResult): string {
   );
 }
 
-async function machine(lab: Lab): Promise<Array<[string, string]>> {
+function machine(): Array<[string, string]> {
   const cmd = (file: string, args: string[]) => {
     try {
       return execFileSync(file, args, { encoding: "utf8" }).trim().split("\n")[0] ?? "?";
@@ -487,8 +501,6 @@ async function machine(lab: Lab): Promise<Array<[string, string]>> {
     ["memory", `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`],
     ["kernel", `${os.release()} (${os.arch()})`],
     ["node", process.version],
-    ["dockerd (lab)", await lab.docker("version", "--format", "{{.Server.Version}}")],
-    ["docker CLI", await lab.docker("version", "--format", "{{.Client.Version}}")],
     ["iptables", cmd("iptables", ["--version"])],
     [
       "load average",
@@ -497,6 +509,13 @@ async function machine(lab: Lab): Promise<Array<[string, string]>> {
         .map((l) => l.toFixed(2))
         .join(" "),
     ],
+  ];
+}
+
+async function labVersions(lab: Lab): Promise<Array<[string, string]>> {
+  return [
+    ["dockerd (lab)", await lab.docker("version", "--format", "{{.Server.Version}}")],
+    ["docker CLI", await lab.docker("version", "--format", "{{.Client.Version}}")],
   ];
 }
 
@@ -569,11 +588,16 @@ async function runPhases(lab: Lab, results: Results): Promise<void> {
 }
 
 function summary(results: Results): string {
-  const rows: string[][] = [];
-  for (const r of results.backends) backendRows(r, rows);
-  idleRows(results, rows);
-  const main = table(["figure", "value", "target", ""], rows);
-  return results.nftUpdate ? `${main}\n\n${results.nftUpdate}` : main;
+  const parts: string[] = [];
+  if (LEAN !== "only") {
+    const rows: string[][] = [];
+    for (const r of results.backends) backendRows(r, rows);
+    idleRows(results, rows);
+    parts.push(table(["figure", "value", "target", ""], rows));
+    if (results.nftUpdate) parts.push(results.nftUpdate);
+  }
+  if (results.lean) parts.push(leanTable(results.lean));
+  return parts.join("\n\n");
 }
 
 function backendRows(results: BackendResults, rows: string[][]): void {
@@ -679,12 +703,15 @@ async function main(): Promise<number> {
   const began = performance.now();
   let lab: Lab | undefined;
   let failed = false;
+  log("TrafficJam benchmark");
+  log(table(["machine", ""], machine()));
   try {
-    log("TrafficJam benchmark");
-    lab = await startLab({ name: `bench-${randomId(2)}` });
-    log(table(["machine", ""], await machine(lab)));
-    log(`lab: netns ${lab.netns}, network ${NETWORK} ${SUBNET}, TrafficJam ${INSTANCE_ID}`);
-    await runPhases(lab, results);
+    if (LEAN !== "only") {
+      lab = await startLab({ name: `bench-${randomId(2)}` });
+      log(table(["lab", ""], await labVersions(lab)));
+      log(`lab: netns ${lab.netns}, network ${NETWORK} ${SUBNET}, TrafficJam ${INSTANCE_ID}`);
+      await runPhases(lab, results);
+    }
   } catch (e) {
     failed = true;
     console.error(`\nbenchmark failed: ${(e as Error).stack ?? String(e)}`);
@@ -699,6 +726,10 @@ async function main(): Promise<number> {
         console.error(`lab teardown: ${(e as Error).message}`);
       }
     }
+  }
+  if (LEAN !== "off") {
+    results.lean = await leanPhase(BACKENDS, log);
+    if (results.lean.error) failed = true;
   }
   log(`\n== results${failed ? " (incomplete: the run failed)" : ""} ==`);
   log(
