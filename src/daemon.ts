@@ -22,12 +22,20 @@ async function waitForDocker(
   for (let attempt = 0; !isStopping(); attempt++) {
     try {
       await client.ping();
-      // The version is only logged: a socket proxy that denies it must not stop the daemon.
-      const version = await client.version().then(
-        (v) => v.Version,
-        () => "unknown (not allowed by the endpoint?)",
-      );
-      log.info("docker.connected", "connected to Docker", { endpoint: client.describe(), version });
+      // The version is only logged, once known, while the first pass goes on: a socket proxy
+      // that denies it must not stop the daemon, nor delay the rules.
+      void client
+        .version()
+        .then(
+          (v) => v.Version,
+          () => "unknown (not allowed by the endpoint?)",
+        )
+        .then((version) =>
+          log.info("docker.connected", "connected to Docker", {
+            endpoint: client.describe(),
+            version,
+          }),
+        );
       return;
     } catch (error) {
       const retryMs = Math.min(5000, 200 * 2 ** attempt);
@@ -125,7 +133,7 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
     deleteFlowsFrom,
     log,
     onPass: (outcome) => health.record(outcome),
-    observe: (fresh) => observer.observe(fresh),
+    observe: () => observer.observe(),
   });
 
   const watcher = new EventWatcher(client, {

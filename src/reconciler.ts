@@ -10,8 +10,8 @@ export interface ReconcilerDeps {
   networkRef: string;
   allowHostTraffic: boolean;
   pollIntervalMs: number;
-  /** fresh: re-read everything (resync); otherwise what a Docker event may have changed. */
-  observe(fresh: boolean): Promise<NetworkSnapshot | null>;
+  /** What Docker and the host say about the network now. */
+  observe(): Promise<NetworkSnapshot | null>;
   backend: FirewallBackend;
   deleteFlowsFrom(family: Family, address: string): Promise<number>;
   log: Log;
@@ -129,7 +129,8 @@ export class Reconciler {
     // resync, a failed pass retried) re-reads all.
     const fresh = !reasons.every((r) => /^(container|network|port):/.test(r));
     try {
-      const snapshot = await this.deps.observe(fresh);
+      this.deps.backend.warm?.(fresh); // the kernel is read while Docker answers
+      const snapshot = await this.deps.observe();
       // Where a slow pass spends its time: reading Docker and the host, or the firewall.
       const observeMs = Math.round((performance.now() - started) * 10) / 10;
       if (this.stopped) return; // stopped while Docker answered: leave the firewall alone

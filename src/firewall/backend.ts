@@ -32,6 +32,11 @@ export interface FirewallBackend {
   clear(): Promise<SyncResult>;
   /** Reads the kernel and compares it with the desired state, changing nothing. */
   check(ruleset: Ruleset): Promise<CheckResult>;
+  /**
+   * Starts reading the kernel the next sync will plan on (a fresh one: unless `nft monitor` saw
+   * nothing change), so the read runs while Docker is asked about the network.
+   */
+  warm?(fresh: boolean): void;
 }
 
 /** Whether the kernel says the rules belong in a backend under FIREWALL_BACKEND=auto, and why. */

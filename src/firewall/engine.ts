@@ -45,6 +45,8 @@ export interface KernelView<S> {
 
 export class ConvergeEngine<S, P extends KernelPlan> {
   private cache: { state: S; readAt: number } | null = null;
+  /** A read started by view(): another view() meanwhile shares it instead of reading twice. */
+  private viewing: Promise<KernelView<S>> | null = null;
 
   constructor(
     private readonly kernel: Kernel<S, P>,
@@ -59,9 +61,15 @@ export class ConvergeEngine<S, P extends KernelPlan> {
    * read-back; otherwise the last read-back (what an event pass plans against).
    */
   async view(fresh: boolean): Promise<KernelView<S>> {
+    if (this.viewing) return this.viewing;
     const cache = this.cache;
     if (cache && (!fresh || this.quietSince(cache))) return { ...cache, cached: true };
-    return this.readNow();
+    const reading = (this.viewing = this.readNow());
+    try {
+      return await reading;
+    } finally {
+      if (this.viewing === reading) this.viewing = null;
+    }
   }
 
   /** Forget the last read-back: the next view reads the kernel. */

@@ -115,6 +115,11 @@ export class SelectingBackend implements FirewallBackend {
     };
   }
 
+  warm(fresh: boolean): void {
+    if (!fresh) return; // an event pass plans on the last read-back
+    for (const backend of this.backends) backend.warm?.(fresh);
+  }
+
   async check(ruleset: Ruleset): Promise<CheckResult> {
     return this.byKind((await this.decide(true)).choice.kind).check(ruleset);
   }

@@ -66,9 +66,9 @@ export class Observer {
     );
   }
 
-  /** fresh: read everything again (resync); otherwise what a Docker event may have changed. */
-  async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
-    const snapshot = await this.network.observe(fresh);
+  /** Every pass reads the same from Docker; the host's ports are cached per endpoint. */
+  async observe(): Promise<NetworkSnapshot | null> {
+    const snapshot = await this.network.observe();
     if (!snapshot) return null;
     // Once Docker no longer lists a dead container as a member, it needs no tombstone.
     const listed = new Set(snapshot.members.map((m) => m.id));

@@ -1,7 +1,7 @@
 // Docker state → NetworkSnapshot: the network's subnets, its members and which are whitelisted.
-// The network's identity (subnets and bridge are fixed for a network's life) is re-read on
-// resyncs (and whenever it is unknown), from the network list; every pass reads the members (the
-// network inspected: one call) and the containers matching the whitelist (one call), side by side.
+// Every pass makes two calls, side by side: the network inspected by NETWORK (the Engine resolves
+// it as everywhere else: full ID, exact name, unique ID prefix; a network recreated under the same
+// name is found at once) and the containers matching the whitelist.
 import type { EngineClient } from "./engine-api.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import type { WhitelistFilter } from "../config.js";
@@ -41,22 +41,6 @@ export interface ContainerSummary {
       } | null
     > | null;
   } | null;
-}
-
-/**
- * Finds NETWORK the way the Engine resolves a reference: full ID, then exact name, then a
- * unique ID prefix. Returns null when nothing (or more than one prefix match) fits.
- */
-export function resolveNetwork<T extends { Id: string; Name: string }>(
-  networks: T[],
-  ref: string,
-): T | null {
-  const byId = networks.find((n) => n.Id === ref);
-  if (byId) return byId;
-  const byName = networks.find((n) => n.Name === ref);
-  if (byName) return byName;
-  const byPrefix = networks.filter((n) => n.Id.startsWith(ref));
-  return byPrefix.length === 1 ? byPrefix[0]! : null;
 }
 
 /** The Linux bridge of a bridge-driver network, named as Docker names it. */
@@ -133,27 +117,19 @@ export class NetworkObserver {
   }
 
   /**
-   * Reads the members and the whitelisted ones (and the network, when not known or `fresh`).
-   * Returns null when the network does not exist. The filter is evaluated by the Engine itself,
-   * then restricted to the network's members, so even a `network=` filter cannot widen it.
+   * Reads the network, its members and the whitelisted ones. Returns null when the network does
+   * not exist. The filter is evaluated by the Engine itself, then restricted to the network's
+   * members, so even a `network=` filter cannot widen it.
    */
-  async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
-    if (fresh || !this.network) {
-      const found = resolveNetwork(await this.client.listNetworks(), this.networkRef);
-      this.network = found
-        ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
-        : null;
-      if (!this.network) return null;
-    }
-    const network = this.network;
-    const [inspected, matching] = await Promise.all([
-      this.client.inspectNetwork(network.id),
+  async observe(): Promise<NetworkSnapshot | null> {
+    const [found, matching] = await Promise.all([
+      this.client.inspectNetwork(this.networkRef),
       this.client.listContainers({ [this.whitelist.key]: [this.whitelist.value] }),
     ]);
-    if (inspected === null) {
-      this.network = null; // removed since it was listed
-      return null;
-    }
-    return { ...network, members: membersOf(inspected, membersOn(network.id, matching)) };
+    this.network = found
+      ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
+      : null;
+    if (!found || !this.network) return null;
+    return { ...this.network, members: membersOf(found, membersOn(found.Id, matching)) };
   }
 }

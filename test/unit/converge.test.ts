@@ -199,3 +199,13 @@ test("clearing (desired null) removes everything the kernel holds", async () => 
   assert.deepEqual(result.revoked, [[4, "172.20.0.2"]]);
   assert.equal(kernel.held.size, 0);
 });
+
+test("views asked for while a read is under way share it: a warm-up and the sync read once", async () => {
+  const { kernel, impl } = fakeKernel();
+  const engine = new ConvergeEngine(impl, null, undefined, clock());
+  const [a, b] = await Promise.all([engine.view(true), engine.view(true)]);
+  assert.equal(a, b);
+  assert.deepEqual(kernel.log, ["read"]);
+  await engine.view(true); // a later fresh view reads again
+  assert.deepEqual(kernel.log, ["read", "read"]);
+});

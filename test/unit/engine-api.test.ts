@@ -23,7 +23,7 @@ import {
   type EngineEvent,
   type EngineEventStream,
 } from "../../src/observe/engine-api.js";
-import { bridgeOf, membersOn, resolveNetwork, subnetsOf } from "../../src/observe/network.js";
+import { bridgeOf, membersOn, subnetsOf } from "../../src/observe/network.js";
 
 // ----- The Engine's answers, as Docker 20.10 writes them (extra fields included, to be dropped)
 
@@ -657,12 +657,12 @@ test("what the client reads is what the network observer takes", BOUNDED, async 
   const engine = await startEngine(
     t,
     routes({
-      "/networks": answer([noneNetwork, webNetwork]),
+      "/networks/web": answer(webNetwork),
       "/containers/json": answer([proxySummary]),
     }),
   );
   const client = clientFor(t, engine);
-  const network = resolveNetwork(await client.listNetworks(), "web");
+  const network = await client.inspectNetwork("web");
   assert.ok(network);
   assert.deepEqual(subnetsOf(network), ["172.20.0.0/16"]);
   assert.equal(bridgeOf(network), "br-web");

@@ -6,7 +6,6 @@ import {
   bridgeOf,
   membersOf,
   membersOn,
-  resolveNetwork,
   subnetsOf,
   type ContainerSummary,
 } from "../../src/observe/network.js";
@@ -206,20 +205,6 @@ test("network inspect → every member, the whitelisted ones flagged", () => {
     ],
   );
   assert.deepEqual(membersOf({ Id: "n1", Name: "web", Containers: null }, []), []);
-});
-
-test("NETWORK resolves like the Engine: full ID, exact name, unique ID prefix", () => {
-  const nets = [
-    { Id: "abc123", Name: "web2" },
-    { Id: "abd456", Name: "web" },
-    { Id: "fff000", Name: "abc123x" },
-  ];
-  assert.equal(resolveNetwork(nets, "web")?.Id, "abd456");
-  assert.equal(resolveNetwork(nets, "web2")?.Id, "abc123");
-  assert.equal(resolveNetwork(nets, "abc123")?.Name, "web2");
-  assert.equal(resolveNetwork(nets, "abd")?.Name, "web");
-  assert.equal(resolveNetwork(nets, "ab"), null, "ambiguous prefix");
-  assert.equal(resolveNetwork(nets, "we"), null, "no partial names");
 });
 
 test("timestamps are written in TZ with its offset", () => {

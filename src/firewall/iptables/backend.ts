@@ -233,6 +233,10 @@ export class IptablesBackend implements SelectableBackend {
     return this.engine.converge(ruleset, options, await this.view(options.fresh));
   }
 
+  warm(fresh: boolean): void {
+    this.engine.view(fresh).catch(() => undefined); // met again, and reported, by the sync
+  }
+
   async check(ruleset: Ruleset): Promise<CheckResult> {
     const plan = await this.engine.check(ruleset);
     return { location: plan.location, differences: plan.outstanding };

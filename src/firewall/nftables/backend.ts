@@ -117,6 +117,10 @@ export class NftablesBackend implements SelectableBackend {
     return this.engine.converge(ruleset, options);
   }
 
+  warm(fresh: boolean): void {
+    this.engine.view(fresh).catch(() => undefined); // met again, and reported, by the sync
+  }
+
   async check(ruleset: Ruleset): Promise<CheckResult> {
     const plan = await this.engine.check(ruleset);
     return { location: LOCATION, differences: plan.outstanding };
