@@ -73,7 +73,6 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
       { reason },
     ),
   );
-  monitor.start();
   const staleView = onceThenDebug(log, "info");
   const backend = createBackend(config.firewallBackend, config.instanceId, {
     monitor,
@@ -205,6 +204,8 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
   if (!stopping) {
     watcher.start();
     reconciler.start();
+    // Only resyncs use it, and a watcher needs a moment to be trusted: not before the rules.
+    monitor.start();
   }
   return exited;
 }

@@ -1,6 +1,7 @@
 // iproute2, nsenter and stat: what the bridge port finder reads of the host's interfaces and
 // network namespaces. The tools' JSON is validated here, where it enters.
-import { stat } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
 import { z } from "zod/v3";
 import { run } from "./exec.js";
 import type { BridgePortDeps, IpLink } from "../observe/bridge-ports.js";
@@ -36,12 +37,64 @@ async function ipJson<T>(
   return parsed.data;
 }
 
+/** A port whose peer is settled in its namespace: what it says will not change for its life. */
+const settled = (link: IpLink) => link.link_index !== undefined && link.link_netnsid !== undefined;
+
+/** An interface's index from sysfs (tiny files: read synchronously), or null once it is gone. */
+function indexOf(name: string): number | null {
+  try {
+    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8"));
+  } catch {
+    return null;
+  }
+}
+
+/** Above this many new ports, one listing of all is cheaper than one `ip` per port. */
+const LIST_ALL_ABOVE = 4;
+
+/**
+ * The ports of a bridge, read without listing them all on every pass: the bridge's port names
+ * come from sysfs (in-process, cheap even with hundreds), and only ports not seen before are
+ * asked of `ip`. A port's index and peer are fixed for its life, so what was read is kept, once
+ * settled (a port listed while Docker still moves its peer shows no peer yet).
+ */
+function bridgePortReader(): (bridge: string) => Promise<IpLink[]> {
+  const known = new Map<string, Map<string, IpLink>>();
+  const listAll = (bridge: string) => ipJson(linkSchema, ["link", "show", "master", bridge]);
+  return async (bridge) => {
+    let names: string[];
+    try {
+      names = await readdir(`/sys/class/net/${bridge}/brif`);
+    } catch {
+      return listAll(bridge); // no sysfs view of this namespace: ask for them all
+    }
+    const cache = known.get(bridge) ?? new Map<string, IpLink>();
+    known.clear(); // one bridge at a time: a recreated network's old bridge is forgotten
+    known.set(bridge, cache);
+    // A name kept by a new port (veth names are random, but) must not inherit the old one's
+    // peer: an entry stands only while its interface keeps its index.
+    for (const [name, link] of cache) if (indexOf(name) !== link.ifindex) cache.delete(name);
+    const fresh = names.filter((name) => !cache.has(name));
+    const read =
+      fresh.length > LIST_ALL_ABOVE
+        ? await listAll(bridge)
+        : (
+            await Promise.all(
+              fresh.map((name) =>
+                ipJson(linkSchema, ["link", "show", "dev", name]).catch(() => []),
+              ),
+            )
+          ).flat();
+    const now = new Map(read.map((link) => [link.ifname, link]));
+    for (const link of read) if (settled(link)) cache.set(link.ifname, link);
+    return names.flatMap((name) => cache.get(name) ?? now.get(name) ?? []);
+  };
+}
+
 /** The finder's I/O on a real host, with the Engine's container inspect for the sandboxes. */
 export const hostBridgePortDeps = (inspect: BridgePortDeps["inspect"]): BridgePortDeps => ({
   inspect,
-  // Without -d: the peer's index and namespace id are in the plain listing (4× less to parse).
-  bridgePorts: (bridge): Promise<IpLink[]> =>
-    ipJson(linkSchema, ["link", "show", "master", bridge]),
+  bridgePorts: bridgePortReader(),
   async namedNamespaceIds() {
     const listed = await ipJson(netnsSchema, ["netns", "list"]);
     return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));

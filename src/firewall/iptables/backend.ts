@@ -90,18 +90,21 @@ export function dockerFlavour(ipv4: Record<Flavour, FilterTable>): Flavour | nul
 }
 
 async function applyFamily(family: Family, flavour: Flavour, plan: IptablesPlan): Promise<void> {
-  for (const chain of plan.createChains) {
-    const result = await run(tool(family, flavour, ""), ["-w", "5", "-t", "filter", "-N", chain]);
-    // Another instance may have created it a moment ago: that is fine.
-    if (result.code !== 0 && !/exists/i.test(result.stderr)) {
-      throw new CommandError(
-        `${tool(family, flavour, "")} -N ${chain}`,
-        "exit",
-        result.code,
-        result.stderr,
-      );
-    }
-  }
+  // Created side by side (legacy's xtables lock orders them anyway), before the transaction.
+  await Promise.all(
+    plan.createChains.map(async (chain) => {
+      const result = await run(tool(family, flavour, ""), ["-w", "5", "-t", "filter", "-N", chain]);
+      // Another instance may have created it a moment ago: that is fine.
+      if (result.code !== 0 && !/exists/i.test(result.stderr)) {
+        throw new CommandError(
+          `${tool(family, flavour, "")} -N ${chain}`,
+          "exit",
+          result.code,
+          result.stderr,
+        );
+      }
+    }),
+  );
   if (plan.script) {
     // -w 5: wait for the xtables lock (legacy), but fail (and retry) rather than hang.
     await runChecked(tool(family, flavour, "-restore"), ["--noflush", "-w", "5"], plan.script);

@@ -20,7 +20,7 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
-/** A parsed pino line, or { msg: line } for a line that is not JSON. */
+/** A parsed log line (JSON), or { msg: line } for a line that is not JSON. */
 export type LogEntry = Record<string, unknown> & { msg?: unknown };
 export type LogPredicate = RegExp | ((entry: LogEntry) => boolean);
 
