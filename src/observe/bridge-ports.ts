@@ -271,13 +271,14 @@ export class BridgePortFinder {
   ): Promise<{ port: string } | { errors: string[] }> {
     const name = basename(info.sandboxKey);
     const named = `${NAMED_NETNS_DIR}/${name}`;
-    const nsid = name ? (await host.namedIds()).get(name) : undefined;
-    if (nsid === undefined) return { errors: [`${named} is not visible here`] };
-    // Where the SandboxKey itself is visible too, both must be the same namespace.
+    // A stat first: where the folder is not mounted, no namespace listing is spawned for nothing.
     const [listed, own] = await Promise.all([
       this.deps.namespaceInode(named),
       this.deps.namespaceInode(info.sandboxKey),
     ]);
+    const nsid = name && listed !== null ? (await host.namedIds()).get(name) : undefined;
+    if (nsid === undefined) return { errors: [`${named} is not visible here`] };
+    // Where the SandboxKey itself is visible too, both must be the same namespace.
     if (own !== null && listed !== own) return { errors: [`${named} is another namespace`] };
     const found = portsOfNamespace(ports, nsid);
     if (found.length === 1) return { port: found[0]! };
