@@ -18,7 +18,6 @@ import {
   mkdirSync,
   readFileSync,
   readdirSync,
-  readlinkSync,
   renameSync,
   rmSync,
   statSync,
@@ -42,6 +41,7 @@ import { NODE_BASE_IMAGE, loadNodeBase, nodeBaseTarball } from "../test/e2e/lab/
 import { startBuildProxy } from "../test/e2e/lab/build-proxy.js";
 import { LOG_BASE } from "../test/e2e/lab/paths.js";
 import { BENCH_TMP, baselineVariant, currentVariant, type Variant } from "./baseline.js";
+import { envInt, pct, readProc, readlinkSafe, stopDaemon, table } from "./figures.js";
 
 export type Backend = "iptables" | "nftables";
 
@@ -49,15 +49,6 @@ const TITLE =
   "(e) lean: the figures of issue “Lean, safe and easy to carry on” (section 4), before and now";
 
 // ---- configuration ----
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name]?.trim();
-  if (!raw) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max)
-    throw new Error(`${name}=${raw}: expected an integer from ${min} to ${max}`);
-  return value;
-}
 
 const BASELINE = (process.env.BENCH_BASELINE ?? "958cd15").trim();
 const STARTS = envInt("BENCH_LEAN_STARTS", 10, 1, 100);
@@ -106,33 +97,10 @@ const TARGET = {
 let say: (line: string) => void = (line) => console.log(line);
 
 /** Nearest-rank percentile: always one of the measured values. */
-function pct(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
-}
 const median = (values: readonly number[]): number => pct(values, 50);
 const fmt = (v: number | undefined, digits = 0): string =>
   v === undefined || Number.isNaN(v) ? "–" : v.toFixed(digits);
 const secondsSince = (t: number): string => `${((performance.now() - t) / 1000).toFixed(0)} s`;
-
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] ?? 0))
-      .join("  ")
-      .trimEnd();
-  return [line(header), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map(line)].join("\n");
-}
-
-function readProc(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return "";
-  }
-}
 
 const CLK_TCK = (() => {
   try {
@@ -190,27 +158,6 @@ function spawnDaemon(ctx: Ctx, v: Variant, name: string, env: Record<string, str
   const daemon = startDaemon(ctx.lab, { ...ctx.env, ...env }, [], { cliPath: v.cli });
   ctx.daemons.push({ name: `${name}-${v.key}`, daemon });
   return daemon;
-}
-
-async function stopDaemon(daemon: DaemonProcess): Promise<void> {
-  if (!daemon.running) return;
-  // `ip netns exec` exec()s node: wait until it has, so the signal reaches the daemon
-  for (let i = 0; i < 100 && !readlinkSafe(`/proc/${daemon.pid}/exe`).includes("node"); i++)
-    await sleep(20);
-  daemon.signal("SIGTERM"); // rules stay in force
-  try {
-    await daemon.waitExit(15_000);
-  } catch {
-    await daemon.kill();
-  }
-}
-
-function readlinkSafe(path: string): string {
-  try {
-    return readlinkSync(path);
-  } catch {
-    return "";
-  }
 }
 
 /** RSS of the daemon's Node process (the spawned pid is node's own once `ip netns exec` exec()s). */

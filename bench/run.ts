@@ -10,7 +10,7 @@
 //   BENCH_LEAN=1           the lean phase (bench/lean.ts, its own lab) after the others;
 //                          0 skips it, "only" runs it alone (its own variables: bench/lean.ts)
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import {
@@ -24,18 +24,10 @@ import {
   type LogEntry,
 } from "../test/e2e/lab/index.js";
 import { LOG_BASE } from "../test/e2e/lab/paths.js";
+import { envInt, pct, readProc, stopDaemon, table } from "./figures.js";
 import { leanPhase, leanTable, type LeanResults } from "./lean.js";
 
 // ---- configuration ----
-
-function envInt(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name]?.trim();
-  if (!raw) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max)
-    throw new Error(`${name}=${raw}: expected an integer from ${min} to ${max}`);
-  return value;
-}
 
 function envSizes(): number[] {
   const raw = process.env.BENCH_SIZES?.trim() || "10,100,500";
@@ -97,25 +89,10 @@ const TARGET = { eventToEnforcedP50Ms: 50, changeAt500Ms: 100, idleCpuSPerMin: 0
 const log = (line = ""): void => console.log(line);
 
 /** Nearest-rank percentile: always one of the measured values. */
-function pct(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
-}
 
 const fmt = (v: number | undefined, digits = 1): string =>
   v === undefined || Number.isNaN(v) ? "–" : v.toFixed(digits);
 const mark = (ok: boolean | undefined): string => (ok === undefined ? "–" : ok ? "✓" : "✗");
-
-function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] ?? 0))
-      .join("  ")
-      .trimEnd();
-  return [line(header), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map(line)].join("\n");
-}
 
 async function sleepUntil(atMs: number): Promise<void> {
   const left = atMs - performance.now();
@@ -159,16 +136,6 @@ async function waitQuiet(daemon: DaemonProcess, quietMs: number, maxMs = 120_000
     await sleep(quietMs);
     if (!daemon.running) throw new Error(`TrafficJam exited:\n${daemon.output(30)}`);
     if (daemon.lines.length === seen || performance.now() > end) return;
-  }
-}
-
-async function stopDaemon(daemon: DaemonProcess): Promise<void> {
-  if (!daemon.running) return;
-  daemon.signal("SIGTERM"); // rules stay in force for the next daemon
-  try {
-    await daemon.waitExit(15_000);
-  } catch {
-    await daemon.kill();
   }
 }
 
@@ -347,14 +314,6 @@ interface ProcSample {
   rssKiB: number;
   childRssKiB: number;
   children: string[];
-}
-
-function readProc(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return "";
-  }
 }
 
 function statOf(pid: number): { ppid: number; ticks: number; self: number } | undefined {
