@@ -141,6 +141,8 @@ export class BridgePortFinder {
   >();
   private lastWorked: "byId" | "entering" | null = null;
   private readonly looking = limiter(LOOKUP_CONCURRENCY);
+  /** Whether a first attach() ran: from then on, new members are looked up beside the pass. */
+  private started = false;
   /** Lookups running beside the passes, by container. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
   private readonly entering = limiter(ENTER_CONCURRENCY);
@@ -167,10 +169,12 @@ export class BridgePortFinder {
     const host = bridge === null ? null : new HostView(this.deps, bridge);
     const due = members.filter((m) => this.due(m, host) && !this.inFlight.has(m.id));
     // A whitelisted member's port is looked up now: its allowance must be bound to it. Other
-    // members are isolated whatever their port, so theirs is looked up beside the pass, which
-    // does not wait (an inspect of a container still starting waits for its start, ~0.5 s), and
-    // a pass follows to bind them.
-    const later = due.filter((m) => !m.whitelisted);
+    // members are isolated whatever their port, so a new one's is looked up beside the pass,
+    // which does not wait (an inspect of a container still starting waits for its start,
+    // ~0.5 s), and a pass follows to bind it. Not on the first pass: the kernel may hold their
+    // bindings already (a restart), and a pass without them would take them away for a while.
+    const later = this.started ? due.filter((m) => !m.whitelisted) : [];
+    this.started = true;
     if (later.length > 0) {
       const done = Promise.all(later.map((m) => this.lookup(m, host)));
       for (const m of later) this.inFlight.set(m.id, done);

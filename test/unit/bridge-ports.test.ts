@@ -237,7 +237,7 @@ test("the way that worked is tried first next time", async () => {
   assert.deepEqual([listings, calls.linksIn.length], [1, 2]);
 });
 
-test("a member that is not whitelisted is looked up beside the pass, which does not wait for it; a pass follows", async () => {
+test("a new member that is not whitelisted is looked up beside the pass, which does not wait for it; a pass follows", async () => {
   let releaseInspect: () => void = () => undefined;
   const inspecting = new Promise<void>((resolve) => (releaseInspect = resolve));
   const { deps } = fakeHost({
@@ -257,6 +257,7 @@ test("a member that is not whitelisted is looked up beside the pass, which does 
     },
   );
   const backend = { ...proxy, whitelisted: false };
+  await finder.attach([], BRIDGE); // the first pass: it looks every member up before it ends
   assert.deepEqual(await finder.attach([backend], BRIDGE), [{ ...backend, port: undefined }]);
   assert.equal(learned, 0);
   // A pass meanwhile neither waits nor starts a second lookup.
@@ -271,3 +272,11 @@ async function waitUntil(done: () => boolean) {
   for (let i = 0; i < 100 && !done(); i++) await new Promise((resolve) => setImmediate(resolve));
   assert.ok(done());
 }
+
+test("on the first pass every member's port is looked up before it ends (a restart must keep their bindings)", async () => {
+  const { deps, calls } = fakeHost();
+  const finder = new BridgePortFinder(deps, () => assert.fail("no failure"));
+  const backend = { ...proxy, whitelisted: false };
+  assert.deepEqual(await finder.attach([backend], BRIDGE), [{ ...backend, port: "veth1234567" }]);
+  assert.equal(calls.inspect, 1);
+});
