@@ -1,6 +1,6 @@
 // What bench/run.ts and bench/lean.ts share: environment numbers, percentiles, tables, /proc.
 import { readFileSync, readlinkSync } from "node:fs";
-import { sleep, type DaemonProcess } from "../test/e2e/lab/index.js";
+import { sleep, type DaemonProcess, type LogEntry } from "../test/e2e/lab/index.js";
 
 export function envInt(name: string, fallback: number, min: number, max: number): number {
   const raw = process.env[name]?.trim();
@@ -56,3 +56,9 @@ export function readlinkSafe(path: string): string {
     return "";
   }
 }
+
+/** Whether a pass's log line names `reason` among its comma-separated triggers. */
+export const hasReason = (e: LogEntry, reason: string): boolean =>
+  String(e.reason ?? "")
+    .split(",")
+    .includes(reason);

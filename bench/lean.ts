@@ -41,7 +41,7 @@ import { NODE_BASE_IMAGE, loadNodeBase, nodeBaseTarball } from "../test/e2e/lab/
 import { startBuildProxy } from "../test/e2e/lab/build-proxy.js";
 import { LOG_BASE } from "../test/e2e/lab/paths.js";
 import { BENCH_TMP, baselineVariant, currentVariant, type Variant } from "./baseline.js";
-import { envInt, pct, readProc, readlinkSafe, stopDaemon, table } from "./figures.js";
+import { envInt, hasReason, pct, readProc, readlinkSafe, stopDaemon, table } from "./figures.js";
 
 export type Backend = "iptables" | "nftables";
 
@@ -129,10 +129,6 @@ const isApplied = (e: LogEntry): boolean =>
   String(e.msg ?? "").startsWith("rules repaired");
 const isPassEnd = (e: LogEntry): boolean =>
   isApplied(e) || e.event === "rules.verified" || e.msg === "rules verified";
-const hasReason = (e: LogEntry, reason: string): boolean =>
-  String(e.reason ?? "")
-    .split(",")
-    .includes(reason);
 const allows = (e: LogEntry, ip: string): boolean =>
   Array.isArray(e.allowed) && e.allowed.includes(ip);
 

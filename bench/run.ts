@@ -24,7 +24,7 @@ import {
   type LogEntry,
 } from "../test/e2e/lab/index.js";
 import { LOG_BASE } from "../test/e2e/lab/paths.js";
-import { envInt, pct, readProc, stopDaemon, table } from "./figures.js";
+import { envInt, hasReason, pct, readProc, stopDaemon, table } from "./figures.js";
 import { leanPhase, leanTable, type LeanResults } from "./lean.js";
 
 // ---- configuration ----
@@ -110,10 +110,6 @@ function rfc3339Ms(s: string): number {
 
 const PASS_END = new Set(["rules.applied", "rules.verified", "rules.repaired"]);
 const isPassEnd = (e: LogEntry): boolean => PASS_END.has(String(e.event));
-const hasReason = (e: LogEntry, reason: string): boolean =>
-  String(e.reason ?? "")
-    .split(",")
-    .includes(reason);
 /** Logged at the end of a pass's observation, in every log level, the first time. */
 const FIRST_PASS = new Set(["whitelist.changed"]);
 

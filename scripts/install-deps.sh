@@ -127,7 +127,7 @@ if [ ${#packages[@]} = 0 ]; then
   exit 0
 fi
 for pkg in "${packages[@]}"; do say "missing: ${for_package[$pkg]} (Debian package $pkg)"; done
-command -v apt-get >/dev/null || { say "no apt-get here: install these tools by hand" >&2; exit 1; }
+command -v apt-get >/dev/null || { say "this system has no apt: add these tools by hand" >&2; exit 1; }
 
 apt-get update -qq
 if ! plan=$(simulate "${packages[@]}"); then
