@@ -233,7 +233,7 @@ const networkSchema = z.object({
   Driver: optionalText,
   Options: mapOf(z.string()),
   IPAM: z.object({ Config: listOf(z.object({ Subnet: optionalText })) }).optional(),
-  /** Container id → its endpoint. Filled by inspect only: the list leaves it empty. */
+  /** Container id → its endpoint: the network's members on this host. */
   Containers: mapOf(networkMemberSchema),
 });
 
@@ -444,11 +444,6 @@ export class EngineClient {
     const version = await this.getJson("/version", versionSchema);
     this.apiPrefixPromise ??= Promise.resolve(prefixFor(version));
     return version;
-  }
-
-  listNetworks(filters?: EngineFilters): Promise<EngineNetwork[]> {
-    const path = withQuery("/networks", { filters: filtersParam(filters) });
-    return this.getVersioned(path, z.array(networkSchema));
   }
 
   /** Null when the Engine knows no such network. */

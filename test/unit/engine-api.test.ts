@@ -370,18 +370,18 @@ test(
       t,
       routes({
         "/version": answer({ Version: "24.0.7", ApiVersion: "1.43", MinAPIVersion: "1.12" }),
-        "/networks": answer([webNetwork]),
+        "/networks/web": answer(webNetwork),
         "/containers/json": answer([]),
       }),
     );
     const client = clientFor(t, engine, { apiVersion: undefined });
-    await Promise.all([client.listNetworks(), client.listContainers()]);
-    await client.listNetworks();
+    await Promise.all([client.inspectNetwork("web"), client.listContainers()]);
+    await client.inspectNetwork("web");
     assert.deepEqual(engine.requests, [
       "GET /version",
-      "GET /v1.41/networks",
+      "GET /v1.41/networks/web",
       "GET /v1.41/containers/json",
-      "GET /v1.41/networks",
+      "GET /v1.41/networks/web",
     ]);
   },
 );
@@ -489,30 +489,31 @@ test(
 // ----- Reading: what is kept, nulls, filters
 
 test(
-  "listNetworks keeps what TrafficJam reads, and reads the Engine's nulls as empty",
+  "inspectNetwork keeps what TrafficJam reads, and reads the Engine's nulls as empty",
   BOUNDED,
   async (t) => {
-    const engine = await startEngine(t, routes({ "/networks": answer([webNetwork, noneNetwork]) }));
+    const engine = await startEngine(
+      t,
+      routes({ "/networks/web": answer(webNetwork), "/networks/none": answer(noneNetwork) }),
+    );
     const client = clientFor(t, engine);
-    assert.deepEqual(await client.listNetworks(), [
-      {
-        Id: NETWORK_ID,
-        Name: "web",
-        Driver: "bridge",
-        Options: { "com.docker.network.bridge.name": "br-web" },
-        IPAM: { Config: [{ Subnet: "172.20.0.0/16" }] },
-        Containers: {},
-      },
-      {
-        Id: noneNetwork.Id,
-        Name: "none",
-        Driver: "null",
-        Options: {},
-        IPAM: { Config: [] },
-        Containers: {},
-      },
-    ]);
-    assert.deepEqual(engine.requests, ["GET /networks"]);
+    assert.deepEqual(await client.inspectNetwork("web"), {
+      Id: NETWORK_ID,
+      Name: "web",
+      Driver: "bridge",
+      Options: { "com.docker.network.bridge.name": "br-web" },
+      IPAM: { Config: [{ Subnet: "172.20.0.0/16" }] },
+      Containers: {},
+    });
+    assert.deepEqual(await client.inspectNetwork("none"), {
+      Id: noneNetwork.Id,
+      Name: "none",
+      Driver: "null",
+      Options: {},
+      IPAM: { Config: [] },
+      Containers: {},
+    });
+    assert.deepEqual(engine.requests, ["GET /networks/web", "GET /networks/none"]);
   },
 );
 
@@ -520,19 +521,14 @@ test(
   "filters go in the query as the JSON the Engine expects, and only when there are some",
   BOUNDED,
   async (t) => {
-    const engine = await startEngine(
-      t,
-      routes({ "/containers/json": answer([proxySummary]), "/networks": answer([]) }),
-    );
+    const engine = await startEngine(t, routes({ "/containers/json": answer([proxySummary]) }));
     const client = clientFor(t, engine);
     const filters = { label: ["com.example.role=proxy & more", "tier=front"], status: ["running"] };
     await client.listContainers(filters);
     await client.listContainers({});
-    await client.listNetworks({ name: ["web"] });
-    const [withFilters, withoutFilters, networks] = engine.requests;
+    const [withFilters, withoutFilters] = engine.requests;
     assert.deepEqual(JSON.parse(queryOf(withFilters!).get("filters") ?? ""), filters);
     assert.equal(withoutFilters, "GET /containers/json");
-    assert.deepEqual(JSON.parse(queryOf(networks!).get("filters") ?? ""), { name: ["web"] });
   },
 );
 
@@ -685,7 +681,6 @@ test("every method sends GET only, to plain API paths", BOUNDED, async (t) => {
     routes({
       "/_ping": (_request, response) => response.end("OK"),
       "/version": answer({ Version: "20.10.24", ApiVersion: "1.41" }),
-      "/networks": answer([]),
       "/networks/web": answer(webNetwork),
       "/containers/json": answer([]),
       [`/containers/${PROXY_ID}/json`]: answer(proxyInspect),
@@ -695,7 +690,6 @@ test("every method sends GET only, to plain API paths", BOUNDED, async (t) => {
   const client = clientFor(t, engine, { apiVersion: undefined });
   await client.ping();
   await client.version();
-  await client.listNetworks();
   await client.inspectNetwork("web");
   await client.listContainers({ label: ["a"] });
   await client.inspectContainer(PROXY_ID);
@@ -705,7 +699,6 @@ test("every method sends GET only, to plain API paths", BOUNDED, async (t) => {
     [
       "GET /_ping",
       "GET /version",
-      "GET /v1.41/networks",
       "GET /v1.41/networks/web",
       "GET /v1.41/containers/json",
       `GET /v1.41/containers/${PROXY_ID}/json`,
@@ -724,7 +717,7 @@ test(
       t,
       routes({
         "/containers/json": answer({ message: "invalid filter 'colour'" }, 400),
-        "/networks": answer({ message: "Internal error: boom" }, 500),
+        "/networks/web": answer({ message: "Internal error: boom" }, 500),
         "/_ping": (_request, response) => {
           response.writeHead(502);
           response.end();
@@ -746,7 +739,7 @@ test(
       assert.equal(error.message, "GET /containers/json: 400 invalid filter 'colour'");
       return true;
     });
-    await assert.rejects(client.listNetworks(), {
+    await assert.rejects(client.inspectNetwork("web"), {
       name: "EngineError",
       statusCode: 500,
       engineMessage: "Internal error: boom",
@@ -778,7 +771,7 @@ test(
     const engine = await startEngine(
       t,
       routes({
-        "/networks": answer([webNetwork, { ...webNetwork, Id: 42 }]),
+        "/networks/broken": answer({ ...webNetwork, Id: 42 }),
         [`/containers/${PROXY_ID}/json`]: answer(brokenPid),
         "/containers/json": answer([brokenEndpoint]),
         "/networks/web": (_request, response) => response.end("<html>not an engine</html>"),
@@ -792,7 +785,10 @@ test(
       assert.ok(error.message.startsWith(`${endpoint}: unexpected answer: `));
       return true;
     };
-    await assert.rejects(client.listNetworks(), invalid("GET /networks", /^\[1\]\.Id: .*string/));
+    await assert.rejects(
+      client.inspectNetwork("broken"),
+      invalid("GET /networks/broken", /^Id: .*string/),
+    );
     await assert.rejects(
       client.inspectContainer(PROXY_ID),
       invalid(`GET /containers/${PROXY_ID}/json`, /^State\.Pid: .*number/),
