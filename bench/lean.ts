@@ -244,7 +244,8 @@ async function cliCpu(ctx: Ctx, v: Variant, args: string[]): Promise<CliCpu> {
 function imageKey(root: string, base: string): string {
   const hash = createHash("sha256").update(basename(base));
   const files = ["Dockerfile", "package.json", "package-lock.json", "tsconfig.json"];
-  files.push("tsconfig.build.json");
+  // (the baseline's Dockerfile also copies tsconfig.build.json, which it has)
+  if (existsSync(join(root, "tsconfig.build.json"))) files.push("tsconfig.build.json");
   const walk = (dir: string) => {
     for (const entry of readdirSync(dir).sort()) {
       const path = join(dir, entry);
