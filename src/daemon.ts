@@ -132,7 +132,7 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
     deleteFlowsFrom,
     log,
     onPass: (outcome) => health.record(outcome),
-    observe: () => observer.observe(),
+    observe: (fresh) => observer.observe(fresh),
   });
 
   const watcher = new EventWatcher(client, {

@@ -10,8 +10,8 @@ export interface ReconcilerDeps {
   networkRef: string;
   allowHostTraffic: boolean;
   pollIntervalMs: number;
-  /** What Docker and the host say about the network now. */
-  observe(): Promise<NetworkSnapshot | null>;
+  /** fresh: read everything again (resync); otherwise what the Docker events may have changed. */
+  observe(fresh: boolean): Promise<NetworkSnapshot | null>;
   backend: FirewallBackend;
   deleteFlowsFrom(family: Family, address: string): Promise<number>;
   log: Log;
@@ -130,7 +130,7 @@ export class Reconciler {
     const fresh = !reasons.every((r) => /^(container|network|port):/.test(r));
     try {
       this.deps.backend.warm?.(fresh); // the kernel is read while Docker answers
-      const snapshot = await this.deps.observe();
+      const snapshot = await this.deps.observe(fresh);
       // Where a slow pass spends its time: reading Docker and the host, or the firewall.
       const observeMs = Math.round((performance.now() - started) * 10) / 10;
       if (this.stopped) return; // stopped while Docker answered: leave the firewall alone

@@ -26,6 +26,10 @@ export class Observer {
   // Containers that died lose their allowance and their port's binding now, not when Docker
   // gets round to disconnecting them: their address may be handed out again right after.
   private readonly dead = new Set<string>();
+  /** Containers the events since the last read name: a pass reads those alone. */
+  private readonly changed = new Set<string>();
+  /** An event about the network itself: the next pass reads it whole. */
+  private networkChanged = false;
 
   constructor(
     client: EngineClient,
@@ -57,18 +61,31 @@ export class Observer {
     if (event.Type === "container") {
       if (event.Action === "die") this.dead.add(event.Actor.ID);
       if (event.Action === "start" || event.Action === "destroy") this.dead.delete(event.Actor.ID);
+      this.changed.add(event.Actor.ID);
       return true;
     }
     const id = event.Actor.ID;
     const ref = this.options.network;
-    return (
-      id === this.network.networkId || event.Actor.Attributes.name === ref || id.startsWith(ref)
-    );
+    const ours =
+      id === this.network.networkId || event.Actor.Attributes.name === ref || id.startsWith(ref);
+    if (!ours) return false;
+    const container = event.Actor.Attributes.container;
+    if ((event.Action === "connect" || event.Action === "disconnect") && container)
+      this.changed.add(container);
+    else this.networkChanged = true; // created, destroyed: read it whole
+    return true;
   }
 
-  /** Every pass reads the same from Docker; the host's ports are cached per endpoint. */
-  async observe(): Promise<NetworkSnapshot | null> {
-    const snapshot = await this.network.observe();
+  /**
+   * fresh (startup, resync): read the network whole; otherwise only the containers the events
+   * since the last read named, unless one was about the network itself.
+   */
+  async observe(fresh: boolean): Promise<NetworkSnapshot | null> {
+    const whole = fresh || this.networkChanged;
+    const changed = new Set(this.changed);
+    this.changed.clear();
+    this.networkChanged = false;
+    const snapshot = await this.network.observe(whole ? undefined : changed);
     if (!snapshot) return null;
     // Once Docker no longer lists a dead container as a member, it needs no tombstone.
     const listed = new Set(snapshot.members.map((m) => m.id));

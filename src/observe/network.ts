@@ -1,7 +1,9 @@
 // Docker state → NetworkSnapshot: the network's subnets, its members and which are whitelisted.
-// Every pass makes two calls, side by side: the network inspected by NETWORK (the Engine resolves
-// it as everywhere else: full ID, exact name, unique ID prefix; a network recreated under the same
-// name is found at once) and the containers matching the whitelist.
+// A full read (startup, resync, a network event) inspects the network by NETWORK (the Engine
+// resolves it as everywhere else: full ID, exact name, unique ID prefix; a network recreated under
+// the same name is found at once). A pass for container events reads only those containers, so
+// it costs the same whatever the number of members. Either way, the containers matching the
+// whitelist are asked for beside it.
 import type { EngineClient } from "./engine-api.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import type { WhitelistFilter } from "../config.js";
@@ -104,6 +106,8 @@ type NetworkInfo = Omit<NetworkSnapshot, "members">;
 
 export class NetworkObserver {
   private network: NetworkInfo | null = null;
+  /** The members as of the last read (whitelisted or not: that is asked on every pass). */
+  private members = new Map<string, Member>();
 
   constructor(
     private readonly client: EngineClient,
@@ -118,18 +122,50 @@ export class NetworkObserver {
 
   /**
    * Reads the network, its members and the whitelisted ones. Returns null when the network does
-   * not exist. The filter is evaluated by the Engine itself, then restricted to the network's
-   * members, so even a `network=` filter cannot widen it.
+   * not exist. `changed`: only these containers may have joined or left since the last read (read
+   * them alone); undefined: read the network whole. The filter is evaluated by the Engine itself,
+   * then restricted to the network's members, so even a `network=` filter cannot widen it.
    */
-  async observe(): Promise<NetworkSnapshot | null> {
-    const [found, matching] = await Promise.all([
-      this.client.inspectNetwork(this.networkRef),
-      this.client.listContainers({ [this.whitelist.key]: [this.whitelist.value] }),
+  async observe(changed?: ReadonlySet<string>): Promise<NetworkSnapshot | null> {
+    const whitelisted = this.client.listContainers({
+      [this.whitelist.key]: [this.whitelist.value],
+    });
+    const network = this.network;
+    if (changed === undefined || network === null) {
+      const [found, matching] = await Promise.all([
+        this.client.inspectNetwork(this.networkRef),
+        whitelisted,
+      ]);
+      this.network = found
+        ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
+        : null;
+      this.members = new Map(found ? membersOf(found, []).map((m) => [m.id, m]) : []);
+      return this.network ? this.snapshot(this.network, matching) : null;
+    }
+    // The containers themselves, from the list (running ones only, and without waiting for a
+    // container's start the way its inspect does): one not listed, or not on the network, left.
+    const ids = [...changed];
+    const [matching, listed] = await Promise.all([
+      whitelisted,
+      ids.length > 0 ? this.client.listContainers({ id: ids }) : Promise.resolve([]),
     ]);
-    this.network = found
-      ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
-      : null;
-    if (!found || !this.network) return null;
-    return { ...this.network, members: membersOf(found, membersOn(found.Id, matching)) };
+    const now = new Map(membersOn(network.id, listed).map((m) => [m.id, m]));
+    for (const id of ids) {
+      const member = now.get(id);
+      if (member) this.members.set(id, { ...member, whitelisted: false });
+      else this.members.delete(id);
+    }
+    return this.snapshot(network, matching);
+  }
+
+  private snapshot(network: NetworkInfo, matching: ContainerSummary[]): NetworkSnapshot {
+    const chosen = membersOn(network.id, matching);
+    const flagged = new Set(chosen.map((m) => m.id));
+    const members = [...this.members.values()].map((m) => ({
+      ...m,
+      whitelisted: flagged.has(m.id),
+    }));
+    const known = new Set(this.members.keys());
+    return { ...network, members: [...members, ...chosen.filter((m) => !known.has(m.id))] };
   }
 }

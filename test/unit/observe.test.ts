@@ -1,0 +1,88 @@
+// What a pass asks Docker: the network whole on a resync, only the containers events named
+// otherwise, so that a pass costs the same whatever the number of members.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { NetworkObserver } from "../../src/observe/network.js";
+import type { EngineClient } from "../../src/observe/engine-api.js";
+
+const NET = "n".repeat(64);
+const endpoint = (n: number) => ({
+  NetworkID: NET,
+  EndpointID: `e${n}`,
+  MacAddress: `02:42:ac:14:00:0${n}`,
+  IPAddress: `172.20.0.${n}`,
+  GlobalIPv6Address: "",
+});
+const summary = (n: number) => ({
+  Id: `c${n}`,
+  Names: [`/m${n}`],
+  NetworkSettings: { Networks: { web: endpoint(n) } },
+});
+
+/** A fake Engine: the network with members c2 and c3, c5 running too, c2 whitelisted. */
+function fakeEngine() {
+  const calls: string[] = [];
+  const running = new Set(["c2", "c3", "c5"]);
+  const client = {
+    async inspectNetwork(ref: string) {
+      calls.push(`inspectNetwork ${ref}`);
+      return {
+        Id: NET,
+        Name: "web",
+        Driver: "bridge",
+        Options: {},
+        IPAM: { Config: [{ Subnet: "172.20.0.0/16" }] },
+        Containers: Object.fromEntries(
+          [2, 3].map((n) => [
+            `c${n}`,
+            {
+              Name: `m${n}`,
+              EndpointID: `e${n}`,
+              MacAddress: endpoint(n).MacAddress,
+              IPv4Address: `172.20.0.${n}/16`,
+              IPv6Address: "",
+            },
+          ]),
+        ),
+      };
+    },
+    async listContainers(filters: Record<string, string[]>) {
+      calls.push(`listContainers ${JSON.stringify(filters)}`);
+      if (filters.id)
+        return filters.id.filter((id) => running.has(id)).map((id) => summary(Number(id.slice(1))));
+      return [summary(2)]; // the whitelist
+    },
+  };
+  return { calls, running, client: client as unknown as EngineClient };
+}
+
+const names = (s: Awaited<ReturnType<NetworkObserver["observe"]>>) =>
+  s?.members.map((m) => `${m.name}${m.whitelisted ? "*" : ""}`).sort();
+
+test("a resync reads the network whole; an event pass reads only the containers named", async () => {
+  const { calls, running, client } = fakeEngine();
+  const observer = new NetworkObserver(client, "web", { key: "label", value: "role=proxy" });
+  assert.deepEqual(names(await observer.observe()), ["m2*", "m3"]);
+  assert.deepEqual(calls, ['listContainers {"label":["role=proxy"]}', "inspectNetwork web"]);
+
+  calls.length = 0;
+  // c5 joined (its start event), c3 left (its die event): two containers read, not the network.
+  running.delete("c3");
+  assert.deepEqual(names(await observer.observe(new Set(["c5", "c3"]))), ["m2*", "m5"]);
+  assert.deepEqual(calls, [
+    'listContainers {"label":["role=proxy"]}',
+    'listContainers {"id":["c5","c3"]}',
+  ]);
+
+  calls.length = 0;
+  // A pass with nothing named (a port found beside a pass): only the whitelist is asked.
+  assert.deepEqual(names(await observer.observe(new Set())), ["m2*", "m5"]);
+  assert.deepEqual(calls, ['listContainers {"label":["role=proxy"]}']);
+});
+
+test("before the network is known, an event pass reads it whole", async () => {
+  const { calls, client } = fakeEngine();
+  const observer = new NetworkObserver(client, "web", { key: "label", value: "role=proxy" });
+  await observer.observe(new Set(["c5"]));
+  assert.ok(calls.includes("inspectNetwork web"));
+});
