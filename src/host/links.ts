@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { z } from "zod/v3";
 import { run } from "./exec.js";
-import type { BridgePortDeps, IpLink } from "../observe/bridge-ports.js";
+import { settled, type BridgePortDeps, type IpLink } from "../observe/bridge-ports.js";
 
 const linkSchema = z.array(
   z.object({
@@ -37,9 +37,6 @@ async function ipJson<T>(
   return parsed.data;
 }
 
-/** A port whose peer is settled in its namespace: what it says will not change for its life. */
-const settled = (link: IpLink) => link.link_index !== undefined && link.link_netnsid !== undefined;
-
 /** An interface's index from sysfs (tiny files: read synchronously), or null once it is gone. */
 function indexOf(name: string): number | null {
   try {
@@ -58,10 +55,10 @@ const LIST_ALL_ABOVE = 4;
  * asked of `ip`. A port's index and peer are fixed for its life, so what was read is kept, once
  * settled (a port listed while Docker still moves its peer shows no peer yet).
  */
-function bridgePortReader(): (bridge: string) => Promise<IpLink[]> {
+function bridgePortReader(): BridgePortDeps["bridgePorts"] {
   const known = new Map<string, Map<string, IpLink>>();
   const listAll = (bridge: string) => ipJson(linkSchema, ["link", "show", "master", bridge]);
-  return async (bridge) => {
+  return async (bridge, revalidate = false) => {
     let names: string[];
     try {
       names = await readdir(`/sys/class/net/${bridge}/brif`);
@@ -71,9 +68,13 @@ function bridgePortReader(): (bridge: string) => Promise<IpLink[]> {
     const cache = known.get(bridge) ?? new Map<string, IpLink>();
     known.clear(); // one bridge at a time: a recreated network's old bridge is forgotten
     known.set(bridge, cache);
+    const present = new Set(names);
+    for (const name of cache.keys()) if (!present.has(name)) cache.delete(name);
     // A name kept by a new port (veth names are random, but) must not inherit the old one's
-    // peer: an entry stands only while its interface keeps its index.
-    for (const [name, link] of cache) if (indexOf(name) !== link.ifindex) cache.delete(name);
+    // peer. Checking every entry costs a read per port: done when asked (the finder asks once
+    // the port it matched turned out to have another index, see portIsCurrent).
+    if (revalidate)
+      for (const [name, link] of cache) if (indexOf(name) !== link.ifindex) cache.delete(name);
     const fresh = names.filter((name) => !cache.has(name));
     const read =
       fresh.length > LIST_ALL_ABOVE
@@ -95,6 +96,7 @@ function bridgePortReader(): (bridge: string) => Promise<IpLink[]> {
 export const hostBridgePortDeps = (inspect: BridgePortDeps["inspect"]): BridgePortDeps => ({
   inspect,
   bridgePorts: bridgePortReader(),
+  portIsCurrent: (link) => indexOf(link.ifname) === link.ifindex,
   async namedNamespaceIds() {
     const listed = await ipJson(netnsSchema, ["netns", "list"]);
     return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));

@@ -39,8 +39,13 @@ export const NAMED_NETNS_DIR = "/run/netns";
 export interface BridgePortDeps {
   /** null when the container no longer exists. */
   inspect(containerId: string): Promise<SandboxInfo | null>;
-  /** The ports of a bridge, read in our (the host's) network namespace. */
-  bridgePorts(bridge: string): Promise<IpLink[]>;
+  /**
+   * The ports of a bridge, read in our (the host's) network namespace. What was read of a port
+   * before may be reused; `revalidate`: not without checking it is still the same interface.
+   */
+  bridgePorts(bridge: string, revalidate?: boolean): Promise<IpLink[]>;
+  /** Whether the interface named as `link` is still the one listed (same ifindex). */
+  portIsCurrent?(link: IpLink): boolean;
   /** Namespace files under NAMED_NETNS_DIR that have an id here: name → nsid. */
   namedNamespaceIds(): Promise<Map<string, number>>;
   /** `ip -j link show` inside the network namespace at `nsPath` (needs CAP_SYS_ADMIN). */
@@ -49,9 +54,19 @@ export interface BridgePortDeps {
   namespaceInode(path: string): Promise<number | null>;
 }
 
+/** A listing of a bridge's ports started early in a pass (see BridgePortFinder.prefetch). */
+export interface EarlyPorts {
+  bridge: string;
+  ports: Promise<IpLink[]>;
+}
+
 type Lookup = { port: string } | { error: string } | { gone: true };
 /** A member whose lookup runs beside the pass: unbound until the pass that follows it. */
 const PENDING: Lookup = { error: "being looked up" };
+
+/** A port whose peer is settled in its namespace: what it says will not change for its life. */
+export const settled = (link: IpLink): boolean =>
+  link.link_index !== undefined && link.link_netnsid !== undefined;
 
 /** Pure: the bridge ports whose veth peer is in the namespace with id `nsid` (one, normally). */
 export function portsOfNamespace(ports: readonly IpLink[], nsid: number): string[] {
@@ -117,10 +132,22 @@ class HostView {
   constructor(
     private readonly deps: BridgePortDeps,
     readonly bridge: string,
+    /** A listing started with the pass, before the Engine said which containers run. */
+    private readonly early?: Promise<IpLink[]>,
   ) {}
 
   bridgePorts(): Promise<IpLink[]> {
-    return (this.ports ??= this.deps.bridgePorts(this.bridge));
+    const read = () => this.deps.bridgePorts(this.bridge);
+    // The early listing stands if every port in it had its peer settled; a port listed while
+    // Docker still moved its peer is read again now that its container is reported running.
+    return (this.ports ??= this.early
+      ? this.early.then((ports) => (ports.every(settled) ? ports : read()), read)
+      : read());
+  }
+
+  /** Reads the ports again, checking each one kept from an earlier read. */
+  relist(): Promise<IpLink[]> {
+    return (this.ports = this.deps.bridgePorts(this.bridge, true));
   }
 
   /** Read after the ports: listing a veth gives its peer's namespace an id if it had none. */
@@ -159,14 +186,31 @@ export class BridgePortFinder {
   ) {}
 
   /**
+   * Starts reading the bridge's ports, to be handed to the attach() that follows: the host is
+   * read while the Engine answers, instead of after.
+   */
+  prefetch(bridge: string): EarlyPorts {
+    const ports = this.deps.bridgePorts(bridge);
+    ports.catch(() => undefined); // met again, and reported, by the lookup that uses it
+    return { bridge, ports };
+  }
+
+  /**
    * Members with their bridge port set where it was found. `bridge` is the network's Linux
    * bridge (null: the network has none, e.g. another driver). A member whose container is gone
    * is left out: it cannot be the one sending, so nothing may be allowed in its name.
    */
-  async attach(members: readonly Member[], bridge: string | null): Promise<Member[]> {
+  async attach(
+    members: readonly Member[],
+    bridge: string | null,
+    early?: EarlyPorts,
+  ): Promise<Member[]> {
     const ids = new Set(members.map((m) => m.id));
     for (const id of this.cache.keys()) if (!ids.has(id)) this.cache.delete(id);
-    const host = bridge === null ? null : new HostView(this.deps, bridge);
+    const host =
+      bridge === null
+        ? null
+        : new HostView(this.deps, bridge, early?.bridge === bridge ? early.ports : undefined);
     const due = members.filter((m) => this.due(m, host) && !this.inFlight.has(m.id));
     // A whitelisted member's port is looked up now: its allowance must be bound to it. Other
     // members are isolated whatever their port, so a new one's is looked up beside the pass,
@@ -248,6 +292,27 @@ export class BridgePortFinder {
     } catch (error) {
       return { error: `listing the ports of ${host.bridge} failed: ${errorText(error)}` };
     }
+    const found = await this.match(member, info, ports, host);
+    // The port matched may be kept from an earlier read under a name since taken by a new
+    // interface: the match stands only if the name still has its index, else all are re-read.
+    if (!("port" in found)) return found;
+    const link = ports.find((p) => p.ifname === found.port);
+    if (!link || (this.deps.portIsCurrent?.(link) ?? true)) return found;
+    try {
+      ports = await host.relist();
+    } catch (error) {
+      return { error: `listing the ports of ${host.bridge} failed: ${errorText(error)}` };
+    }
+    return this.match(member, info, ports, host);
+  }
+
+  /** Tries both ways on a listing of the bridge's ports. */
+  private async match(
+    member: Member,
+    info: SandboxInfo,
+    ports: IpLink[],
+    host: HostView,
+  ): Promise<{ port: string } | { error: string }> {
     const ways = {
       byId: () => this.byNamespaceId(info, ports, host),
       entering: () => this.byEntering(member, info, ports, host.bridge),

@@ -85,12 +85,15 @@ export class Observer {
     const changed = new Set(this.changed);
     this.changed.clear();
     this.networkChanged = false;
+    // An event pass's new member is looked up after the Engine's answer; its port is read now.
+    const bridge = this.network.bridge;
+    const early = !whole && changed.size > 0 && bridge ? this.ports.prefetch(bridge) : undefined;
     const snapshot = await this.network.observe(whole ? undefined : changed);
     if (!snapshot) return null;
     // Once Docker no longer lists a dead container as a member, it needs no tombstone.
     const listed = new Set(snapshot.members.map((m) => m.id));
     for (const id of this.dead) if (!listed.has(id)) this.dead.delete(id);
     const alive = snapshot.members.filter((m) => !this.dead.has(m.id));
-    return { ...snapshot, members: await this.ports.attach(alive, snapshot.bridge ?? null) };
+    return { ...snapshot, members: await this.ports.attach(alive, snapshot.bridge ?? null, early) };
   }
 }

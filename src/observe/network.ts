@@ -104,10 +104,30 @@ export function membersOn(networkId: string, containers: ContainerSummary[]): Me
 
 type NetworkInfo = Omit<NetworkSnapshot, "members">;
 
+/**
+ * Filter keys whose match can change only with an event naming the container (labels, mounts and
+ * ports are fixed at creation; a rename, connect or disconnect is an event): an event pass asks
+ * the Engine about the named containers alone. A match on another key (health, status, ancestor,
+ * before/since…) may change silently, and `id` cannot be combined with the containers' ids: the
+ * whole whitelist is listed on every pass.
+ */
+const FIXED_MATCH_KEYS: ReadonlySet<string> = new Set([
+  "label",
+  "name",
+  "network",
+  "is-task",
+  "isolation",
+  "expose",
+  "publish",
+  "volume",
+]);
+
 export class NetworkObserver {
   private network: NetworkInfo | null = null;
-  /** The members as of the last read (whitelisted or not: that is asked on every pass). */
+  /** The members as of the last read (whitelisted or not: see `chosen`). */
   private members = new Map<string, Member>();
+  /** The whitelisted containers on the network as of the last read. */
+  private chosen = new Map<string, Member>();
 
   constructor(
     private readonly client: EngineClient,
@@ -120,6 +140,11 @@ export class NetworkObserver {
     return this.network?.id ?? null;
   }
 
+  /** The network's Linux bridge as last seen, if any. */
+  get bridge(): string | undefined {
+    return this.network?.bridge;
+  }
+
   /**
    * Reads the network, its members and the whitelisted ones. Returns null when the network does
    * not exist. `changed`: only these containers may have joined or left since the last read (read
@@ -127,27 +152,32 @@ export class NetworkObserver {
    * then restricted to the network's members, so even a `network=` filter cannot widen it.
    */
   async observe(changed?: ReadonlySet<string>): Promise<NetworkSnapshot | null> {
-    const whitelisted = this.client.listContainers({
-      [this.whitelist.key]: [this.whitelist.value],
-    });
+    const { key, value } = this.whitelist;
     const network = this.network;
     if (changed === undefined || network === null) {
       const [found, matching] = await Promise.all([
         this.client.inspectNetwork(this.networkRef),
-        whitelisted,
+        this.client.listContainers({ [key]: [value] }),
       ]);
       this.network = found
         ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
         : null;
       this.members = new Map(found ? membersOf(found, []).map((m) => [m.id, m]) : []);
-      return this.network ? this.snapshot(this.network, matching) : null;
+      this.chosen = new Map(found ? membersOn(found.Id, matching).map((m) => [m.id, m]) : []);
+      return this.network ? this.snapshot(this.network) : null;
     }
     // The containers themselves, from the list (running ones only, and without waiting for a
     // container's start the way its inspect does): one not listed, or not on the network, left.
     const ids = [...changed];
+    const fixed = FIXED_MATCH_KEYS.has(key);
+    const none = Promise.resolve([]);
     const [matching, listed] = await Promise.all([
-      whitelisted,
-      ids.length > 0 ? this.client.listContainers({ id: ids }) : Promise.resolve([]),
+      fixed
+        ? ids.length > 0
+          ? this.client.listContainers({ id: ids, [key]: [value] })
+          : none
+        : this.client.listContainers({ [key]: [value] }),
+      ids.length > 0 ? this.client.listContainers({ id: ids }) : none,
     ]);
     const now = new Map(membersOn(network.id, listed).map((m) => [m.id, m]));
     for (const id of ids) {
@@ -155,17 +185,19 @@ export class NetworkObserver {
       if (member) this.members.set(id, { ...member, whitelisted: false });
       else this.members.delete(id);
     }
-    return this.snapshot(network, matching);
+    const chosen = membersOn(network.id, matching);
+    if (!fixed) this.chosen.clear();
+    else for (const id of ids) this.chosen.delete(id);
+    for (const m of chosen) this.chosen.set(m.id, m);
+    return this.snapshot(network);
   }
 
-  private snapshot(network: NetworkInfo, matching: ContainerSummary[]): NetworkSnapshot {
-    const chosen = membersOn(network.id, matching);
-    const flagged = new Set(chosen.map((m) => m.id));
+  private snapshot(network: NetworkInfo): NetworkSnapshot {
     const members = [...this.members.values()].map((m) => ({
       ...m,
-      whitelisted: flagged.has(m.id),
+      whitelisted: this.chosen.has(m.id),
     }));
-    const known = new Set(this.members.keys());
-    return { ...network, members: [...members, ...chosen.filter((m) => !known.has(m.id))] };
+    const extra = [...this.chosen.values()].filter((m) => !this.members.has(m.id));
+    return { ...network, members: [...members, ...extra] };
   }
 }

@@ -280,3 +280,40 @@ test("on the first pass every member's port is looked up before it ends (a resta
   assert.deepEqual(await finder.attach([backend], BRIDGE), [{ ...backend, port: "veth1234567" }]);
   assert.equal(calls.inspect, 1);
 });
+
+test("a port matched from an earlier read under a name now taken by another interface is read again", async () => {
+  const listings: boolean[] = [];
+  const renamed: IpLink = { ifindex: 31, ifname: "veth9999999", link_index: 9, link_netnsid: 4 };
+  const { deps } = fakeHost({
+    namedNamespaceIds: async () => new Map([["abc", 4]]),
+    namespaceInode: async (path) => (path === SANDBOX ? null : 7),
+    // The kept entry says veth1234567 leads to namespace 4, but that name has another index now.
+    bridgePorts: async (_bridge, revalidate = false) => {
+      listings.push(revalidate);
+      return revalidate ? [renamed, PORTS[1]!] : PORTS;
+    },
+    portIsCurrent: (link) => link.ifindex !== 23,
+  });
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  assert.equal((await finder.attach([proxy], BRIDGE))[0]!.port, "veth9999999");
+  assert.deepEqual(listings, [false, true]);
+});
+
+test("a listing started early stands when every port in it is settled, else the ports are read again", async () => {
+  let listings = 0;
+  const unsettled: IpLink = { ifindex: 23, ifname: "veth1234567" }; // its peer not moved yet
+  const { deps } = fakeHost({
+    namedNamespaceIds: async () => new Map([["abc", 4]]),
+    namespaceInode: async (path) => (path === SANDBOX ? null : 7),
+    bridgePorts: async () => (++listings === 1 ? [unsettled, PORTS[1]!] : PORTS),
+  });
+  const finder = new BridgePortFinder(deps, () => assert.fail("no fallback expected"));
+  const early = finder.prefetch(BRIDGE);
+  assert.equal((await finder.attach([proxy], BRIDGE, early))[0]!.port, "veth1234567");
+  assert.equal(listings, 2); // the early one, then one made after the container was inspected
+
+  const other = { ...proxy, id: "c2", endpointId: "e2" };
+  const settledEarly = finder.prefetch(BRIDGE);
+  assert.equal((await finder.attach([proxy, other], BRIDGE, settledEarly))[1]!.port, "veth1234567");
+  assert.equal(listings, 3); // the early listing served the new lookup
+});

@@ -19,10 +19,11 @@ const summary = (n: number) => ({
   NetworkSettings: { Networks: { web: endpoint(n) } },
 });
 
-/** A fake Engine: the network with members c2 and c3, c5 running too, c2 whitelisted. */
+/** A fake Engine: the network with members c2 and c3, c5 running too; c2 and c6 whitelisted. */
 function fakeEngine() {
   const calls: string[] = [];
   const running = new Set(["c2", "c3", "c5"]);
+  const whitelisted = new Set(["c2", "c6"]);
   const client = {
     async inspectNetwork(ref: string) {
       calls.push(`inspectNetwork ${ref}`);
@@ -48,9 +49,11 @@ function fakeEngine() {
     },
     async listContainers(filters: Record<string, string[]>) {
       calls.push(`listContainers ${JSON.stringify(filters)}`);
-      if (filters.id)
-        return filters.id.filter((id) => running.has(id)).map((id) => summary(Number(id.slice(1))));
-      return [summary(2)]; // the whitelist
+      const ids = filters.id ?? [...running];
+      const chosen = filters.id === undefined || Object.keys(filters).length > 1;
+      return ids
+        .filter((id) => running.has(id) && (!chosen || whitelisted.has(id)))
+        .map((id) => summary(Number(id.slice(1))));
     },
   };
   return { calls, running, client: client as unknown as EngineClient };
@@ -63,21 +66,52 @@ test("a resync reads the network whole; an event pass reads only the containers 
   const { calls, running, client } = fakeEngine();
   const observer = new NetworkObserver(client, "web", { key: "label", value: "role=proxy" });
   assert.deepEqual(names(await observer.observe()), ["m2*", "m3"]);
-  assert.deepEqual(calls, ['listContainers {"label":["role=proxy"]}', "inspectNetwork web"]);
+  assert.deepEqual(calls, ["inspectNetwork web", 'listContainers {"label":["role=proxy"]}']);
 
   calls.length = 0;
-  // c5 joined (its start event), c3 left (its die event): two containers read, not the network.
+  // c5 joined (its start event), c3 left (its die event): two containers read, not the network,
+  // and whether they match the whitelist asked of them alone (a label cannot change).
   running.delete("c3");
   assert.deepEqual(names(await observer.observe(new Set(["c5", "c3"]))), ["m2*", "m5"]);
   assert.deepEqual(calls, [
-    'listContainers {"label":["role=proxy"]}',
+    'listContainers {"id":["c5","c3"],"label":["role=proxy"]}',
     'listContainers {"id":["c5","c3"]}',
   ]);
 
   calls.length = 0;
-  // A pass with nothing named (a port found beside a pass): only the whitelist is asked.
+  // A whitelisted container joins; the one whitelisted before keeps its flag unread.
+  running.add("c6");
+  assert.deepEqual(names(await observer.observe(new Set(["c6"]))), ["m2*", "m5", "m6*"]);
+  assert.deepEqual(calls, [
+    'listContainers {"id":["c6"],"label":["role=proxy"]}',
+    'listContainers {"id":["c6"]}',
+  ]);
+
+  calls.length = 0;
+  // It leaves: no longer a member, no longer whitelisted.
+  running.delete("c6");
+  assert.deepEqual(names(await observer.observe(new Set(["c6"]))), ["m2*", "m5"]);
+
+  calls.length = 0;
+  // A pass with nothing named (a port found beside a pass): nothing to ask.
   assert.deepEqual(names(await observer.observe(new Set())), ["m2*", "m5"]);
-  assert.deepEqual(calls, ['listContainers {"label":["role=proxy"]}']);
+  assert.deepEqual(calls, []);
+});
+
+test("a filter whose match may change without an event is listed whole on every pass", async () => {
+  const { calls, running, client } = fakeEngine();
+  const observer = new NetworkObserver(client, "web", { key: "health", value: "healthy" });
+  await observer.observe();
+  calls.length = 0;
+  running.add("c6");
+  assert.deepEqual(names(await observer.observe(new Set(["c6"]))), ["m2*", "m3", "m6*"]);
+  assert.deepEqual(calls, [
+    'listContainers {"health":["healthy"]}',
+    'listContainers {"id":["c6"]}',
+  ]);
+  calls.length = 0;
+  await observer.observe(new Set());
+  assert.deepEqual(calls, ['listContainers {"health":["healthy"]}']);
 });
 
 test("before the network is known, an event pass reads it whole", async () => {
