@@ -42,6 +42,10 @@ async function clear(): Promise<number> {
 }
 
 async function daemon(): Promise<number> {
+  // Loaded side by side: the daemon's code is only needed with a valid configuration, but
+  // waiting for the configuration's before loading it would add to every start-up.
+  const daemonCode = import("./daemon.js");
+  daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
   if (config.swarmDaemon) {
@@ -49,10 +53,7 @@ async function daemon(): Promise<number> {
       `SWARM_DAEMON=${JSON.stringify(process.env.SWARM_DAEMON)}: Swarm mode is not available in this version; unset it to protect a bridge network`,
     ]);
   }
-  const [{ createLog }, { runDaemon }] = await Promise.all([
-    import("./log.js"),
-    import("./daemon.js"),
-  ]);
+  const [{ createLog }, { runDaemon }] = await Promise.all([import("./log.js"), daemonCode]);
   const log = createLog(config);
   log.info("daemon.starting", "starting", {
     network: config.network,

@@ -43,10 +43,15 @@ export interface KernelView<S> {
   cached: boolean;
 }
 
+/** How long a view begun by warm() counts as fresh for the pass that began it. */
+const WARM_FOR_MS = 2_000;
+
 export class ConvergeEngine<S, P extends KernelPlan> {
   private cache: { state: S; readAt: number } | null = null;
   /** A read started by view(): another view() meanwhile shares it instead of reading twice. */
   private viewing: Promise<KernelView<S>> | null = null;
+  /** The view warm() began for a pass: its next fresh view, which must not read again. */
+  private warmed: { view: Promise<KernelView<S>>; at: number } | null = null;
 
   constructor(
     private readonly kernel: Kernel<S, P>,
@@ -61,6 +66,12 @@ export class ConvergeEngine<S, P extends KernelPlan> {
    * read-back; otherwise the last read-back (what an event pass plans against).
    */
   async view(fresh: boolean): Promise<KernelView<S>> {
+    const warmed = this.warmed;
+    this.warmed = null;
+    if (fresh && warmed && this.now() - warmed.at <= WARM_FOR_MS) {
+      const view = await warmed.view.catch(() => null); // a failed warm-up: read now
+      if (view) return view;
+    }
     if (this.viewing) return this.viewing;
     const cache = this.cache;
     if (cache && (!fresh || this.quietSince(cache))) return { ...cache, cached: true };
@@ -72,9 +83,20 @@ export class ConvergeEngine<S, P extends KernelPlan> {
     }
   }
 
+  /**
+   * Begins the view a pass is about to ask for (fresh: as view(true) would), so the kernel is
+   * read while Docker answers. The pass's next fresh view takes it instead of reading again.
+   */
+  warm(fresh: boolean): void {
+    const view = this.view(fresh);
+    view.catch(() => undefined); // met again, and reported, by the view that takes it
+    this.warmed = { view, at: this.now() };
+  }
+
   /** Forget the last read-back: the next view reads the kernel. */
   invalidate(): void {
     this.cache = null;
+    this.warmed = null;
   }
 
   /**

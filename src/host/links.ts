@@ -46,8 +46,8 @@ function indexOf(name: string): number | null {
   }
 }
 
-/** Above this many new ports, one listing of all is cheaper than one `ip` per port. */
-const LIST_ALL_ABOVE = 4;
+/** Above this many new ports, one listing of all is cheaper than one `ip` per port (a process each). */
+const LIST_ALL_ABOVE = 1;
 
 /**
  * The ports of a bridge, read without listing them all on every pass: the bridge's port names

@@ -209,3 +209,39 @@ test("views asked for while a read is under way share it: a warm-up and the sync
   await engine.view(true); // a later fresh view reads again
   assert.deepEqual(kernel.log, ["read", "read"]);
 });
+
+test("a warm-up's read is the pass's fresh view: taken once, and only while recent", async () => {
+  const { kernel, impl } = fakeKernel();
+  let t = 1000;
+  const engine = new ConvergeEngine(impl, null, undefined, () => t);
+  engine.warm(true);
+  await new Promise((resolve) => setImmediate(resolve)); // its read ends
+  t += 100; // Docker answered meanwhile
+  const view = await engine.view(true);
+  assert.equal(view.cached, false);
+  assert.deepEqual(kernel.log, ["read"], "the pass's fresh view did not read again");
+  await engine.view(true);
+  assert.deepEqual(kernel.log, ["read", "read"], "taken once: the next fresh view reads");
+
+  kernel.log.length = 0;
+  engine.warm(true);
+  await new Promise((resolve) => setImmediate(resolve)); // its read ends
+  t += 5_000; // a pass stuck on Docker: what was read is no longer this pass's
+  await engine.view(true);
+  assert.deepEqual(kernel.log, ["read", "read"]);
+});
+
+test("a warm-up whose read failed leaves the pass to read", async () => {
+  const { kernel, impl } = fakeKernel();
+  let reads = 0;
+  const failing = {
+    ...impl,
+    read: () => (++reads === 1 ? Promise.reject(new Error("nft: busy")) : impl.read()),
+  };
+  const engine = new ConvergeEngine(failing, null, undefined, clock());
+  engine.warm(true);
+  const view = await engine.view(true);
+  assert.equal(view.cached, false);
+  assert.equal(reads, 2);
+  assert.deepEqual(kernel.log, ["read"]);
+});

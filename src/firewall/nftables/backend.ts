@@ -118,7 +118,7 @@ export class NftablesBackend implements SelectableBackend {
   }
 
   warm(fresh: boolean): void {
-    this.engine.view(fresh).catch(() => undefined); // met again, and reported, by the sync
+    this.engine.warm(fresh);
   }
 
   async check(ruleset: Ruleset): Promise<CheckResult> {
