@@ -271,14 +271,6 @@ export class IptablesBackend implements SelectableBackend {
   }
 }
 
-// A pass plans twice on one ruleset (before applying, and on the read-back): rendered once.
-const guards = new WeakMap<Ruleset, TableModel>();
-function guardOf(ruleset: Ruleset, name: string): TableModel {
-  let guard = guards.get(ruleset);
-  if (!guard) guards.set(ruleset, (guard = guardTable(ruleset, name)));
-  return guard;
-}
-
 /**
  * Plans writing `desired` into Docker's flavour and removing this instance from every other
  * flavour (Docker may have moved between them); desired null: remove it everywhere (--clear).
@@ -299,7 +291,7 @@ function planAll(
       return { family, f, plan: planFamily(table, target(instanceId, family, table, rules)) };
     }),
   ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
-  const guard = planTable(state.guard, desired === null ? null : guardOf(desired, guardName));
+  const guard = planTable(state.guard, desired === null ? null : guardTable(desired, guardName));
   const revoked = new Map<string, [Family, string]>();
   for (const { family, plan } of work) {
     for (const source of plan.revokedSources) revoked.set(`${family}/${source}`, [family, source]);

@@ -29,21 +29,12 @@ interface NftKernelPlan extends KernelPlan {
   script: string | null;
 }
 
-type DesiredTables = { inet: TableModel; bridge: TableModel };
-// A pass plans twice on one ruleset (before applying, and on the read-back): rendered once.
-const rendered = new WeakMap<Ruleset, DesiredTables>();
-
 /** Both tables of a ruleset: the filter and its guard, named alike in their own families. */
-export function desiredTables(ruleset: Ruleset): DesiredTables {
-  let tables = rendered.get(ruleset);
-  if (!tables) {
-    tables = {
-      inet: filterTable(ruleset),
-      bridge: guardTable(ruleset, tableName(ruleset.instanceId)),
-    };
-    rendered.set(ruleset, tables);
-  }
-  return tables;
+export function desiredTables(ruleset: Ruleset): { inet: TableModel; bridge: TableModel } {
+  return {
+    inet: filterTable(ruleset),
+    bridge: guardTable(ruleset, tableName(ruleset.instanceId)),
+  };
 }
 
 export interface NftablesOptions {

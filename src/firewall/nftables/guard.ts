@@ -31,7 +31,19 @@ const rawSet = (type: string, declaration: string, elements: string[]): SetBlock
 
 const each = (ports: readonly PortIdentity[], f: (p: PortIdentity) => string[]) => ports.flatMap(f);
 
+// A pass plans twice on one ruleset (before applying, and on the read-back), and the guard grows
+// with the members: each ruleset's guard is rendered once, for either backend.
+const rendered = new WeakMap<Ruleset, Map<string, TableModel>>();
+
 export function guardTable(ruleset: Ruleset, name: string): TableModel {
+  let byName = rendered.get(ruleset);
+  if (!byName) rendered.set(ruleset, (byName = new Map()));
+  let table = byName.get(name);
+  if (!table) byName.set(name, (table = renderGuard(ruleset, name)));
+  return table;
+}
+
+function renderGuard(ruleset: Ruleset, name: string): TableModel {
   const ports = ruleset.ports;
   const nd = (p: PortIdentity) => p.ipv6.map((a) => ipv6Hex(a));
   const sets = new Map<string, SetBlock>([
