@@ -3,8 +3,11 @@
 // `healthcheck` a state file reader, `--clear` the firewall code, only the daemon everything.
 // Exit: 0 done, 2 configuration error, 1 any other failure.
 
-const USAGE = `usage: trafficjam                     run the daemon (configured by environment variables)
+const USAGE = `usage: trafficjam                     run the daemon (configured by environment variables);
+                                      with SWARM_DAEMON=true, the Swarm daemon on a manager
        trafficjam --clear             remove this INSTANCE_ID's rules, chains, jumps and tables, then exit
+                                      (SWARM_DAEMON=true: every node's, and the worker service)
+       trafficjam swarm-worker [--clear]  a Swarm node's worker (deployed by the Swarm daemon)
        trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
                                       verified the rules in force, recently; else 1 (one line says why).
                                       --deep: also read the rules back from the kernel now`;
@@ -34,11 +37,37 @@ async function healthcheck(deep: boolean): Promise<number> {
 async function clear(): Promise<number> {
   const { parseClearConfig } = await import("./config.js");
   const config = parseClearConfig(process.env);
-  const [{ createLog }, { runClear }] = await Promise.all([
-    import("./log.js"),
-    import("./clear.js"),
-  ]);
+  const { createLog } = await import("./log.js");
+  if (config.swarmDaemon) {
+    const { clearSwarm } = await import("./swarm/daemon.js");
+    return clearSwarm(config.instanceId, createLog(config));
+  }
+  const { runClear } = await import("./clear.js");
   return runClear(config.instanceId, createLog(config));
+}
+
+async function swarmWorker(clearOnly: boolean): Promise<number> {
+  const { parseConfig } = await import("./config.js");
+  const config = parseConfig(process.env);
+  const [{ createLog }, worker, { WORKER_KEY_FILE, WORKER_STATE_DIR }] = await Promise.all([
+    import("./log.js"),
+    import("./swarm/worker.js"),
+    import("./swarm/daemon.js"),
+  ]);
+  const log = createLog(config);
+  const settings = {
+    channelPort: config.swarmChannelPort,
+    keyFile: WORKER_KEY_FILE,
+    stateFile: `${WORKER_STATE_DIR}/${config.instanceId}.allowed.json`,
+    netnsDir: "/var/run/docker/netns",
+  };
+  if (clearOnly) return worker.clearSwarmWorker(config, settings, log);
+  log.info("daemon.starting", "starting the Swarm worker", {
+    network: config.network,
+    whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
+    firewallBackend: config.firewallBackend,
+  });
+  return worker.runSwarmWorker(config, settings, log);
 }
 
 async function daemon(): Promise<number> {
@@ -48,13 +77,17 @@ async function daemon(): Promise<number> {
   daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
-  if (config.swarmDaemon) {
-    return configError([
-      `SWARM_DAEMON=${JSON.stringify(process.env.SWARM_DAEMON)}: Swarm mode is not available in this version; unset it to protect a bridge network`,
-    ]);
-  }
   const [{ createLog }, { runDaemon }] = await Promise.all([import("./log.js"), daemonCode]);
   const log = createLog(config);
+  if (config.swarmDaemon) {
+    log.info("daemon.starting", "starting the Swarm daemon", {
+      network: config.network,
+      whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
+      channelPort: config.swarmChannelPort,
+    });
+    const { runSwarmDaemon } = await import("./swarm/daemon.js");
+    return runSwarmDaemon(config, { channelPort: config.swarmChannelPort }, log);
+  }
   log.info("daemon.starting", "starting", {
     network: config.network,
     whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
@@ -76,9 +109,11 @@ async function main(argv: string[]): Promise<number> {
       ? () => healthcheck(args[1] === "--deep")
       : args.length === 1 && args[0] === "--clear"
         ? clear
-        : args.length === 0
-          ? daemon
-          : null;
+        : args[0] === "swarm-worker" && args.length <= 2 && (args[1] ?? "--clear") === "--clear"
+          ? () => swarmWorker(args[1] === "--clear")
+          : args.length === 0
+            ? daemon
+            : null;
   if (command === null) {
     process.stderr.write(`trafficjam: unknown argument ${args.join(" ")}\n${USAGE}\n`);
     return 2;

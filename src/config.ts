@@ -38,11 +38,16 @@ export interface Config {
   debug: boolean;
   timeZone: string;
   swarmDaemon: boolean;
+  /** "": the daemon's own image. */
   swarmImage: string;
+  /** TCP port of the channel between the Swarm daemon and its workers. */
+  swarmChannelPort: number;
   firewallBackend: FirewallBackendChoice;
 }
 
-export const DEFAULT_SWARM_IMAGE = "kaysond/trafficjam";
+/** Unset: the Swarm daemon deploys its own container's image. */
+export const DEFAULT_SWARM_IMAGE = "";
+export const DEFAULT_SWARM_CHANNEL_PORT = 7390;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -149,7 +154,7 @@ const swarmImage = z
   .transform((raw) => (raw === undefined || raw.trim() === "" ? DEFAULT_SWARM_IMAGE : raw.trim()))
   .pipe(
     // A Docker image reference: [registry/]name[:tag][@sha256:digest], no whitespace.
-    z.string().regex(/^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/, {
+    z.string().regex(/^$|^[a-z0-9][a-z0-9._\-/:]*(@sha256:[a-f0-9]{64})?$/, {
       message: "expected a Docker image reference such as kaysond/trafficjam:tag@sha256:<digest>",
     }),
   );
@@ -172,6 +177,25 @@ const daemonSchema = z.object({
   TZ: timeZone,
   SWARM_DAEMON: strictBoolean,
   SWARM_IMAGE: swarmImage,
+  SWARM_CHANNEL_PORT: z
+    .string()
+    .optional()
+    .transform((raw) =>
+      raw === undefined || raw.trim() === "" ? String(DEFAULT_SWARM_CHANNEL_PORT) : raw.trim(),
+    )
+    .pipe(
+      z
+        .string()
+        .regex(/^\d{1,5}$/, { message: "expected a TCP port number, 1 to 65535" })
+        .transform(Number)
+        .pipe(
+          z
+            .number()
+            .int()
+            .min(1, "expected a TCP port number, 1 to 65535")
+            .max(65535, "expected a TCP port number, 1 to 65535"),
+        ),
+    ),
   FIREWALL_BACKEND: firewallBackend,
   DOCKER_HOST: dockerHost,
 });
@@ -202,6 +226,7 @@ export function parseConfig(env: Env): Config {
     timeZone: c.TZ,
     swarmDaemon: c.SWARM_DAEMON,
     swarmImage: c.SWARM_IMAGE,
+    swarmChannelPort: c.SWARM_CHANNEL_PORT,
     firewallBackend: c.FIREWALL_BACKEND,
   };
 }
@@ -210,17 +235,24 @@ export interface ClearConfig {
   instanceId: string;
   debug: boolean;
   timeZone: string;
+  swarmDaemon: boolean;
 }
 
 /** `--clear` needs only the instance (and logging) variables. */
 export function parseClearConfig(env: Env): ClearConfig {
   const parsed = z
-    .object({ INSTANCE_ID: instanceId, DEBUG: strictBoolean, TZ: timeZone })
+    .object({
+      INSTANCE_ID: instanceId,
+      DEBUG: strictBoolean,
+      TZ: timeZone,
+      SWARM_DAEMON: strictBoolean,
+    })
     .safeParse(env);
   if (!parsed.success) throw new ConfigError(describeIssues(parsed.error, env));
   return {
     instanceId: parsed.data.INSTANCE_ID,
     debug: parsed.data.DEBUG,
     timeZone: parsed.data.TZ,
+    swarmDaemon: parsed.data.SWARM_DAEMON,
   };
 }

@@ -2,19 +2,21 @@
 // signals. Nothing is decided here.
 import type { Config } from "./config.js";
 import type { Log } from "./log.js";
+import type { NetworkSnapshot } from "./model.js";
 import { createEngineClient, type EngineClient } from "./observe/engine-api.js";
-import { Observer } from "./observe/index.js";
+import { Observer, type ObserverOptions } from "./observe/index.js";
 import { EventWatcher } from "./observe/events.js";
 import { ensureBridgeNetfilter } from "./host/bridge-netfilter.js";
 import { NftChangeMonitor } from "./host/nft-monitor.js";
 import { deleteFlowsFrom } from "./host/conntrack.js";
-import { createBackend } from "./firewall/index.js";
+import { createBackend, type SelectingOptions } from "./firewall/index.js";
+import type { FirewallBackend } from "./firewall/backend.js";
 import { Reconciler } from "./reconciler.js";
 import { HealthPublisher, stateDir, statePath } from "./ops/health.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitForDocker(
+export async function waitForDocker(
   client: EngineClient,
   log: Log,
   isStopping: () => boolean,
@@ -50,7 +52,7 @@ async function waitForDocker(
 }
 
 /** Said once at the given level, then at debug level. */
-function onceThenDebug(log: Log, level: "info" | "warn"): Log["info"] {
+export function onceThenDebug(log: Log, level: "info" | "warn"): Log["info"] {
   let said = false;
   return (event, msg, fields) => {
     log[said ? "debug" : level](event, msg, fields);
@@ -58,12 +60,38 @@ function onceThenDebug(log: Log, level: "info" | "warn"): Log["info"] {
   };
 }
 
+/**
+ * What a Swarm worker (swarm/worker.ts) changes in the daemon: where the rules go, what the
+ * network is on its node, and what it adds once the first pass is done. On one host: nothing.
+ */
+export interface DaemonVariant {
+  /** The backend, given the options the daemon wires (logs); default: FIREWALL_BACKEND's. */
+  backend?(options: SelectingOptions): FirewallBackend;
+  /** Skip the host's br_netfilter sysctls (the worker sets its namespace's instead). */
+  ownSysctls?: false;
+  /** Watch netfilter with `nft monitor` (our own namespace's): default true. */
+  monitor?: boolean;
+  observer?: Pick<ObserverOptions, "bridgeOf" | "sandboxOf">;
+  /** Completes a pass's snapshot (null: nothing to enforce here). */
+  refine?(snapshot: NetworkSnapshot | null): Promise<NetworkSnapshot | null>;
+  /** Once the first pass is done: `request` asks for a pass. */
+  started?(request: (reason: string) => void): void;
+  /** The daemon is stopping (cleared: after its rules were removed). */
+  stopping?(): void;
+}
+
 /** Runs until a signal; resolves with the exit code. */
-export async function runDaemon(config: Config, log: Log): Promise<number> {
+export async function runDaemon(
+  config: Config,
+  log: Log,
+  variant: DaemonVariant = {},
+): Promise<number> {
   const client = createEngineClient(process.env);
-  const bridge = await ensureBridgeNetfilter();
-  if (bridge.changed.length > 0)
-    log.info("host.sysctls.enabled", "enabled br_netfilter sysctls", { sysctls: bridge.changed });
+  if (variant.ownSysctls !== false) {
+    const bridge = await ensureBridgeNetfilter();
+    if (bridge.changed.length > 0)
+      log.info("host.sysctls.enabled", "enabled br_netfilter sysctls", { sysctls: bridge.changed });
+  }
 
   const monitorWarn = onceThenDebug(log, "warn");
   const monitor = new NftChangeMonitor((reason) =>
@@ -74,8 +102,9 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
     ),
   );
   const staleView = onceThenDebug(log, "info");
-  const backend = createBackend(config.firewallBackend, config.instanceId, {
-    monitor,
+  const useMonitor = variant.monitor !== false;
+  const backendOptions: SelectingOptions = {
+    monitor: useMonitor ? monitor : null,
     onChoice: (choice) =>
       log.info("backend.chosen", `firewall backend: ${choice.kind}`, { ...choice }),
     onStaleView: (error) =>
@@ -84,7 +113,10 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
         "the rules changed under the last read-back: planning again from a fresh read",
         { err: error },
       ),
-  });
+  };
+  const backend =
+    variant.backend?.(backendOptions) ??
+    createBackend(config.firewallBackend, config.instanceId, backendOptions);
 
   const portWarn = onceThenDebug(log, "warn");
   const observer = new Observer(client, {
@@ -110,6 +142,7 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
       setTimeout(() => reconciler.request("port:retry"), retryInMs).unref();
     },
     onPortsLearned: () => reconciler.request("port:learned"),
+    ...variant.observer,
   });
 
   // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
@@ -132,7 +165,10 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
     deleteFlowsFrom,
     log,
     onPass: (outcome) => health.record(outcome),
-    observe: (fresh) => observer.observe(fresh),
+    observe: async (fresh) => {
+      const snapshot = await observer.observe(fresh);
+      return variant.refine ? variant.refine(snapshot) : snapshot;
+    },
   });
 
   const watcher = new EventWatcher(client, {
@@ -167,6 +203,7 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
     if (stopping) return;
     stopping = true;
     watcher.stop();
+    variant.stopping?.();
     if (!clear) {
       await reconciler.stop();
       finish();
@@ -205,7 +242,8 @@ export async function runDaemon(config: Config, log: Log): Promise<number> {
     watcher.start();
     reconciler.start();
     // Only resyncs use it, and a watcher needs a moment to be trusted: not before the rules.
-    monitor.start();
+    if (useMonitor) monitor.start();
+    variant.started?.((reason) => reconciler.request(reason));
   }
   return exited;
 }

@@ -32,7 +32,26 @@ export type LogEvent =
   | "reconcile.failed"
   | "allowance.revoked"
   | "flows.delete.failed"
-  | "health.state.unwritable";
+  | "health.state.unwritable"
+  | "swarm.not-manager"
+  | "swarm.key.created"
+  | "swarm.service.created"
+  | "swarm.service.updated"
+  | "swarm.service.removed"
+  | "swarm.channel.listening"
+  | "swarm.channel.refused"
+  | "swarm.worker.connected"
+  | "swarm.worker.disconnected"
+  | "swarm.allowed.changed"
+  | "swarm.sync.failed"
+  | "swarm.clear.incomplete"
+  | "swarm.node.inactive"
+  | "swarm.state.loaded"
+  | "swarm.state.unreadable"
+  | "swarm.state.unwritable"
+  | "swarm.channel.connected"
+  | "swarm.channel.lost"
+  | "swarm.allowed.received";
 
 type Fields = Record<string, unknown>;
 type Emit = (event: LogEvent, msg: string, fields?: Fields) => void;

@@ -15,6 +15,24 @@ export interface NetworkSnapshot {
   bridge?: string;
   /** Running containers attached to the network on this host; the whitelisted ones flagged. */
   members: Member[];
+  /** A Swarm overlay: what other nodes' endpoints may send in through the VXLAN port. */
+  tunnel?: Tunnel;
+}
+
+/**
+ * The VXLAN port of a Swarm overlay's bridge on this node, and the addresses of other nodes
+ * that may open connections (their whitelisted containers and load-balancer endpoints). Each is
+ * bound to this port: it can only come from another node, never from a local container.
+ */
+export interface Tunnel {
+  port: string;
+  allowed: RemoteEndpoint[];
+}
+
+export interface RemoteEndpoint {
+  ipv4: string;
+  /** Docker's overlay MAC of the endpoint (02:42 and its IPv4 address). */
+  mac: string;
 }
 
 export interface Member {
@@ -53,6 +71,12 @@ export interface Ruleset {
    * port. A member's MAC and addresses are refused from every other port.
    */
   ports: PortIdentity[];
+  /**
+   * Identities bound to a port that also carries others' frames (a Swarm overlay's VXLAN port,
+   * whose remote senders each node guards at their own veth): refused from every other port,
+   * while that port's other frames are not restricted here. Sorted by address.
+   */
+  tunnelIdentities: PortIdentity[];
 }
 
 export interface FamilyRuleset {

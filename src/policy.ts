@@ -58,12 +58,23 @@ export function computeRuleset(snapshot: NetworkSnapshot | null, options: Policy
   const bridge = snapshot?.bridge ?? null;
   const members = bridge === null ? [] : (snapshot?.members ?? []);
   const whitelisted = members.filter((m) => m.whitelisted);
+  // Another node's endpoint never has an address of a container here (a stale report would).
+  const local = new Set(members.flatMap((m) => [m.ipv4, m.ipv6].filter((a) => a !== undefined)));
+  const tunnel = bridge === null ? undefined : snapshot?.tunnel;
+  const remote = (tunnel?.allowed ?? []).filter((r) => !local.has(r.ipv4));
+  const tunnelIdentities = uniqueBy(
+    remote.map((r): PortIdentity => ({ port: tunnel!.port, mac: r.mac, ipv4: [r.ipv4], ipv6: [] })),
+    (p) => p.ipv4[0]!,
+  );
   const family = (f: Family): FamilyRuleset => {
-    const sourced = whitelisted.flatMap((m) =>
-      addressesOf(m, f).map((address) => ({ m, address })),
-    );
+    const sourced = [
+      ...whitelisted.flatMap((m) =>
+        addressesOf(m, f).map((address) => ({ address, port: m.port })),
+      ),
+      ...(f === 4 ? tunnelIdentities.map((t) => ({ address: t.ipv4[0]!, port: t.port })) : []),
+    ];
     const portBindings = sourced
-      .flatMap(({ m, address }): PortBinding[] => (m.port ? [{ address, port: m.port }] : []))
+      .flatMap(({ address, port }): PortBinding[] => (port ? [{ address, port }] : []))
       .sort((a, b) => byText(a.address, b.address));
     return {
       subnets: uniqueSorted((snapshot?.subnets ?? []).filter((s) => familyOf(s) === f)),
@@ -78,5 +89,13 @@ export function computeRuleset(snapshot: NetworkSnapshot | null, options: Policy
     protectHost: !options.allowHostTraffic,
     families: { 4: family(4), 6: family(6) },
     ports: members.flatMap((m) => identityOf(m) ?? []).sort((a, b) => byText(a.port, b.port)),
+    tunnelIdentities,
   };
+}
+
+/** One per key, the first; sorted by key. */
+function uniqueBy<T>(items: readonly T[], key: (item: T) => string): T[] {
+  const byKey = new Map<string, T>();
+  for (const item of items) if (!byKey.has(key(item))) byKey.set(key(item), item);
+  return [...byKey.entries()].sort(([a], [b]) => byText(a, b)).map(([, item]) => item);
 }

@@ -125,9 +125,9 @@ export class Reconciler {
     const started = performance.now();
     const startedAt = Date.now();
     let enforcedAt: number | null = null;
-    // Docker events (and a port lookup tried again) take the fast path; anything else (startup,
+    // Docker events (a port lookup tried again, a Swarm peer's news) take the fast path; anything else (startup,
     // resync, a failed pass retried) re-reads all.
-    const fresh = !reasons.every((r) => /^(container|network|port):/.test(r));
+    const fresh = !reasons.every((r) => /^(container|network|port|swarm):/.test(r));
     try {
       this.deps.backend.warm?.(fresh); // the kernel is read while Docker answers
       const snapshot = await this.deps.observe(fresh);

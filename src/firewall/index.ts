@@ -31,6 +31,8 @@ export interface SelectingOptions {
   onStaleView?: (error: unknown) => void;
   /** Handed to the nftables backend (benchmark contrast). */
   nftReplaceAlways?: boolean;
+  /** The rules go into a Swarm overlay network's namespace (see IptablesOptions.overlay). */
+  overlay?: boolean;
 }
 
 export class SelectingBackend implements FirewallBackend {
@@ -46,7 +48,8 @@ export class SelectingBackend implements FirewallBackend {
   ) {
     const shared = { monitor: options.monitor ?? null, onStaleView: options.onStaleView };
     this.backends = [
-      backends?.iptables ?? new IptablesBackend(instanceId, shared),
+      backends?.iptables ??
+        new IptablesBackend(instanceId, { ...shared, overlay: options.overlay }),
       backends?.nftables ??
         new NftablesBackend(instanceId, { ...shared, replaceAlways: options.nftReplaceAlways }),
     ];

@@ -27,9 +27,28 @@ export interface RunResult {
 /** No firewall tool should take this long; a stuck one must not stall the daemon forever. */
 const TIMEOUT_MS = 20_000;
 
+/**
+ * The network namespace the firewall tools act in: null, ours (the host's, on one host); a Swarm
+ * worker sets its overlay network's namespace, entered per command with nsenter (Node cannot
+ * setns). Set once per pass, before the first command, by the one process that owns it.
+ */
+let targetNetns: string | null = null;
+
+export function setTargetNetns(path: string | null): void {
+  targetNetns = path;
+}
+
+export function targetNetnsPath(): string | null {
+  return targetNetns;
+}
+
 /** Runs a program without a shell; rejects on spawn failure or timeout, else gives the exit code. */
 export function run(file: string, args: string[], input?: string): Promise<RunResult> {
   const command = [file, ...args].join(" ");
+  if (targetNetns !== null) {
+    args = [`--net=${targetNetns}`, "--", file, ...args];
+    file = "nsenter";
+  }
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       stdio: ["pipe", "pipe", "pipe"],

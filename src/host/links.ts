@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { z } from "zod/v3";
-import { run } from "./exec.js";
+import { run, targetNetnsPath } from "./exec.js";
 import { settled, type BridgePortDeps, type IpLink } from "../observe/bridge-ports.js";
 
 const linkSchema = z.array(
@@ -59,6 +59,9 @@ function bridgePortReader(): BridgePortDeps["bridgePorts"] {
   const known = new Map<string, Map<string, IpLink>>();
   const listAll = (bridge: string) => ipJson(linkSchema, ["link", "show", "master", bridge]);
   return async (bridge, revalidate = false) => {
+    // Our sysfs shows our own namespace's interfaces: in another one (a Swarm worker's overlay
+    // namespace) the ports are listed by `ip` there, whole, every time.
+    if (targetNetnsPath() !== null) return listAll(bridge);
     let names: string[];
     try {
       names = await readdir(`/sys/class/net/${bridge}/brif`);
@@ -96,7 +99,7 @@ function bridgePortReader(): BridgePortDeps["bridgePorts"] {
 export const hostBridgePortDeps = (inspect: BridgePortDeps["inspect"]): BridgePortDeps => ({
   inspect,
   bridgePorts: bridgePortReader(),
-  portIsCurrent: (link) => indexOf(link.ifname) === link.ifindex,
+  portIsCurrent: (link) => targetNetnsPath() !== null || indexOf(link.ifname) === link.ifindex,
   async namedNamespaceIds() {
     const listed = await ipJson(netnsSchema, ["netns", "list"]);
     return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));

@@ -1,7 +1,8 @@
 // A minimal Docker Engine API client for the few requests TrafficJam makes, on Node's own
 // http/https. It replaces dockerode, whose dependencies (gRPC, protobuf, ssh2…) cost ~0.3 s of
-// CPU to load for a handful of GETs. It only ever sends GET, so a read-only socket proxy in front
-// of the Engine is enough, and it validates the Engine's JSON here, keeping only what is read.
+// CPU to load for a handful of GETs. On one host it only ever sends GET, so a read-only socket
+// proxy in front of the Engine is enough (the Swarm daemon alone writes: its worker service and
+// key, src/swarm/engine.ts), and it validates the Engine's JSON here, keeping only what is read.
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { Agent as HttpAgent, request as httpRequest, STATUS_CODES } from "node:http";
@@ -366,6 +367,7 @@ export interface EngineClientOptions {
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000;
+export { mapOf, listOf };
 
 interface RawResponse {
   statusCode: number;
@@ -373,8 +375,8 @@ interface RawResponse {
 }
 
 /** "GET /v1.41/containers/json", without the query. */
-function describeRequest(path: string): string {
-  return `GET ${path.split("?")[0]}`;
+function describeRequest(path: string, method = "GET"): string {
+  return `${method} ${path.split("?")[0]}`;
 }
 
 function withQuery(path: string, params: Record<string, string | undefined>): string {
@@ -449,6 +451,30 @@ export class EngineClient {
   /** Null when the Engine knows no such network. */
   inspectNetwork(idOrName: string): Promise<EngineNetwork | null> {
     return this.getUnlessMissing(`/networks/${encodeURIComponent(idOrName)}`, networkSchema);
+  }
+
+  /**
+   * Any request, for the Swarm calls (src/swarm/engine.ts): `body` sent as JSON, the answer
+   * validated by `schema` (null: not read). A 404 resolves to null.
+   */
+  async call<T>(
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    schema: z.ZodType<T, z.ZodTypeDef, unknown> | null,
+    body?: unknown,
+    query: Record<string, string | undefined> = {},
+  ): Promise<T | null> {
+    const full = (await this.apiPrefix()) + withQuery(path, query);
+    const endpoint = describeRequest(full, method);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const response = await this.send(full, method === "GET", method, payload);
+    if (response.statusCode === 404) return null;
+    if (!isSuccess(response.statusCode))
+      throw engineError(endpoint, response.statusCode, response.body);
+    if (schema === null) return null;
+    const parsed = parseEngineJson(endpoint, response.body, schema);
+    if (!parsed.ok) throw parsed.error;
+    return parsed.data;
   }
 
   /** Running containers matching every filter key (any of a key's values). */
@@ -544,14 +570,19 @@ export class EngineClient {
     return parsed.data;
   }
 
-  /** GET `path`, whole answer read, within the timeout. */
-  private send(path: string, mayResend = true): Promise<RawResponse> {
+  /** GET (or `method`) `path`, whole answer read, within the timeout. */
+  private send(
+    path: string,
+    mayResend = true,
+    method = "GET",
+    body?: string,
+  ): Promise<RawResponse> {
     return new Promise((resolve, reject) => {
-      const request = this.request(path);
+      const request = this.request(path, method, body);
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        reject(new EngineTimeoutError(describeRequest(path), this.timeoutMs));
+        reject(new EngineTimeoutError(describeRequest(path, method), this.timeoutMs));
         request.destroy();
       }, this.timeoutMs);
       request.on("response", (response) => {
@@ -564,19 +595,24 @@ export class EngineClient {
         if (timedOut) return;
         // A kept-alive connection the Engine closed as it was being reused: once more, anew.
         if (mayResend && request.reusedSocket && isConnectionReset(error))
-          resolve(this.send(path, false));
+          resolve(this.send(path, false, method, body));
         else reject(error);
       });
-      request.end();
+      request.end(body);
     });
   }
 
-  private request(path: string): ClientRequest {
+  private request(path: string, method = "GET", body?: string): ClientRequest {
     const options: RequestOptions = {
-      method: "GET",
+      method,
       path,
       agent: this.agent,
-      headers: { Accept: "application/json" },
+      headers: {
+        Accept: "application/json",
+        ...(body === undefined
+          ? {}
+          : { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) }),
+      },
     };
     const endpoint = this.endpoint;
     if (endpoint.protocol === "unix")

@@ -29,6 +29,7 @@ export class EventWatcher {
   constructor(
     private readonly client: EngineClient,
     private readonly handlers: EventWatcherHandlers,
+    private readonly filters: Record<string, string[]> = FILTERS,
   ) {}
 
   start(): void {
@@ -43,7 +44,7 @@ export class EventWatcher {
 
   private connect(): void {
     if (this.stopped) return;
-    const stream = this.client.events(FILTERS);
+    const stream = this.client.events(this.filters);
     this.stream = stream;
     stream.on("open", () => {
       this.failures = 0;

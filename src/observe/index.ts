@@ -4,10 +4,10 @@
 import type { WhitelistFilter } from "../config.js";
 import type { Member, NetworkSnapshot } from "../model.js";
 import { hostBridgePortDeps } from "../host/links.js";
-import { BridgePortFinder } from "./bridge-ports.js";
+import { BridgePortFinder, type SandboxInfo } from "./bridge-ports.js";
 import type { EngineClient } from "./engine-api.js";
 import type { DockerEvent } from "./events.js";
-import { NetworkObserver } from "./network.js";
+import { NetworkObserver, bridgeOf, type NetworkInspect } from "./network.js";
 
 export interface ObserverOptions {
   network: string;
@@ -18,6 +18,10 @@ export interface ObserverOptions {
   onPortRetry?(member: Member, reason: string, retryInMs: number): void;
   /** Told when ports looked up beside a pass are known: a pass must run to bind them. */
   onPortsLearned?(): void;
+  /** The network's bridge here; default: a bridge network's own (none for other drivers). */
+  bridgeOf?(network: NetworkInspect): string | undefined;
+  /** Where a member that is not a container lives (a Swarm load-balancer endpoint), if known. */
+  sandboxOf?(memberId: string): SandboxInfo | null;
 }
 
 export class Observer {
@@ -35,8 +39,15 @@ export class Observer {
     client: EngineClient,
     private readonly options: ObserverOptions,
   ) {
-    this.network = new NetworkObserver(client, options.network, options.whitelist);
+    this.network = new NetworkObserver(
+      client,
+      options.network,
+      options.whitelist,
+      options.bridgeOf ?? bridgeOf,
+    );
     const inspect = async (id: string) => {
+      const special = options.sandboxOf?.(id);
+      if (special) return special;
       const c = await client.inspectContainer(id);
       if (c === null) return null;
       return {

@@ -133,6 +133,8 @@ export class NetworkObserver {
     private readonly client: EngineClient,
     private readonly networkRef: string,
     private readonly whitelist: WhitelistFilter,
+    /** The network's bridge here (a Swarm worker: the overlay's, in its namespace). */
+    private readonly bridgeFor: (network: NetworkInspect) => string | undefined = bridgeOf,
   ) {}
 
   /** The network's ID as last seen, or null. */
@@ -160,7 +162,12 @@ export class NetworkObserver {
         this.client.listContainers({ [key]: [value] }),
       ]);
       this.network = found
-        ? { id: found.Id, name: found.Name, subnets: subnetsOf(found), bridge: bridgeOf(found) }
+        ? {
+            id: found.Id,
+            name: found.Name,
+            subnets: subnetsOf(found),
+            bridge: this.bridgeFor(found),
+          }
         : null;
       this.members = new Map(found ? membersOf(found, []).map((m) => [m.id, m]) : []);
       this.chosen = new Map(found ? membersOn(found.Id, matching).map((m) => [m.id, m]) : []);

@@ -187,14 +187,18 @@ describe("configuration", () => {
     assert.match(r.stderr, /unknown argument --bogus/);
   });
 
-  it("SWARM_DAEMON=true → exit 2: Swarm mode is not available", async () => {
-    const r = await expectRefused(envWith({ SWARM_DAEMON: "true" }));
-    const lines = problemLines(r.stderr);
-    assert.equal(lines.length, 1, r.stderr);
-    assert.match(
-      lines[0] ?? "",
-      /^trafficjam: configuration error: SWARM_DAEMON="true": .*Swarm mode is not available/,
-    );
+  it("SWARM_DAEMON=true on an engine that is no Swarm manager → exit 2, said, firewall unchanged", async () => {
+    const before = (baseline ??= await firewallState(lab));
+    baseline = undefined;
+    const r = await runCli(lab, envWith({ SWARM_DAEMON: "true" }), [], CLI_TIMEOUT_MS);
+    baseline = await firewallState(lab);
+    assert.deepEqual({ code: r.code, signal: r.signal }, { code: 2, signal: null }, r.stderr);
+    const events = r.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { event: string }).event);
+    assert.ok(events.includes("swarm.not-manager"), r.stdout);
+    assert.equal(baseline, before, "the firewall changed");
   });
 
   it("bridged traffic hidden from netfilter is switched back on at startup, and logged", async () => {

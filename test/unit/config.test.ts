@@ -25,7 +25,8 @@ test("defaults", () => {
     debug: false,
     timeZone: "UTC",
     swarmDaemon: false,
-    swarmImage: "kaysond/trafficjam",
+    swarmImage: "",
+    swarmChannelPort: 7390,
     firewallBackend: "auto",
   });
 });
@@ -56,6 +57,16 @@ test("each invalid variable gives one line naming it, its value and what is expe
     [{ TZ: "Mars/Olympus" }, /^TZ="Mars\/Olympus": expected an IANA time zone/],
     [{ SWARM_DAEMON: "sometimes" }, /^SWARM_DAEMON="sometimes": expected a boolean/],
     [{ SWARM_IMAGE: "Bad Image" }, /^SWARM_IMAGE="Bad Image": expected a Docker image reference/],
+    [
+      { SWARM_CHANNEL_PORT: "0" },
+      /^SWARM_CHANNEL_PORT="0": expected a TCP port number, 1 to 65535/,
+    ],
+    [
+      { SWARM_CHANNEL_PORT: "70000" },
+      /^SWARM_CHANNEL_PORT="70000": expected a TCP port number, 1 to 65535/,
+    ],
+    [{ SWARM_CHANNEL_PORT: "abc" }, /^SWARM_CHANNEL_PORT="abc": expected a TCP port number/],
+    [{ SWARM_CHANNEL_PORT: "80.5" }, /^SWARM_CHANNEL_PORT="80.5": expected a TCP port number/],
     [{ FIREWALL_BACKEND: "pf" }, /^FIREWALL_BACKEND="pf": expected auto, iptables or nftables/],
     [
       { DOCKER_HOST: "localhost:2375" },
@@ -94,10 +105,31 @@ test("values that are valid", () => {
   assert.deepEqual(config.whitelistFilter, { key: "ancestor", value: "traefik:v3" });
   assert.equal(config.pollIntervalMs, 500);
   assert.equal(config.firewallBackend, "iptables");
+  assert.equal(config.swarmImage, "kaysond/trafficjam:v1@sha256:" + "a".repeat(64));
+});
+
+test("Swarm settings: the channel port, and the image (empty: the daemon's own)", () => {
+  assert.equal(parseConfig(BASE).swarmChannelPort, 7390);
+  assert.equal(parseConfig({ ...BASE, SWARM_CHANNEL_PORT: "" }).swarmChannelPort, 7390);
+  assert.equal(parseConfig({ ...BASE, SWARM_CHANNEL_PORT: " 7400 " }).swarmChannelPort, 7400);
+  assert.equal(parseConfig({ ...BASE, SWARM_CHANNEL_PORT: "1" }).swarmChannelPort, 1);
+  assert.equal(parseConfig({ ...BASE, SWARM_CHANNEL_PORT: "65535" }).swarmChannelPort, 65535);
+  assert.equal(parseConfig(BASE).swarmImage, "");
+  assert.equal(parseConfig({ ...BASE, SWARM_IMAGE: "" }).swarmImage, "");
+  assert.equal(parseConfig({ ...BASE, SWARM_IMAGE: "  " }).swarmImage, "");
+  const pinned = "registry.example.com:5000/ops/trafficjam@sha256:" + "0123456789abcdef".repeat(4);
+  assert.equal(parseConfig({ ...BASE, SWARM_IMAGE: pinned }).swarmImage, pinned);
+  assert.equal(
+    parseConfig({ ...BASE, SWARM_IMAGE: "kaysond/trafficjam:v2" }).swarmImage,
+    "kaysond/trafficjam:v2",
+  );
 });
 
 test("--clear needs only INSTANCE_ID", () => {
   assert.equal(parseClearConfig({}).instanceId, "DEFAULT");
   assert.equal(parseClearConfig({ INSTANCE_ID: "web2" }).instanceId, "web2");
   assert.throws(() => parseClearConfig({ INSTANCE_ID: "no way" }), ConfigError);
+  // With SWARM_DAEMON, --clear clears every node (the Swarm daemon's clear).
+  assert.equal(parseClearConfig({}).swarmDaemon, false);
+  assert.equal(parseClearConfig({ SWARM_DAEMON: "true" }).swarmDaemon, true);
 });

@@ -79,3 +79,46 @@ export const SCENARIOS: Scenario[] = [
     allowHostTraffic: false,
   },
 ];
+
+/**
+ * A Swarm worker's view of an overlay on its node (its namespace's bridge is br0): a local
+ * whitelisted proxy on veth0, the node's load-balancer endpoint (whitelisted by the worker) on
+ * veth1, a local backend on veth2, and two other nodes' allowed addresses behind the VXLAN port.
+ */
+const overlayMember = (
+  n: number,
+  name: string,
+  port: string,
+  whitelisted: boolean,
+  id = `o${n}`.padEnd(64, "0"),
+): Member => ({
+  id,
+  name,
+  whitelisted,
+  ipv4: `10.20.0.${n}`,
+  mac: `02:42:0a:14:00:${n.toString(16).padStart(2, "0")}`,
+  port,
+});
+
+export const OVERLAY_WORKER: Scenario = {
+  name: "swarm-overlay-worker",
+  snapshot: {
+    id: "k3v9q2m7x1w8e5r4t6y0u2i4o",
+    name: "web",
+    subnets: ["10.20.0.0/24"],
+    bridge: "br0",
+    members: [
+      overlayMember(3, "proxy.1.p7d0s1l2c3k4", "veth0", true),
+      overlayMember(2, "web-endpoint", "veth1", true, "lb-web"),
+      overlayMember(5, "backend.1.b8x9z0q1w2e3", "veth2", false),
+    ],
+    tunnel: {
+      port: "vxlan0",
+      allowed: [
+        { ipv4: "10.20.0.9", mac: "02:42:0a:14:00:09" },
+        { ipv4: "10.20.0.7", mac: "02:42:0a:14:00:07" },
+      ],
+    },
+  },
+  allowHostTraffic: false,
+};

@@ -18,6 +18,7 @@ const RULES: Ruleset = {
   bridge: "br-web",
   protectHost: true,
   ports: [],
+  tunnelIdentities: [],
   families: {
     4: { subnets: ["172.20.0.0/16"], allowedSources: ["172.20.0.2"], portBindings: [] },
     6: { subnets: [], allowedSources: [], portBindings: [] },

@@ -145,18 +145,28 @@ export interface IptablesOptions {
   onStaleView?: (error: unknown) => void;
   /** Whether the kernel has IPv6 (ip6tables fails without it); default: look at /proc. */
   ipv6?: boolean;
+  /**
+   * In a Swarm overlay network's namespace (a worker's): Docker keeps no chains there, so the
+   * rules go into iptables-nft, jumped to from FORWARD in both families; legacy is not looked at.
+   */
+  overlay?: boolean;
 }
 
 export class IptablesBackend implements SelectableBackend {
   readonly kind = "iptables";
   private readonly engine: ConvergeEngine<IptablesState, IptablesKernelPlan>;
   private readonly guardName: string;
+  private readonly overlay: boolean;
 
   constructor(
     private readonly instanceId: string,
     options: IptablesOptions = {},
   ) {
     const ipv6 = options.ipv6 ?? existsSync("/proc/sys/net/ipv6");
+    const overlay = (this.overlay = options.overlay ?? false);
+    const flavours: readonly Flavour[] = overlay ? ["nft"] : FLAVOURS;
+    // Our procfs shows our own namespace's legacy tables, not the overlay namespace's.
+    const legacyNow = overlay ? () => "false,false" : legacyPresence;
     const guardName = (this.guardName = guardTableName(instanceId));
     const readGuard = async (): Promise<TableModel | null> => {
       try {
@@ -176,16 +186,16 @@ export class IptablesBackend implements SelectableBackend {
       );
     const kernel: Kernel<IptablesState, IptablesKernelPlan> = {
       async read() {
-        const legacy = legacyPresence();
+        const legacy = legacyNow();
         const tables: Tables = new Map();
         const guard = readGuard();
         await readFamilies(
           tables,
-          FAMILIES.flatMap((family) => FLAVOURS.map((f) => ({ family, f }))),
+          FAMILIES.flatMap((family) => flavours.map((f) => ({ family, f }))),
         );
         return { tables, guard: await guard, legacy };
       },
-      plan: (state, desired) => planAll(instanceId, guardName, state, desired, ipv6),
+      plan: (state, desired) => planAll(instanceId, guardName, state, desired, ipv6, overlay),
       async apply(plan) {
         // Families and the guard are independent transactions: apply them side by side. Either
         // order is safe: the iptables chains bind the whitelisted addresses to their ports too.
@@ -204,7 +214,7 @@ export class IptablesBackend implements SelectableBackend {
         return { tables, guard: await guard, legacy: before.legacy };
       },
       // nft monitor sees iptables-nft and the guard, never legacy x_tables.
-      monitored: (state) => state.legacy === "false,false" && legacyPresence() === state.legacy,
+      monitored: (state) => state.legacy === "false,false" && legacyNow() === state.legacy,
     };
     this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
   }
@@ -214,13 +224,15 @@ export class IptablesBackend implements SelectableBackend {
     const view = await this.engine.view(fresh);
     // Legacy tables appearing or vanishing (Docker restarted in the other flavour) make any
     // cached view stale, even for an event pass: a procfs read tells.
-    if (!view.cached || legacyPresence() === view.state.legacy) return view;
+    if (!view.cached || this.overlay || legacyPresence() === view.state.legacy) return view;
     this.engine.invalidate();
     return this.engine.view(true);
   }
 
   /** The rules belong where Docker's DOCKER-USER chain lives, in whichever flavour. */
   async fitness(fresh: boolean): Promise<Fitness> {
+    if (this.overlay)
+      return { fits: true, viewed: false, reason: "overlay namespace: iptables-nft from FORWARD" };
     const flavour = flavourOf((await this.view(fresh)).state);
     return flavour
       ? { fits: true, viewed: true, reason: `Docker's DOCKER-USER chain is in iptables-${flavour}` }
@@ -248,7 +260,7 @@ export class IptablesBackend implements SelectableBackend {
   /** Whether anything of the instance is installed, in any flavour (used after a switch). */
   async holds(fresh: boolean): Promise<boolean> {
     const { state } = await this.view(fresh);
-    return planAll(this.instanceId, this.guardName, state, null, true).changed;
+    return planAll(this.instanceId, this.guardName, state, null, true, this.overlay).changed;
   }
 
   async clear(): Promise<SyncResult> {
@@ -281,14 +293,16 @@ function planAll(
   state: IptablesState,
   desired: Ruleset | null,
   ipv6: boolean,
+  overlay: boolean,
 ): IptablesKernelPlan {
-  const flavour = desired === null ? null : flavourOf(state);
+  const flavour = desired === null ? null : overlay ? "nft" : flavourOf(state);
   if (desired !== null && flavour === null) throw new DockerChainMissingError();
   const work = FAMILIES.flatMap((family) =>
     FLAVOURS.map((f) => {
       const table = state.tables.get(key(family, f)) ?? emptyFilterTable();
       const rules = f === flavour && (family === 4 || ipv6) ? desired : null;
-      return { family, f, plan: planFamily(table, target(instanceId, family, table, rules)) };
+      const goal = target(instanceId, family, table, rules, overlay);
+      return { family, f, plan: planFamily(table, goal) };
     }),
   ).filter((w) => w.plan.script !== null || w.plan.createChains.length > 0);
   const guard = planTable(state.guard, desired === null ? null : guardTable(desired, guardName));
@@ -312,15 +326,18 @@ function target(
   family: Family,
   current: FilterTable,
   rules: Ruleset | null,
+  overlay: boolean,
 ): FamilyTarget {
-  // Docker 20.10 makes no IPv6 DOCKER-USER: there we hook FORWARD directly, first.
-  const anchor = family === 4 || current.chains.has(DOCKER_USER) ? DOCKER_USER : "FORWARD";
+  // Docker 20.10 makes no IPv6 DOCKER-USER (nor any chain in an overlay namespace): there we
+  // hook FORWARD directly, first.
+  const anchor =
+    !overlay && (family === 4 || current.chains.has(DOCKER_USER)) ? DOCKER_USER : "FORWARD";
   return {
     family,
     instanceId,
     rules,
     forwardAnchor: anchor,
-    staleForwardAnchors: family === 6 && anchor === DOCKER_USER ? ["FORWARD"] : [],
+    staleForwardAnchors: anchor === DOCKER_USER && family === 6 ? ["FORWARD"] : [],
   };
 }
 

@@ -44,14 +44,16 @@ export function guardTable(ruleset: Ruleset, name: string): TableModel {
 }
 
 function renderGuard(ruleset: Ruleset, name: string): TableModel {
-  const ports = ruleset.ports;
+  // Known ports carry only their identity; a tunnel identity may only come from its port.
+  const known = ruleset.ports;
+  const ports = [...known, ...ruleset.tunnelIdentities];
   const nd = (p: PortIdentity) => p.ipv6.map((a) => ipv6Hex(a));
   const sets = new Map<string, SetBlock>([
     [
       "ports",
       plainSet(
         "ifname",
-        ports.map((p) => p.port),
+        known.map((p) => p.port),
       ),
     ],
     [
@@ -89,29 +91,29 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
     ["guardednd", rawSet("integer", ND_TARGET, [...new Set(each(ports, nd))])],
   ]);
 
-  const known = "iifname @ports";
+  const fromKnown = "iifname @ports";
   const advert = "icmpv6 type nd-neighbor-advert";
   const dad = "ip6 saddr :: icmpv6 type nd-neighbor-solicit";
   const notOwnTarget = `${ND_TARGET} . iifname != @boundnd drop`;
   const prerouting = [
     // Ethernet source: what the bridge learns its forwarding table from.
-    `${known} ether saddr . iifname != @boundmac drop`,
+    `${fromKnown} ether saddr . iifname != @boundmac drop`,
     `ether saddr @guardedmac ether saddr . iifname != @boundmac drop`,
     // ARP sender: what neighbour caches are poisoned with.
-    `${known} arp saddr ether . iifname != @boundmac drop`,
-    `${known} arp saddr ip . iifname != @bound4 drop`,
+    `${fromKnown} arp saddr ether . iifname != @boundmac drop`,
+    `${fromKnown} arp saddr ip . iifname != @bound4 drop`,
     `arp saddr ip @guarded4 arp saddr ip . iifname != @bound4 drop`,
     // IP source: forged sources, and injection into another member's tracked flows.
-    `${known} ip saddr . iifname != @bound4 drop`,
+    `${fromKnown} ip saddr . iifname != @bound4 drop`,
     `ip saddr @guarded4 ip saddr . iifname != @bound4 drop`,
-    `${known} ip6 saddr != :: ip6 saddr . iifname != @bound6 drop`,
+    `${fromKnown} ip6 saddr != :: ip6 saddr . iifname != @bound6 drop`,
     `ip6 saddr @guarded6 ip6 saddr . iifname != @bound6 drop`,
     // The unspecified source: duplicate address detection and its listener reports only.
-    `${known} ip6 saddr :: meta l4proto != ipv6-icmp drop`,
-    `${known} ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop`,
+    `${fromKnown} ip6 saddr :: meta l4proto != ipv6-icmp drop`,
+    `${fromKnown} ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop`,
     // Neighbour discovery claims: only the port's own addresses.
-    `${known} ${advert} ${notOwnTarget}`,
-    `${known} ${dad} ${notOwnTarget}`,
+    `${fromKnown} ${advert} ${notOwnTarget}`,
+    `${fromKnown} ${dad} ${notOwnTarget}`,
     `${advert} ${ND_TARGET} @guardednd ${notOwnTarget}`,
     `${dad} ${ND_TARGET} @guardednd ${notOwnTarget}`,
   ];
@@ -123,11 +125,11 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
       "forward",
       {
         hook: hook("forward"),
-        rules: [`${known} ${onlyIp}`, `oifname @ports ${onlyIp}`].map(rule),
+        rules: [`${fromKnown} ${onlyIp}`, `oifname @ports ${onlyIp}`].map(rule),
       },
     ],
   ]);
   if (ruleset.protectHost)
-    chains.set("input", { hook: hook("input"), rules: [rule(`${known} ${onlyIp}`)] });
+    chains.set("input", { hook: hook("input"), rules: [rule(`${fromKnown} ${onlyIp}`)] });
   return { family: "bridge", name, sets, chains };
 }

@@ -6,7 +6,9 @@
 // dockerd uses a real host's default paths (/var/run/docker.sock, /var/run/docker, containerd
 // shim sockets...) without touching the machine's /run, and a container given
 // `-v /var/run/docker.sock:...` gets the lab engine, never another one. `ip netns exec`, sh and
-// the script all exec(), so the spawned pid is dockerd's own.
+// the script all exec(), so the spawned pid is dockerd's own. With a hostname, `unshare --uts`
+// (which exec()s too) gives dockerd a UTS namespace of its own first, named so (a swarm node's
+// name is its engine's hostname).
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { dockerRun } from "./docker-cli.js";
@@ -14,7 +16,12 @@ import type { LabPaths } from "./paths.js";
 import { StopWaiting, tail, waitFor, withTimeout } from "./util.js";
 
 const INNER_SCRIPT = `
-cg=$1 run=$2; shift 2
+cg=$1 run=$2 host=$3; shift 3
+if [ -n "$host" ]; then
+  # never the machine's own hostname: only in a UTS namespace other than init's
+  [ "$(readlink /proc/self/ns/uts)" != "$(readlink /proc/1/ns/uts)" ] || exit 97
+  printf %s "$host" > /proc/sys/kernel/hostname
+fi
 while read -r src mp fstype opts; do
   mkdir -p "$mp" 2>/dev/null || true
   mount -t "$fstype" -o "$opts" "$src" "$mp"
@@ -38,6 +45,8 @@ export interface DockerdOptions {
   daemonJson: Record<string, unknown>;
   pathPrefix?: string;
   readyTimeoutMs?: number;
+  /** dockerd's hostname, in a UTS namespace of its own; default: the machine's (shared). */
+  hostname?: string;
 }
 
 export class Dockerd {
@@ -87,10 +96,12 @@ export class Dockerd {
       .join(":");
     const log = openSync(p.dockerdLog, "a");
     const started = Date.now();
+    const host = this.opts.hostname ?? "";
     const child = spawn(
       "ip",
       [
-        ...["netns", "exec", p.netns, "sh", "-ec", INNER_SCRIPT, "sh", p.cgroupMounts, p.runDir],
+        ...["netns", "exec", p.netns, ...(host ? ["unshare", "--uts"] : [])],
+        ...["sh", "-ec", INNER_SCRIPT, "sh", p.cgroupMounts, p.runDir, host],
         ...["dockerd", "--config-file", p.daemonJson, "--data-root", p.dataRoot],
         ...["--exec-root", "/var/run/docker", "--pidfile", "/var/run/docker.pid"],
         ...["-H", "unix:///var/run/docker.sock"],

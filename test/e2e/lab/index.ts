@@ -43,3 +43,13 @@ export type { HostServer } from "./host-server.js";
 export { sweepStaleLabs, isAlive, processStartTime } from "./teardown.js";
 export { waitFor, sleep, withTimeout, randomId, StopWaiting } from "./util.js";
 export { REPO_ROOT } from "./paths.js";
+export {
+  startSwarmLab,
+  useSwarmLab,
+  SwarmLab,
+  SwarmNodeLab,
+  UNDERLAY_PREFIX,
+  type SwarmLabOptions,
+  type OverlayNetwork,
+  type SwarmTask,
+} from "./swarm.js";

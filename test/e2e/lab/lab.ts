@@ -55,6 +55,13 @@ export interface StartLabOptions {
    * but serves TCP 80 only and probes only with tcp (whole seconds) and ping.
    */
   image?: TestImageKind;
+  /** dockerd's hostname (in a UTS namespace of its own); default: the machine's. */
+  hostname?: string;
+  /**
+   * Runs once the lab's netns exists (lo up, ip_forward=0), before its dockerd starts: to give the
+   * "host" more interfaces, as a real host has its NICs before Docker starts (see swarm.ts).
+   */
+  beforeDockerd?: (lab: Lab) => Promise<void>;
 }
 
 /** A neighbour-cache entry of a container (`ip neigh show IP`). */
@@ -95,6 +102,7 @@ export class Lab implements Disposable {
   readonly paths: LabPaths;
   readonly image: TestImageKind;
   private readonly dockerd: Dockerd;
+  private readonly beforeDockerd?: (lab: Lab) => Promise<void>;
   private readonly owned = new Set<OwnedProcess>();
   private stopping?: Promise<void>;
 
@@ -116,7 +124,9 @@ export class Lab implements Disposable {
       paths: this.paths,
       daemonJson,
       pathPrefix: opts.pathPrefix,
+      hostname: opts.hostname,
     });
+    this.beforeDockerd = opts.beforeDockerd;
     this.dockerHost = this.dockerd.host;
   }
 
@@ -128,6 +138,7 @@ export class Lab implements Disposable {
   /** @internal used by startLab() */
   async init(): Promise<void> {
     await createNetns(this.netns);
+    await this.beforeDockerd?.(this);
     await this.dockerd.start();
     await loadTestImage(this.dockerHost, this.image);
   }
@@ -566,7 +577,18 @@ export class Lab implements Disposable {
 }
 
 /** Starts a lab; on failure everything already created is removed before the error is thrown. */
-export async function startLab(opts: StartLabOptions = {}): Promise<Lab> {
+export function startLab(opts: StartLabOptions = {}): Promise<Lab> {
+  return startLabOf(opts, (name) => new Lab(name, opts));
+}
+
+/**
+ * startLab() for a subclass of Lab (e.g. a swarm node, see swarm.ts): `make` builds the instance
+ * for the chosen name.
+ */
+export async function startLabOf<T extends Lab>(
+  opts: StartLabOptions,
+  make: (name: string) => T,
+): Promise<T> {
   sweepStaleLabs();
   pruneOldLogs();
   const name = opts.name ?? `l${randomId(3)}`;
@@ -578,7 +600,7 @@ export async function startLab(opts: StartLabOptions = {}): Promise<Lab> {
     throw new Error(`lab ${name} already exists (${paths.base})`, { cause: e });
   }
   writeOwner(paths.ownerFile);
-  const lab = new Lab(name, opts);
+  const lab = make(name);
   register(lab);
   try {
     await lab.init();

@@ -1,0 +1,101 @@
+// What workers and the daemon say to each other: newline-delimited JSON, one message per line,
+// validated on arrival (the other end is trusted only as far as its key proves). Pure.
+import { isIPv4 } from "node:net";
+import { z } from "zod/v3";
+
+const ipv4 = z.string().refine((a) => isIPv4(a), { message: "expected an IPv4 address" });
+const name = z.string().max(256);
+const nodeId = z.string().regex(/^[a-z0-9]{1,64}$/);
+
+/** A container of one node that may open connections (the whitelist, evaluated on its node). */
+export const endpointSchema = z.object({ name, ipv4 });
+export type ReportedEndpoint = z.output<typeof endpointSchema>;
+
+/** One allowed address of the cluster, with the node it lives on. */
+export const allowedEntrySchema = z.object({
+  node: nodeId,
+  /** That node's underlay address. */
+  hostIp: z.string().max(64),
+  ipv4,
+  name,
+  kind: z.enum(["container", "load-balancer"]),
+});
+export type AllowedEntry = z.output<typeof allowedEntrySchema>;
+
+/** Worker → daemon: what its node has on the overlay; sent on connecting and on every change. */
+export const reportSchema = z.object({
+  type: z.literal("report"),
+  node: nodeId,
+  /** The node's underlay address, as the cluster lists it ("Host IP"). */
+  hostIp: z.string().max(64),
+  networkId: z.string().max(64),
+  whitelisted: z.array(endpointSchema).max(4096),
+  /** The node's load-balancer endpoint on the overlay, while it has one. */
+  loadBalancer: ipv4.nullable(),
+  /**
+   * The set this worker enforces (the last one told). A daemon that just started takes the
+   * other nodes' parts from it until they report themselves, so its first answers never drop
+   * a node that has not reported yet.
+   */
+  known: z.array(allowedEntrySchema).max(65536),
+});
+export type Report = z.output<typeof reportSchema>;
+
+/** Daemon → worker: the cluster's allowed set, whole, whenever it changes (and on connecting). */
+export const allowedSchema = z.object({
+  type: z.literal("allowed"),
+  networkId: z.string().max(64),
+  entries: z.array(allowedEntrySchema).max(65536),
+});
+export type AllowedMessage = z.output<typeof allowedSchema>;
+
+export const workerMessageSchema = reportSchema;
+export const daemonMessageSchema = allowedSchema;
+
+/** Longest line accepted: a full allowed set of thousands of entries fits, a flood does not. */
+export const MAX_LINE_BYTES = 8 * 1024 * 1024;
+
+/** Splits a byte stream into lines; too long a line is an error (the peer is misbehaving). */
+export class LineSplitter {
+  private buffered = "";
+
+  push(chunk: string): string[] {
+    // Only a chunk with a newline ends lines: a long line arriving in pieces is not re-split.
+    if (!chunk.includes("\n")) {
+      this.buffered += chunk;
+      if (this.buffered.length > MAX_LINE_BYTES) throw new Error("line too long");
+      return [];
+    }
+    const lines = (this.buffered + chunk).split("\n");
+    this.buffered = lines.pop() ?? "";
+    if (this.buffered.length > MAX_LINE_BYTES || lines.some((l) => l.length > MAX_LINE_BYTES))
+      throw new Error("line too long");
+    return lines.filter((l) => l.trim() !== "");
+  }
+}
+
+/** Parses one line; null when it is not a valid message (reported by the caller). */
+export function parseLine<T>(
+  schema: z.ZodType<T, z.ZodTypeDef, unknown>,
+  line: string,
+): { ok: true; message: T } | { ok: false; error: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return { ok: false, error: "not JSON" };
+  }
+  const parsed = schema.safeParse(json);
+  if (parsed.success) return { ok: true, message: parsed.data };
+  const issue = parsed.error.issues[0];
+  return { ok: false, error: `${issue?.path.join(".") ?? ""}: ${issue?.message ?? "invalid"}` };
+}
+
+/** Docker's overlay MAC for an endpoint: 02:42 followed by its IPv4 address. */
+export function overlayMac(ipv4Address: string): string {
+  return [
+    "02",
+    "42",
+    ...ipv4Address.split(".").map((b) => Number(b).toString(16).padStart(2, "0")),
+  ].join(":");
+}

@@ -1,0 +1,354 @@
+// `trafficjam swarm-worker`: one per node (the daemon's global service). It is the single-host
+// daemon acting in the overlay network's namespace on its node, with two additions: it reports
+// its node's whitelisted containers and load-balancer address to the daemon, and binds the
+// other nodes' (told by the daemon) to the VXLAN port. The last set told is kept on disk, so a
+// worker keeps enforcing it while the daemon is away, across its own restarts too.
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname } from "node:path";
+import { z } from "zod/v3";
+import type { Config } from "../config.js";
+import type { Log } from "../log.js";
+import type { NetworkSnapshot } from "../model.js";
+import { runDaemon, waitForDocker } from "../daemon.js";
+import { createBackend, type SelectingOptions } from "../firewall/index.js";
+import type { FirewallBackend, SyncOptions, SyncResult } from "../firewall/backend.js";
+import type { Ruleset } from "../model.js";
+import { runChecked, setTargetNetns, targetNetnsPath } from "../host/exec.js";
+import { ensureBridgeNetfilterInTarget } from "../host/bridge-netfilter.js";
+import { createEngineClient } from "../observe/engine-api.js";
+import type { NetworkInspect } from "../observe/network.js";
+import { ChannelClient, hostOf } from "./channel.js";
+import { SwarmApi } from "./engine.js";
+import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
+
+export interface WorkerSettings {
+  channelPort: number;
+  keyFile: string;
+  /** Where the last allowed set is kept (a volume of the node). */
+  stateFile: string;
+  /** Docker's netns folder, mounted with rslave propagation. */
+  netnsDir: string;
+}
+
+/** The overlay's Linux bridge inside its namespace (Docker 20.10 and later). */
+export const OVERLAY_BRIDGE = "br0";
+
+/**
+ * The overlay's namespace on this node: `<n>-<first 10 of the network id>` in Docker's netns
+ * folder, n counting how often Docker made it while the network stayed here (1 at first); the
+ * newest one. Null while the network has no namespace here.
+ */
+export function overlayNamespace(netnsDir: string, networkId: string): string | null {
+  const key = networkId.slice(0, 10);
+  let newest: { n: number; name: string } | null = null;
+  try {
+    for (const name of readdirSync(netnsDir)) {
+      const m = /^(\d+)-(.+)$/.exec(name);
+      if (m && m[2] === key && (newest === null || Number(m[1]) > newest.n))
+        newest = { n: Number(m[1]), name };
+    }
+  } catch {
+    return null; // no netns folder: no namespace
+  }
+  return newest && `${netnsDir}/${newest.name}`;
+}
+const loadBalancerNamespace = (netnsDir: string, networkId: string) =>
+  `${netnsDir}/lb_${networkId.slice(0, 9)}`;
+
+const savedSchema = z.object({ networkId: z.string(), entries: z.array(allowedEntrySchema) });
+
+function loadSaved(path: string, log: Log): { networkId: string; entries: AllowedEntry[] } | null {
+  try {
+    return savedSchema.parse(JSON.parse(readFileSync(path, "utf8")));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT")
+      log.warn("swarm.state.unreadable", "cannot read the saved allowed set: starting empty", {
+        path,
+        err: error,
+      });
+    return null;
+  }
+}
+
+function save(path: string, state: { networkId: string; entries: AllowedEntry[] }): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(`${path}.tmp`, JSON.stringify(state));
+  renameSync(`${path}.tmp`, path);
+}
+
+/**
+ * The firewall in the overlay's namespace on this node: a backend per namespace (a recreated
+ * network is a new namespace, with nothing cached of the old one), and none while the network has
+ * no namespace here, so nothing is ever written to the host's own namespace.
+ */
+class OverlayBackend implements FirewallBackend {
+  private current: { netns: string; backend: FirewallBackend } | null = null;
+
+  constructor(private readonly make: () => FirewallBackend) {}
+
+  private backend(): { backend: FirewallBackend; renewed: boolean } | null {
+    const netns = targetNetnsPath();
+    if (netns === null) return null;
+    if (this.current?.netns === netns) return { backend: this.current.backend, renewed: false };
+    this.current = { netns, backend: this.make() };
+    return { backend: this.current.backend, renewed: true };
+  }
+
+  async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
+    const found = this.backend();
+    if (found === null || ruleset.bridge === null)
+      return {
+        changed: false,
+        differences: [],
+        location: "nowhere: the network is not on this node",
+        revoked: [],
+      };
+    return found.backend.sync(ruleset, { ...options, fresh: options.fresh || found.renewed });
+  }
+
+  async clear(): Promise<SyncResult> {
+    const found = this.backend();
+    if (found === null)
+      return { changed: false, differences: [], location: "nowhere", revoked: [] };
+    return found.backend.clear();
+  }
+
+  async check(ruleset: Ruleset) {
+    const found = this.backend();
+    if (found === null) return { location: "nowhere", differences: [] };
+    return found.backend.check(ruleset);
+  }
+
+  warm(fresh: boolean): void {
+    if (this.current && this.current.netns === targetNetnsPath())
+      this.current.backend.warm?.(fresh);
+  }
+}
+
+export async function runSwarmWorker(
+  config: Config,
+  settings: WorkerSettings,
+  log: Log,
+): Promise<number> {
+  const client = createEngineClient(process.env);
+  const api = new SwarmApi(client);
+  let stopping = false;
+  await waitForDocker(client, log, () => stopping);
+  const onSignal = () => (stopping = true);
+  process.once("SIGTERM", onSignal);
+  let node: { id: string; addr: string } | null = null;
+  for (let attempt = 0; node === null; attempt++) {
+    const info = await api.info().catch(() => null);
+    if (info?.LocalNodeState === "active" && info.NodeID)
+      node = { id: info.NodeID, addr: info.NodeAddr };
+    else {
+      if (attempt === 0)
+        log.warn(
+          "swarm.node.inactive",
+          "this Docker engine is not an active Swarm node yet: waiting",
+        );
+      await new Promise((r) => setTimeout(r, 1000));
+      if (stopping) return 0;
+    }
+  }
+  process.off("SIGTERM", onSignal);
+  const self = node;
+  const key = Buffer.from(readFileSync(settings.keyFile, "utf8").trim(), "base64");
+  if (key.length < 16) throw new Error(`${settings.keyFile}: the channel key is too short`);
+
+  let allowed = loadSaved(settings.stateFile, log);
+  if (allowed)
+    log.info("swarm.state.loaded", "enforcing the allowed set saved before this start", {
+      entries: allowed.entries.length,
+    });
+
+  // The namespace and VXLAN port of the overlay on this node, as of the last full read.
+  let network: { id: string; name: string; netns: string } | null = null;
+  let vxlan: { netns: string; port: string } | null = null;
+  let sysctlsSetIn: string | null = null;
+  const bridgeOf = (found: NetworkInspect): string | undefined => {
+    const netns = found.Driver === "overlay" ? overlayNamespace(settings.netnsDir, found.Id) : null;
+    if (netns === null || !existsSync(netns)) {
+      network = null;
+      setTargetNetns(null);
+      return undefined;
+    }
+    network = { id: found.Id, name: found.Name, netns };
+    setTargetNetns(netns);
+    return OVERLAY_BRIDGE;
+  };
+  const sandboxOf = (memberId: string) =>
+    network !== null && memberId === `lb-${network.name}`
+      ? { running: true, pid: 0, sandboxKey: loadBalancerNamespace(settings.netnsDir, network.id) }
+      : null;
+
+  let lastReport = "";
+  let lastNetworkId: string | null = allowed?.networkId ?? null;
+  let request: (reason: string) => void = () => undefined;
+  const channel = new ChannelClient({
+    key,
+    port: settings.channelPort,
+    managers: async () => ((await api.info())?.RemoteManagers ?? []).map((m) => hostOf(m.Addr)),
+    onConnected: (address) =>
+      log.info("swarm.channel.connected", "connected to the Swarm daemon", { address }),
+    onLost: (reason, retryInMs) =>
+      log.debug("swarm.channel.lost", "no connection to the Swarm daemon: retrying", {
+        reason,
+        retryInMs,
+      }),
+    onAllowed: (message) => {
+      if (network !== null && message.networkId !== network.id) return; // another network's
+      const before = JSON.stringify(allowed?.entries ?? []);
+      allowed = { networkId: message.networkId, entries: message.entries };
+      if (JSON.stringify(message.entries) === before) return;
+      try {
+        save(settings.stateFile, allowed);
+      } catch (error) {
+        log.warn("swarm.state.unwritable", "cannot save the allowed set", { err: error });
+      }
+      log.info("swarm.allowed.received", "allowed set received from the Swarm daemon", {
+        entries: message.entries.length,
+      });
+      request("swarm:allowed");
+    },
+  });
+
+  const refine = async (snapshot: NetworkSnapshot | null): Promise<NetworkSnapshot | null> => {
+    const current = network;
+    if (snapshot === null || current === null || !snapshot.bridge) {
+      report(snapshot === null ? null : snapshot.id, [], null);
+      return null;
+    }
+    if (sysctlsSetIn !== current.netns) {
+      const { changed } = await ensureBridgeNetfilterInTarget();
+      if (changed.length > 0)
+        log.info("host.sysctls.enabled", "enabled br_netfilter sysctls in the overlay namespace", {
+          sysctls: changed,
+          netns: current.netns,
+        });
+      sysctlsSetIn = current.netns;
+    }
+    if (vxlan?.netns !== current.netns) vxlan = { netns: current.netns, port: await vxlanPort() };
+    const lb = `lb-${current.name}`;
+    const members = snapshot.members.map((m) => (m.id === lb ? { ...m, whitelisted: true } : m));
+    report(
+      snapshot.id,
+      members
+        .filter((m) => m.whitelisted && m.id !== lb && m.ipv4)
+        .map((m) => ({ name: m.name, ipv4: m.ipv4! })),
+      members.find((m) => m.id === lb)?.ipv4 ?? null,
+    );
+    const remote =
+      allowed?.networkId === snapshot.id ? allowed.entries.filter((e) => e.node !== self.id) : [];
+    return {
+      ...snapshot,
+      members,
+      tunnel: {
+        port: vxlan.port,
+        allowed: remote.map((e) => ({ ipv4: e.ipv4, mac: overlayMac(e.ipv4) })),
+      },
+    };
+  };
+
+  const report = (
+    networkId: string | null,
+    whitelisted: Report["whitelisted"],
+    lb: string | null,
+  ) => {
+    // Gone from this node (or never here): it has nothing there any more, which is news too.
+    networkId ??= lastNetworkId;
+    if (networkId === null) return;
+    lastNetworkId = networkId;
+    const message: Report = {
+      type: "report",
+      node: self.id,
+      hostIp: self.addr,
+      networkId,
+      whitelisted: [...whitelisted].sort((a, b) => (a.ipv4 < b.ipv4 ? -1 : 1)),
+      loadBalancer: lb,
+      known: allowed?.networkId === networkId ? allowed.entries : [],
+    };
+    const text = JSON.stringify(message);
+    if (text === lastReport && channel.connected) return;
+    lastReport = text;
+    channel.send(message);
+  };
+
+  return runDaemon(config, log, {
+    ownSysctls: false,
+    monitor: false,
+    backend: (options: SelectingOptions) =>
+      new OverlayBackend(() =>
+        createBackend(config.firewallBackend, config.instanceId, { ...options, overlay: true }),
+      ),
+    observer: { bridgeOf, sandboxOf },
+    refine,
+    started: (requestPass) => {
+      request = requestPass;
+      channel.start();
+      // The report doubles as a heartbeat: sent again at every resync (answered by the daemon).
+      setInterval(() => {
+        lastReport = "";
+      }, config.pollIntervalMs).unref();
+    },
+    stopping: () => channel.stop(),
+  });
+}
+
+/** The VXLAN port of the overlay's bridge, in the namespace the tools act in. */
+async function vxlanPort(): Promise<string> {
+  const out = await runChecked("ip", [
+    "-j",
+    "link",
+    "show",
+    "master",
+    OVERLAY_BRIDGE,
+    "type",
+    "vxlan",
+  ]);
+  const links = z
+    .array(z.object({ ifname: z.string() }))
+    .parse(out.trim() === "" ? [] : JSON.parse(out));
+  if (links.length !== 1)
+    throw new Error(`expected one VXLAN port on ${OVERLAY_BRIDGE}, found ${links.length}`);
+  return links[0]!.ifname;
+}
+
+/** `trafficjam swarm-worker --clear`: removes the instance's rules from the overlay's namespace here. */
+export async function clearSwarmWorker(
+  config: Config,
+  settings: WorkerSettings,
+  log: Log,
+): Promise<number> {
+  const client = createEngineClient(process.env);
+  try {
+    const found = await client.inspectNetwork(config.network);
+    const netns = found ? overlayNamespace(settings.netnsDir, found.Id) : null;
+    rmSync(settings.stateFile, { force: true }); // a later deployment starts from nothing
+    if (netns === null || !existsSync(netns)) {
+      log.info("rules.cleared", "nothing to clear: the network has no namespace on this node", {
+        network: config.network,
+      });
+      return 0;
+    }
+    setTargetNetns(netns);
+    const result = await createBackend(config.firewallBackend, config.instanceId, {
+      overlay: true,
+    }).clear();
+    log.info("rules.cleared", "rules of this instance removed from the overlay namespace", {
+      netns,
+      removed: result.differences,
+    });
+    return 0;
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,342 @@
+// Docker Swarm, end to end, on three engines of the test's own (a swarm lab): the Swarm daemon
+// runs on the manager as a container of the product image, as a user runs it, and deploys its
+// workers; real tasks and standalone containers on an attachable overlay send real packets.
+// The steps build on each other, in order.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { useSwarmLab, type SwarmLab, type Container } from "./lab/index.js";
+import { startSwarmDaemon, type LogLine, type SwarmTrafficJam } from "./lab/swarm-trafficjam.js";
+import { waitFor } from "./lab/util.js";
+
+const NET = "appnet";
+const NET2 = "othernet";
+const PROXY_LABEL = "role=proxy";
+
+const applied = (l: LogLine) => l.event === "rules.applied" || l.event === "rules.verified";
+const allowedHas = (address: string) => (l: LogLine) =>
+  l.event === "rules.applied" && Array.isArray(l.allowed) && l.allowed.includes(address);
+const allowedLacks = (address: string) => (l: LogLine) =>
+  l.event === "rules.applied" && Array.isArray(l.allowed) && !l.allowed.includes(address);
+
+describe(
+  "Docker Swarm: the daemon on the manager, a worker on every node",
+  { timeout: 900_000 },
+  () => {
+    const lab = useSwarmLab({ nodes: 3, joined: 2, productImage: true });
+    let swarm: SwarmLab;
+    let tj: SwarmTrafficJam;
+    let netId = "";
+    const backend: Record<number, Container> = {};
+    let proxy: Container;
+    let proxyNode = 1;
+    let standalone: Container;
+
+    /** The last rules.applied line of a node's worker since `since` lines. */
+    const lastApplied = async (node: number): Promise<LogLine | undefined> =>
+      (await tj.workerLog(node)).filter((l) => l.event === "rules.applied").at(-1);
+
+    /** Waits until node's worker applied rules allowing `address` (its last applied set). */
+    const waitAllowedOn = (node: number, address: string, timeoutMs = 30_000) =>
+      waitFor(
+        async () => {
+          const last = await lastApplied(node);
+          return Array.isArray(last?.allowed) && last.allowed.includes(address);
+        },
+        {
+          timeoutMs,
+          intervalMs: 100,
+          what: `node${node}'s worker to allow ${address}`,
+          details: async () => JSON.stringify(await lastApplied(node)),
+        },
+      );
+
+    const tcp = (from: Container, node: number, to: string) =>
+      swarm.node(node).tcp(from, to, 80, 1000);
+
+    before(async () => {
+      swarm = lab();
+      netId = (await swarm.createOverlay(NET, { subnet: "10.20.0.0/24" })).id;
+      await swarm.createService([
+        "--name",
+        "backend",
+        "--mode",
+        "global",
+        "--network",
+        NET,
+        "tj-test",
+      ]);
+      await swarm.createService([
+        ...["--name", "proxy", "--replicas", "1", "--network", NET],
+        ...["--constraint", `node.hostname==${swarm.node(1).hostname}`],
+        ...["--container-label", PROXY_LABEL],
+        "tj-test",
+      ]);
+      await swarm.waitServiceRunning("backend", 2);
+      await swarm.waitServiceRunning("proxy", 1);
+      for (const n of [1, 2]) backend[n] = await swarm.taskContainer("backend", n);
+      proxy = await swarm.taskContainer("proxy", 1);
+      // A plain container on the attachable overlay, on node2 next to a task.
+      standalone = await swarm.node(2).run({ name: "plain", network: NET });
+    });
+
+    after(async () => {
+      // Rules and services go with the lab's engines; the daemon container too.
+    });
+
+    it("before TrafficJam, backends reach each other on one node and across nodes (the tests can fail)", async () => {
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), true, "node1 → node2");
+      assert.equal(
+        await tcp(backend[2]!, 2, standalone.ipv4),
+        true,
+        "task → plain container on node2",
+      );
+    });
+
+    it("the daemon deploys a worker on every node; each applies the rules in the overlay namespace", async () => {
+      tj = await startSwarmDaemon(swarm, {
+        instanceId: "sw1",
+        network: NET,
+        whitelist: `label=${PROXY_LABEL}`,
+        env: { SWARM_IMAGE: "trafficjam:e2e" },
+      });
+      await tj.waitDaemon((l) => l.event === "swarm.service.created", "the worker service created");
+      for (const n of [1, 2]) {
+        await tj.waitWorker(n, applied, "rules applied");
+        await waitAllowedOn(n, proxy.ipv4);
+      }
+      // The jump from FORWARD and our chain, in the overlay namespace (not the host's).
+      for (const n of [1, 2]) {
+        const rules = await swarm.overlayExec(n, netId, ["iptables-save", "-t", "filter"]);
+        assert.match(rules, /-A FORWARD -j TRAFFICJAM/, `node${n}'s overlay namespace`);
+        assert.match(
+          rules,
+          new RegExp(
+            `-s ${proxy.ipv4.replaceAll(".", "\\.")}/32 -i br0 -o br0 -m physdev --physdev-in (veth\\w+|vxlan0)`,
+          ),
+        );
+      }
+      const bound = await swarm.overlayExec(2, netId, ["iptables-save", "-t", "filter"]);
+      assert.match(
+        bound,
+        new RegExp(
+          `-s ${proxy.ipv4.replaceAll(".", "\\.")}/32 -i br0 -m physdev ! --physdev-in vxlan0`,
+        ),
+        "the remote proxy is bound to the VXLAN port on node2",
+      );
+    });
+
+    it("the proxy on node1 reaches the backends on every node", async () => {
+      assert.equal(await tcp(proxy, 1, backend[1]!.ipv4), true, "proxy → node1");
+      assert.equal(await tcp(proxy, 1, backend[2]!.ipv4), true, "proxy → node2");
+      assert.equal(await tcp(proxy, 1, standalone.ipv4), true, "proxy → plain container on node2");
+      assert.equal(await swarm.node(1).udp(proxy, backend[2]!.ipv4), true, "UDP proxy → node2");
+    });
+
+    it("backends cannot reach each other, on one node or across nodes (TCP, UDP, ICMP)", async () => {
+      const n1 = swarm.node(1);
+      const n2 = swarm.node(2);
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "TCP node1 → node2");
+      assert.equal(await tcp(backend[2]!, 2, backend[1]!.ipv4), false, "TCP node2 → node1");
+      assert.equal(await tcp(backend[2]!, 2, standalone.ipv4), false, "TCP task → plain, node2");
+      assert.equal(await tcp(standalone, 2, backend[2]!.ipv4), false, "TCP plain → task, node2");
+      assert.equal(await tcp(backend[2]!, 2, proxy.ipv4), false, "TCP backend → proxy");
+      assert.equal(await n1.udp(backend[1]!, backend[2]!.ipv4), false, "UDP node1 → node2");
+      assert.equal(await n2.udp(standalone, backend[2]!.ipv4), false, "UDP plain → task, node2");
+      assert.equal(await n1.ping(backend[1]!, backend[2]!.ipv4), false, "ICMP node1 → node2");
+      assert.equal(await n2.ping(backend[2]!, standalone.ipv4), false, "ICMP task → plain, node2");
+    });
+
+    it("forged proxy addresses are dropped: from a local port, and arriving from another node", async () => {
+      const n1 = swarm.node(1);
+      const n2 = swarm.node(2);
+      // Control: the real proxy's datagram arrives.
+      await n1.spoofUdp(proxy, proxy.ipv4, standalone.ipv4, 9000, "real-proxy");
+      // node2's backend claims the proxy's address toward its neighbour on node2 (the proxy's
+      // address is bound to the VXLAN port there) and toward node1 (where it is bound to the proxy's veth).
+      await n2.spoofUdp(backend[2]!, proxy.ipv4, standalone.ipv4, 9000, "forged-local");
+      await n2.spoofUdp(backend[2]!, proxy.ipv4, backend[1]!.ipv4, 9000, "forged-remote");
+      // node1's backend claims node2's load-balancer address (allowed, bound to vxlan0 on node1).
+      const lb2 = (
+        await swarm
+          .node(2)
+          .docker(
+            "network",
+            "inspect",
+            NET,
+            "--format",
+            `{{(index .Containers "lb-${NET}").IPv4Address}}`,
+          )
+      )
+        .trim()
+        .split("/")[0]!;
+      await n1.spoofUdp(
+        backend[1]!,
+        lb2,
+        backend[1]!.ipv4 === proxy.ipv4 ? standalone.ipv4 : standalone.ipv4,
+        9000,
+        "forged-lb",
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      const plainLog = await n2.udpLog(standalone);
+      const b1Log = await n1.udpLog(backend[1]!);
+      assert.ok(
+        plainLog.some((l) => l.includes("real-proxy")),
+        `control: ${plainLog.join(" | ")}`,
+      );
+      assert.ok(!plainLog.some((l) => l.includes("forged-local")), plainLog.join(" | "));
+      assert.ok(!b1Log.some((l) => l.includes("forged-remote")), b1Log.join(" | "));
+      assert.ok(!plainLog.some((l) => l.includes("forged-lb")), plainLog.join(" | "));
+    });
+
+    it("the proxy rescheduled to node2 regains access to every backend", async () => {
+      const old = proxy.ipv4;
+      await swarm.manager.docker(
+        ...["service", "update", "--detach", "--no-resolve-image"],
+        ...["--constraint-rm", `node.hostname==${swarm.node(1).hostname}`],
+        ...["--constraint-add", `node.hostname==${swarm.node(2).hostname}`],
+        "proxy",
+      );
+      await swarm.waitServiceRunning("proxy", 1);
+      proxy = await swarm.taskContainer("proxy", 2);
+      proxyNode = 2;
+      await waitAllowedOn(1, proxy.ipv4);
+      assert.equal(await tcp(proxy, 2, backend[1]!.ipv4), true, "proxy (node2) → node1");
+      assert.equal(await tcp(proxy, 2, backend[2]!.ipv4), true, "proxy (node2) → node2");
+      // The old address is no longer allowed anywhere once its task is gone.
+      for (const n of [1, 2]) await tj.waitWorker(n, allowedLacks(old), `${old} revoked`);
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "backends still isolated");
+      // No worker was restarted for these changes.
+      for (const n of [1, 2])
+        assert.equal((await tj.workerContainers(n)).length, 1, `node${n}: one worker container`);
+    });
+
+    it("a node that joins later is protected, and the proxy reaches its backend", async () => {
+      await swarm.joinNode(3);
+      await swarm.waitServiceRunning("backend", 3);
+      backend[3] = await swarm.taskContainer("backend", 3);
+      await tj.waitWorker(3, applied, "rules applied on the new node");
+      await waitAllowedOn(3, proxy.ipv4);
+      assert.equal(await tcp(proxy, proxyNode, backend[3]!.ipv4), true, "proxy → node3");
+      assert.equal(await tcp(backend[3]!, 3, backend[1]!.ipv4), false, "node3 → node1");
+      assert.equal(await tcp(backend[1]!, 1, backend[3]!.ipv4), false, "node1 → node3");
+    });
+
+    it("a standalone whitelisted container on a worker node is allowed on every node", async () => {
+      const extra = await swarm
+        .node(3)
+        .run({ name: "proxy2", network: NET, labels: { role: "proxy" } });
+      for (const n of [1, 2, 3]) await waitAllowedOn(n, extra.ipv4);
+      assert.equal(
+        await tcp(extra, 3, backend[1]!.ipv4),
+        true,
+        "standalone proxy on node3 → node1",
+      );
+      await swarm.node(3).docker("rm", "-f", "proxy2");
+      for (const n of [1, 2])
+        await tj.waitWorker(n, allowedLacks(extra.ipv4), "its address revoked");
+    });
+
+    it("the daemon stopped: the rules stay, and new containers are still isolated", async () => {
+      await swarm.manager.docker("stop", tj.container);
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "still isolated");
+      assert.equal(await tcp(proxy, proxyNode, backend[1]!.ipv4), true, "the proxy still allowed");
+      const seen = (await tj.workerLog(1)).length;
+      const late = await swarm.node(1).run({ name: "late", network: NET });
+      // From its first packet: nothing allows it, whether or not its port is bound yet.
+      assert.equal(await tcp(late, 1, backend[2]!.ipv4), false, "at once: cannot reach node2");
+      await waitFor(
+        async () => (await tj.workerLog(1)).slice(seen).some((l) => l.event === "rules.applied"),
+        { timeoutMs: 30_000, intervalMs: 200, what: "node1's worker to bind the new member" },
+      );
+      assert.equal(
+        await tcp(late, 1, backend[2]!.ipv4),
+        false,
+        "the new container cannot reach node2",
+      );
+      assert.equal(
+        await tcp(backend[1]!, 1, late.ipv4),
+        false,
+        "nor be reached from its neighbour",
+      );
+      assert.equal(await tcp(proxy, proxyNode, late.ipv4), true, "the proxy reaches it");
+      await swarm.node(1).docker("rm", "-f", "late");
+      await swarm.manager.docker("start", tj.container);
+      await tj.waitDaemon((l) => l.event === "swarm.channel.listening", "listening again");
+    });
+
+    it("two instances on two overlays stay independent", async () => {
+      const other = await swarm.createOverlay(NET2, { subnet: "10.21.0.0/24" });
+      const a = await swarm.node(1).run({ name: "o1", network: NET2 });
+      const b = await swarm.node(2).run({ name: "o2", network: NET2 });
+      const p = await swarm
+        .node(3)
+        .run({ name: "oproxy", network: NET2, labels: { role: "edge" } });
+      const tj2 = await startSwarmDaemon(swarm, {
+        instanceId: "sw2",
+        network: NET2,
+        whitelist: "label=role=edge",
+        env: {
+          SWARM_IMAGE: "trafficjam:e2e",
+          SWARM_CHANNEL_PORT: "7391",
+          FIREWALL_BACKEND: "nftables",
+        },
+      });
+      for (const n of [1, 2]) {
+        await tj2.waitWorker(n, allowedHas(p.ipv4), "the edge proxy allowed");
+      }
+      assert.equal(await tcp(a, 1, b.ipv4), false, "othernet: node1 → node2");
+      assert.equal(await tcp(p, 3, a.ipv4), true, "othernet: its proxy → node1");
+      // appnet's proxy is nobody on othernet, and othernet's rules are elsewhere.
+      assert.equal(await tcp(proxy, proxyNode, backend[1]!.ipv4), true, "appnet unchanged");
+      const nft = await swarm.overlayExec(1, other.id, ["nft", "list", "tables"]);
+      assert.match(nft, /inet trafficjam_sw2/);
+      assert.doesNotMatch(await swarm.overlayExec(1, netId, ["nft", "list", "tables"]), /sw2/);
+      // SIGUSR1 on the second one: its workers and rules go, the first instance's stay.
+      await swarm.manager.docker("kill", "--signal", "USR1", tj2.container);
+      await waitFor(async () => !(await tj2.daemonState()).running, {
+        timeoutMs: 120_000,
+        intervalMs: 250,
+        what: "the second daemon to exit",
+      });
+      assert.equal((await tj2.daemonState()).exitCode, 0);
+      assert.equal(await tcp(a, 1, b.ipv4), true, "othernet open again");
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "appnet still isolated");
+      for (const name of ["o1", "o2", "oproxy"]) {
+        const n = name === "o1" ? 1 : name === "o2" ? 2 : 3;
+        await swarm.node(n).docker("rm", "-f", name);
+      }
+    });
+
+    it("SIGUSR1 removes the worker service and every node's rules", async () => {
+      await swarm.manager.docker("kill", "--signal", "USR1", tj.container);
+      await waitFor(async () => !(await tj.daemonState()).running, {
+        timeoutMs: 120_000,
+        intervalMs: 250,
+        what: "the daemon to exit",
+      });
+      assert.equal(
+        (await tj.daemonState()).exitCode,
+        0,
+        JSON.stringify((await tj.daemonLog()).slice(-5)),
+      );
+      assert.equal(
+        (
+          await swarm.manager.docker("service", "ls", "-q", "--filter", `name=${tj.service}`)
+        ).trim(),
+        "",
+      );
+      assert.equal(
+        (await swarm.manager.docker("secret", "ls", "-q")).trim(),
+        "",
+        "the key secret removed",
+      );
+      for (const n of [1, 2, 3]) {
+        const rules = await swarm.overlayExec(n, netId, ["iptables-save", "-t", "filter"]);
+        assert.doesNotMatch(rules, /TRAFFICJAM|TJF_/, `node${n}: no chain left`);
+        const tables = await swarm.overlayExec(n, netId, ["nft", "list", "tables"]);
+        assert.doesNotMatch(tables, /trafficjam/, `node${n}: no table left`);
+      }
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), true, "open again across nodes");
+    });
+  },
+);

@@ -1,0 +1,158 @@
+// The channel's messages: newline-delimited JSON, each line validated where it arrives.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  LineSplitter,
+  MAX_LINE_BYTES,
+  allowedSchema,
+  daemonMessageSchema,
+  overlayMac,
+  parseLine,
+  reportSchema,
+  workerMessageSchema,
+  type AllowedMessage,
+  type Report,
+} from "../../src/swarm/protocol.js";
+import { hostOf } from "../../src/swarm/channel.js";
+
+const NODE = "3b2mz8p0v1q9xk7w4e5r6t8y0";
+const REPORT: Report = {
+  type: "report",
+  node: NODE,
+  hostIp: "192.168.0.1",
+  networkId: "n".repeat(25),
+  whitelisted: [{ name: "proxy.1.abc", ipv4: "10.20.0.3" }],
+  loadBalancer: "10.20.0.2",
+  known: [
+    {
+      node: "othernode0000000000000000",
+      hostIp: "192.168.0.2",
+      ipv4: "10.20.0.7",
+      name: "proxy.2.def",
+      kind: "container",
+    },
+  ],
+};
+const ALLOWED: AllowedMessage = {
+  type: "allowed",
+  networkId: "n".repeat(25),
+  entries: [
+    { node: NODE, hostIp: "192.168.0.1", ipv4: "10.20.0.2", name: "lb", kind: "load-balancer" },
+    { node: NODE, hostIp: "192.168.0.1", ipv4: "10.20.0.3", name: "proxy", kind: "container" },
+  ],
+};
+
+/** The error of a line that must be refused. */
+function refused<T>(schema: Parameters<typeof parseLine<T>>[0], line: string): string {
+  const parsed = parseLine(schema, line);
+  assert.equal(parsed.ok, false, line.slice(0, 200));
+  return parsed.ok ? "" : parsed.error;
+}
+
+test("a valid report and a valid allowed message parse back to themselves", () => {
+  assert.deepEqual(parseLine(reportSchema, JSON.stringify(REPORT)), { ok: true, message: REPORT });
+  assert.deepEqual(parseLine(allowedSchema, JSON.stringify(ALLOWED)), {
+    ok: true,
+    message: ALLOWED,
+  });
+  // What each end reads is what the other sends.
+  assert.equal(workerMessageSchema, reportSchema);
+  assert.equal(daemonMessageSchema, allowedSchema);
+  const noLb = { ...REPORT, loadBalancer: null, whitelisted: [], known: [] };
+  assert.deepEqual(parseLine(reportSchema, JSON.stringify(noLb)), { ok: true, message: noLb });
+});
+
+test("a line that is not JSON is refused", () => {
+  assert.equal(refused(reportSchema, '{"type":"report",'), "not JSON");
+  assert.equal(refused(allowedSchema, "hello"), "not JSON");
+});
+
+test("an address that is not IPv4 is refused, naming where it is", () => {
+  const bad = (ipv4: string) => ({ ...REPORT, whitelisted: [{ name: "p", ipv4 }] });
+  for (const address of ["fd00::1", "10.20.0.256", "10.20.0", "10.20.0.3/24", ""]) {
+    assert.match(
+      refused(reportSchema, JSON.stringify(bad(address))),
+      /^whitelisted\.0\.ipv4: expected an IPv4 address/,
+      address,
+    );
+  }
+  assert.match(
+    refused(reportSchema, JSON.stringify({ ...REPORT, loadBalancer: "::1" })),
+    /^loadBalancer: expected an IPv4 address/,
+  );
+  const entry = { ...ALLOWED.entries[0]!, ipv4: "fe80::1" };
+  assert.match(
+    refused(allowedSchema, JSON.stringify({ ...ALLOWED, entries: [entry] })),
+    /^entries\.0\.ipv4: expected an IPv4 address/,
+  );
+});
+
+test("a message of another type, or another end's, is refused", () => {
+  assert.match(refused(reportSchema, JSON.stringify({ ...REPORT, type: "hello" })), /^type: /);
+  // A worker never takes a report for an allowed set, nor the daemon an allowed set for a report.
+  assert.match(refused(allowedSchema, JSON.stringify(REPORT)), /^type: /);
+  assert.match(refused(reportSchema, JSON.stringify(ALLOWED)), /^type: /);
+  const kind = { ...ALLOWED.entries[0]!, kind: "router" };
+  assert.match(
+    refused(allowedSchema, JSON.stringify({ ...ALLOWED, entries: [kind] })),
+    /^entries\.0\.kind: /,
+  );
+  assert.match(refused(reportSchema, JSON.stringify({ ...REPORT, node: "Not-An-Id" })), /^node: /);
+  assert.match(refused(reportSchema, "[]"), /^: /);
+  assert.match(refused(reportSchema, "null"), /^: /);
+});
+
+test("an oversized array is refused", () => {
+  const many = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      name: `p${i}`,
+      ipv4: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+    }));
+  const fits = parseLine(reportSchema, JSON.stringify({ ...REPORT, whitelisted: many(4096) }));
+  assert.equal(fits.ok, true);
+  assert.match(
+    refused(reportSchema, JSON.stringify({ ...REPORT, whitelisted: many(4097) })),
+    /^whitelisted: /,
+  );
+  const entries = many(65537).map((e) => ({
+    ...e,
+    node: NODE,
+    hostIp: "192.168.0.1",
+    kind: "container",
+  }));
+  assert.match(refused(allowedSchema, JSON.stringify({ ...ALLOWED, entries })), /^entries: /);
+});
+
+test("lines are split across chunks; blank lines are skipped; a partial line waits", () => {
+  const splitter = new LineSplitter();
+  const line = JSON.stringify(REPORT);
+  assert.deepEqual(splitter.push(line.slice(0, 10)), []);
+  assert.deepEqual(splitter.push(line.slice(10, 30)), []);
+  assert.deepEqual(splitter.push(`${line.slice(30)}\n\n  \n{"a"`), [line]);
+  assert.deepEqual(splitter.push(':1}\n{"b":2}\n{"c"'), ['{"a":1}', '{"b":2}']);
+  assert.deepEqual(splitter.push(":3}\n"), ['{"c":3}']);
+  assert.deepEqual(splitter.push(""), []);
+});
+
+test("a line longer than MAX_LINE_BYTES is an error, even when it comes in pieces", () => {
+  const splitter = new LineSplitter();
+  const piece = "x".repeat(1024 * 1024);
+  for (let sent = 0; sent + piece.length <= MAX_LINE_BYTES; sent += piece.length)
+    assert.deepEqual(splitter.push(piece), []);
+  assert.throws(() => splitter.push("x"), /line too long/);
+});
+
+test("Docker's overlay MAC of an address: 02:42 and the address's four bytes", () => {
+  assert.equal(overlayMac("10.20.0.7"), "02:42:0a:14:00:07");
+  assert.equal(overlayMac("10.0.255.254"), "02:42:0a:00:ff:fe");
+  assert.equal(overlayMac("192.168.1.100"), "02:42:c0:a8:01:64");
+});
+
+test("hostOf: the host part of a manager's address, IPv4 or bracketed IPv6", () => {
+  assert.equal(hostOf("10.0.0.1:2377"), "10.0.0.1");
+  assert.equal(hostOf("[fd00::1]:2377"), "fd00::1");
+  assert.equal(hostOf("manager1:2377"), "manager1");
+  // No port: the address as is (an unbracketed IPv6 address is not split at its last colon).
+  assert.equal(hostOf("10.0.0.1"), "10.0.0.1");
+  assert.equal(hostOf("fd00::1"), "fd00::1");
+});
