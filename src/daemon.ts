@@ -72,8 +72,12 @@ export interface DaemonVariant {
   /** Watch netfilter with `nft monitor` (our own namespace's): default true. */
   monitor?: boolean;
   observer?: Pick<ObserverOptions, "bridgeOf" | "sandboxOf">;
-  /** Completes a pass's snapshot (null: nothing to enforce here). */
-  refine?(snapshot: NetworkSnapshot | null): Promise<NetworkSnapshot | null>;
+  /** Completes a pass's snapshot (null: nothing to enforce here); `fresh`: a full pass. */
+  refine?(snapshot: NetworkSnapshot | null, fresh: boolean): Promise<NetworkSnapshot | null>;
+  /** After SIGUSR1 removed the instance's rules: remove what the variant added. */
+  cleared?(): Promise<void>;
+  /** Docker is known to answer already (the variant waited for it). */
+  dockerReady?: boolean;
   /** Once the first pass is done: `request` asks for a pass. */
   started?(request: (reason: string) => void): void;
   /** The daemon is stopping (cleared: after its rules were removed). */
@@ -167,7 +171,7 @@ export async function runDaemon(
     onPass: (outcome) => health.record(outcome),
     observe: async (fresh) => {
       const snapshot = await observer.observe(fresh);
-      return variant.refine ? variant.refine(snapshot) : snapshot;
+      return variant.refine ? variant.refine(snapshot, fresh) : snapshot;
     },
   });
 
@@ -214,6 +218,7 @@ export async function runDaemon(
     try {
       // Through the reconciler: after the pass in flight, never before, and none after.
       const result = await reconciler.stopAndClear();
+      await variant.cleared?.();
       finish();
       log.info("rules.cleared", "SIGUSR1: rules of this instance removed", {
         removed: result.differences,
@@ -234,7 +239,7 @@ export async function runDaemon(
   process.on("SIGINT", () => void shutdown(false));
   process.on("SIGUSR1", () => void shutdown(true));
 
-  await waitForDocker(client, log, () => stopping);
+  if (!variant.dockerReady) await waitForDocker(client, log, () => stopping);
   if (stopping) return exited;
   // Rules first: the initial pass runs before anything else, then events and the timer.
   await reconciler.runOnce("startup");

@@ -51,7 +51,9 @@ export type LogEvent =
   | "swarm.state.unwritable"
   | "swarm.channel.connected"
   | "swarm.channel.lost"
-  | "swarm.allowed.received";
+  | "swarm.allowed.received"
+  | "swarm.allowed.settled"
+  | "swarm.allowed.incomplete";
 
 type Fields = Record<string, unknown>;
 type Emit = (event: LogEvent, msg: string, fields?: Fields) => void;

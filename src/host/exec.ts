@@ -44,11 +44,13 @@ export function targetNetnsPath(): string | null {
 
 /** Runs a program without a shell; rejects on spawn failure or timeout, else gives the exit code. */
 export function run(file: string, args: string[], input?: string): Promise<RunResult> {
+  if (targetNetns === null) return runHere(file, args, input);
+  return runHere("nsenter", [`--net=${targetNetns}`, "--", file, ...args], input);
+}
+
+/** Like run, always in our own network namespace (whatever the target namespace). */
+export function runHere(file: string, args: string[], input?: string): Promise<RunResult> {
   const command = [file, ...args].join(" ");
-  if (targetNetns !== null) {
-    args = [`--net=${targetNetns}`, "--", file, ...args];
-    file = "nsenter";
-  }
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       stdio: ["pipe", "pipe", "pipe"],

@@ -242,16 +242,27 @@ export async function runSwarmDaemon(
     if (ledger?.networkId !== networkId) ledger = new AllowedLedger(networkId);
     return ledger;
   };
+  // The nodes the cluster's view shows on the network: the set is complete once each has a part.
+  let viewHosts: Set<string> | null = null;
+  let toldComplete = false;
+  const isComplete = () => {
+    if (ledger === null || viewHosts === null) return false;
+    const hosts = ledger.hosts();
+    return [...viewHosts].every((h) => hosts.has(h));
+  };
   const current = (): AllowedMessage => ({
     type: "allowed",
     networkId: ledger?.networkId ?? "",
     entries: ledger?.entries() ?? [],
+    complete: isComplete(),
   });
   const announce = (why: string) => {
     const message = current();
+    toldComplete = message.complete;
     log.info("swarm.allowed.changed", "allowed set changed: telling every worker", {
       reason: why,
       allowed: message.entries.map((e) => `${e.ipv4} (${e.kind} on ${e.node.slice(0, 12)})`),
+      complete: message.complete,
       workers: server.connections,
     });
     server.broadcast(message);
@@ -263,6 +274,7 @@ export async function runSwarmDaemon(
       if (!reported.has(peer)) {
         reported.set(peer, report.node);
         log.info("swarm.worker.connected", "worker connected", { node: report.node, peer });
+        requestPrune(); // a node new to the view, perhaps
       }
       if (
         ledger !== null &&
@@ -270,7 +282,8 @@ export async function runSwarmDaemon(
         !knownNetwork.has(report.networkId)
       )
         return void requestPrune(); // perhaps a recreated network: learn its id first
-      if (ledgerFor(report.networkId).report(report, Date.now()))
+      const changed = ledgerFor(report.networkId).report(report, Date.now());
+      if (changed || isComplete() !== toldComplete)
         announce(`report from ${report.node.slice(0, 12)}`);
     },
     onRefused: (peer, reason) =>
@@ -293,8 +306,9 @@ export async function runSwarmDaemon(
     if (view === null) return;
     knownNetwork.add(view.id);
     const l = ledgerFor(view.id);
-    if (l.prune(view.endpoints, new Set(nodes.map((n) => n.ID)), Date.now()))
-      announce("cluster view");
+    viewHosts = new Set(view.endpoints.map((e) => e.hostIp).filter(Boolean));
+    const changed = l.prune(view.endpoints, new Set(nodes.map((n) => n.ID)), Date.now());
+    if (changed || isComplete() !== toldComplete) announce("cluster view");
   };
   const requestPrune = () => {
     if (pruning) return void (again = true);

@@ -3,7 +3,7 @@
 //
 // - A node's report replaces that node's part (a worker always reports its whole node).
 // - A container leaves when the cluster's view of the overlay (which every Engine lists) no
-//   longer has an endpoint with its address on its node, once it has had one; a node that is
+//   longer has an endpoint with its address and name on its node, once it has had one; a node that is
 //   slow or silent changes nothing. One never listed is dropped after a grace period (a report
 //   racing the cluster's gossip is listed within seconds).
 // - A load-balancer endpoint leaves with its node's next report, when the node leaves the swarm,
@@ -77,7 +77,9 @@ export class AllowedLedger {
     now: number,
   ): boolean {
     const before = this.key();
-    const listed = new Set(endpoints.map((e) => `${e.ipv4}@${e.hostIp}`));
+    // The same address on the same node under another name is another container (its address
+    // handed out again): the view names each endpoint as its container is named.
+    const listed = new Set(endpoints.map((e) => `${e.ipv4}@${e.hostIp}#${e.name}`));
     const containerAddresses = new Set(endpoints.map((e) => e.ipv4));
     for (const [id, node] of this.nodes) {
       if (nodes !== null && !nodes.has(id)) {
@@ -87,11 +89,16 @@ export class AllowedLedger {
       if (node.loadBalancer !== null && containerAddresses.has(node.loadBalancer))
         node.loadBalancer = null;
       for (const [ipv4, c] of node.containers) {
-        if (listed.has(`${ipv4}@${node.hostIp}`)) c.listed = true;
+        if (listed.has(`${ipv4}@${node.hostIp}#${c.name}`)) c.listed = true;
         else if (c.listed || now - c.reportedAt > UNLISTED_GRACE_MS) node.containers.delete(ipv4);
       }
     }
     return this.key() !== before;
+  }
+
+  /** The underlay addresses of the nodes with a part in the set. */
+  hosts(): Set<string> {
+    return new Set([...this.nodes.values()].map((n) => n.hostIp));
   }
 
   entries(): AllowedEntry[] {

@@ -46,6 +46,8 @@ export const allowedSchema = z.object({
   type: z.literal("allowed"),
   networkId: z.string().max(64),
   entries: z.array(allowedEntrySchema).max(65536),
+  /** Every node the cluster shows on the network has its part in it (see worker.ts). */
+  complete: z.boolean(),
 });
 export type AllowedMessage = z.output<typeof allowedSchema>;
 

@@ -26,6 +26,7 @@ import { ensureBridgeNetfilterInTarget } from "../host/bridge-netfilter.js";
 import { createEngineClient } from "../observe/engine-api.js";
 import type { NetworkInspect } from "../observe/network.js";
 import { ChannelClient, hostOf } from "./channel.js";
+import { VxlanGuard, renderVxlanGuard } from "./vxlan-guard.js";
 import { SwarmApi } from "./engine.js";
 import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
 
@@ -63,9 +64,20 @@ export function overlayNamespace(netnsDir: string, networkId: string): string | 
 const loadBalancerNamespace = (netnsDir: string, networkId: string) =>
   `${netnsDir}/lb_${networkId.slice(0, 9)}`;
 
-const savedSchema = z.object({ networkId: z.string(), entries: z.array(allowedEntrySchema) });
+const savedSchema = z.object({
+  networkId: z.string(),
+  entries: z.array(allowedEntrySchema),
+  complete: z.boolean().default(false),
+});
+type Saved = z.output<typeof savedSchema>;
 
-function loadSaved(path: string, log: Log): { networkId: string; entries: AllowedEntry[] } | null {
+/**
+ * How long a worker that knows no complete set lets every other node's endpoint in (see
+ * `settled` below) before it enforces whatever it was told.
+ */
+const SETTLE_LIMIT_MS = 30_000;
+
+function loadSaved(path: string, log: Log): Saved | null {
   try {
     return savedSchema.parse(JSON.parse(readFileSync(path, "utf8")));
   } catch (error) {
@@ -78,7 +90,7 @@ function loadSaved(path: string, log: Log): { networkId: string; entries: Allowe
   }
 }
 
-function save(path: string, state: { networkId: string; entries: AllowedEntry[] }): void {
+function save(path: string, state: Saved): void {
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(`${path}.tmp`, JSON.stringify(state));
   renameSync(`${path}.tmp`, path);
@@ -172,7 +184,8 @@ export async function runSwarmWorker(
 
   // The namespace and VXLAN port of the overlay on this node, as of the last full read.
   let network: { id: string; name: string; netns: string } | null = null;
-  let vxlan: { netns: string; port: string } | null = null;
+  let vxlan: { netns: string; port: string; vni: number } | null = null;
+  const tunnelGuard = new VxlanGuard(config.instanceId);
   let sysctlsSetIn: string | null = null;
   const bridgeOf = (found: NetworkInspect): string | undefined => {
     const netns = found.Driver === "overlay" ? overlayNamespace(settings.netnsDir, found.Id) : null;
@@ -190,6 +203,32 @@ export async function runSwarmWorker(
       ? { running: true, pid: 0, sandboxKey: loadBalancerNamespace(settings.netnsDir, network.id) }
       : null;
 
+  // Until a complete set is known (a first deployment, a node that just joined, a saved set
+  // lost), other nodes' endpoints as the cluster's view lists them are let in through the VXLAN
+  // port, each bound to its node: a node whose proxy this one has not been told of yet must not
+  // be cut off. It opens nothing between backends: every node with a worker drops its own
+  // backends' new connections before they leave it (and a node without one protects nothing).
+  let settled = allowed?.complete === true;
+  const settle = (why: string) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(settleTimer);
+    log.info("swarm.allowed.settled", "enforcing the daemon's set alone from now on", { why });
+    request("swarm:settled");
+  };
+  const settleTimer = setTimeout(() => {
+    if (settled) return;
+    log.warn(
+      "swarm.allowed.incomplete",
+      "no complete set from the Swarm daemon yet: enforcing what is known",
+      {
+        waitedMs: SETTLE_LIMIT_MS,
+      },
+    );
+    settle("time limit");
+  }, SETTLE_LIMIT_MS);
+  settleTimer.unref();
+
   let lastReport = "";
   let lastNetworkId: string | null = allowed?.networkId ?? null;
   let request: (reason: string) => void = () => undefined;
@@ -206,9 +245,15 @@ export async function runSwarmWorker(
       }),
     onAllowed: (message) => {
       if (network !== null && message.networkId !== network.id) return; // another network's
-      const before = JSON.stringify(allowed?.entries ?? []);
-      allowed = { networkId: message.networkId, entries: message.entries };
-      if (JSON.stringify(message.entries) === before) return;
+      const before = JSON.stringify([allowed?.entries ?? [], allowed?.complete]);
+      allowed = {
+        networkId: message.networkId,
+        entries: message.entries,
+        complete: message.complete,
+      };
+      const settling = !settled && message.complete;
+      if (settling) settle("the daemon's set is complete");
+      if (JSON.stringify([message.entries, message.complete]) === before && !settling) return;
       try {
         save(settings.stateFile, allowed);
       } catch (error) {
@@ -216,15 +261,20 @@ export async function runSwarmWorker(
       }
       log.info("swarm.allowed.received", "allowed set received from the Swarm daemon", {
         entries: message.entries.length,
+        complete: message.complete,
       });
       request("swarm:allowed");
     },
   });
 
-  const refine = async (snapshot: NetworkSnapshot | null): Promise<NetworkSnapshot | null> => {
+  const refine = async (
+    snapshot: NetworkSnapshot | null,
+    fresh: boolean,
+  ): Promise<NetworkSnapshot | null> => {
     const current = network;
     if (snapshot === null || current === null || !snapshot.bridge) {
       report(snapshot === null ? null : snapshot.id, [], null);
+      await tunnelGuard.sync(null, false);
       return null;
     }
     if (sysctlsSetIn !== current.netns) {
@@ -236,7 +286,7 @@ export async function runSwarmWorker(
         });
       sysctlsSetIn = current.netns;
     }
-    if (vxlan?.netns !== current.netns) vxlan = { netns: current.netns, port: await vxlanPort() };
+    if (vxlan?.netns !== current.netns) vxlan = { netns: current.netns, ...(await vxlanPort()) };
     const lb = `lb-${current.name}`;
     const members = snapshot.members.map((m) => (m.id === lb ? { ...m, whitelisted: true } : m));
     report(
@@ -246,8 +296,11 @@ export async function runSwarmWorker(
         .map((m) => ({ name: m.name, ipv4: m.ipv4! })),
       members.find((m) => m.id === lb)?.ipv4 ?? null,
     );
-    const remote =
+    const told =
       allowed?.networkId === snapshot.id ? allowed.entries.filter((e) => e.node !== self.id) : [];
+    const remote = settled ? told : [...told, ...(await clusterElsewhere(snapshot.id))];
+    // Before the rules that allow them: other nodes' addresses only from their own node.
+    await tunnelGuard.sync(renderVxlanGuard(config.instanceId, vxlan.vni, remote), fresh);
     return {
       ...snapshot,
       members,
@@ -256,6 +309,20 @@ export async function runSwarmWorker(
         allowed: remote.map((e) => ({ ipv4: e.ipv4, mac: overlayMac(e.ipv4) })),
       },
     };
+  };
+
+  /** Endpoints of the network on other nodes, as the cluster's view lists them. */
+  const clusterElsewhere = async (networkId: string): Promise<AllowedEntry[]> => {
+    const view = await api.clusterEndpoints(networkId);
+    return (view?.endpoints ?? [])
+      .filter((e) => e.hostIp !== "" && e.hostIp !== self.addr)
+      .map((e) => ({
+        node: "unknown",
+        hostIp: e.hostIp,
+        ipv4: e.ipv4,
+        name: e.name,
+        kind: "container",
+      }));
   };
 
   const report = (
@@ -274,7 +341,7 @@ export async function runSwarmWorker(
       networkId,
       whitelisted: [...whitelisted].sort((a, b) => (a.ipv4 < b.ipv4 ? -1 : 1)),
       loadBalancer: lb,
-      known: allowed?.networkId === networkId ? allowed.entries : [],
+      known: allowed?.networkId === networkId && allowed.complete ? allowed.entries : [],
     };
     const text = JSON.stringify(message);
     if (text === lastReport && channel.connected) return;
@@ -300,26 +367,26 @@ export async function runSwarmWorker(
       }, config.pollIntervalMs).unref();
     },
     stopping: () => channel.stop(),
+    cleared: async () => void (await tunnelGuard.clear()),
+    dockerReady: true,
   });
 }
 
-/** The VXLAN port of the overlay's bridge, in the namespace the tools act in. */
-async function vxlanPort(): Promise<string> {
-  const out = await runChecked("ip", [
-    "-j",
-    "link",
-    "show",
-    "master",
-    OVERLAY_BRIDGE,
-    "type",
-    "vxlan",
-  ]);
-  const links = z
-    .array(z.object({ ifname: z.string() }))
-    .parse(out.trim() === "" ? [] : JSON.parse(out));
+const vxlanLinks = z.array(
+  z.object({
+    ifname: z.string(),
+    linkinfo: z.object({ info_data: z.object({ id: z.number().int().min(0) }) }),
+  }),
+);
+
+/** The VXLAN port of the overlay's bridge and its VNI, in the namespace the tools act in. */
+async function vxlanPort(): Promise<{ port: string; vni: number }> {
+  const args = ["-d", "-j", "link", "show", "master", OVERLAY_BRIDGE, "type", "vxlan"];
+  const out = await runChecked("ip", args);
+  const links = vxlanLinks.parse(out.trim() === "" ? [] : JSON.parse(out));
   if (links.length !== 1)
     throw new Error(`expected one VXLAN port on ${OVERLAY_BRIDGE}, found ${links.length}`);
-  return links[0]!.ifname;
+  return { port: links[0]!.ifname, vni: links[0]!.linkinfo.info_data.id };
 }
 
 /** `trafficjam swarm-worker --clear`: removes the instance's rules from the overlay's namespace here. */
@@ -333,6 +400,7 @@ export async function clearSwarmWorker(
     const found = await client.inspectNetwork(config.network);
     const netns = found ? overlayNamespace(settings.netnsDir, found.Id) : null;
     rmSync(settings.stateFile, { force: true }); // a later deployment starts from nothing
+    await new VxlanGuard(config.instanceId).clear();
     if (netns === null || !existsSync(netns)) {
       log.info("rules.cleared", "nothing to clear: the network has no namespace on this node", {
         network: config.network,

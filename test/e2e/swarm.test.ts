@@ -221,6 +221,56 @@ describe(
       assert.equal(await tcp(backend[1]!, 1, backend[3]!.ipv4), false, "node1 → node3");
     });
 
+    it("a node whose worker enforces nothing cannot claim a proxy of another node: the receiving node checks the tunnel's sender", async () => {
+      // node1's worker is made to enforce nothing in its overlay namespace (as on a node that just
+      // joined): its backend claims the proxy's address (the proxy runs on node2) toward node3.
+      const n1 = swarm.node(1);
+      const n3 = swarm.node(3);
+      const tag = (t: string) => `${t}-${Date.now()}`;
+      const unguard1 = async () => {
+        await swarm.overlayExec(1, netId, [
+          "sh",
+          "-c",
+          "nft delete table bridge trafficjam-l2_sw1; iptables -D FORWARD -j TRAFFICJAM; true",
+        ]);
+      };
+      const received = async (payload: string) => {
+        await new Promise((r) => setTimeout(r, 400));
+        return (await n3.udpLog(backend[3]!)).some((l) => l.includes(payload));
+      };
+      await unguard1();
+      const forged = tag("forged-tunnel");
+      await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, forged);
+      assert.equal(
+        await received(forged),
+        false,
+        "node3 dropped the proxy's address sent by node1",
+      );
+      // Control: without node3's check of the tunnel's sender, the same packet gets through (node1's
+      // worker repairs its rules at its next resync: the control is tried again if it did).
+      let through = false;
+      for (let attempt = 0; attempt < 3 && !through; attempt++) {
+        await unguard1();
+        await n3.nsExec(["nft", "delete", "table", "inet", "trafficjam-vxlan_sw1"]);
+        const control = tag("control");
+        await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, control);
+        through = await received(control);
+      }
+      assert.equal(through, true, "the control got through: the test can fail");
+      // Both repaired by the workers' next resync.
+      await waitFor(
+        async () => /trafficjam-vxlan_sw1/.test(await n3.nsExec(["nft", "list", "tables"])),
+        { timeoutMs: 20_000, intervalMs: 250, what: "node3's worker to put its tunnel check back" },
+      );
+      await waitFor(
+        async () =>
+          /-A FORWARD -j TRAFFICJAM/.test(
+            await swarm.overlayExec(1, netId, ["iptables-save", "-t", "filter"]),
+          ),
+        { timeoutMs: 20_000, intervalMs: 250, what: "node1's worker to repair its rules" },
+      );
+    });
+
     it("a standalone whitelisted container on a worker node is allowed on every node", async () => {
       const extra = await swarm
         .node(3)

@@ -21,6 +21,7 @@ const REPORT: Report = {
 const allowed = (...ipv4s: string[]): AllowedMessage => ({
   type: "allowed",
   networkId: "n".repeat(25),
+  complete: true,
   entries: ipv4s.map((ipv4) => ({
     node: NODE,
     hostIp: "192.168.0.1",

@@ -44,9 +44,9 @@ const lb = (n: string, ipv4: string): AllowedEntry => ({
   name: "load-balancer",
   kind: "load-balancer",
 });
-/** The cluster's view lists an endpoint with this address on node n. */
-const listed = (n: string, ipv4: string): ClusterEndpoint => ({
-  name: `task@${ipv4}`,
+/** The cluster's view lists an endpoint with this address on node n (named as its container). */
+const listed = (n: string, ipv4: string, name = `proxy@${ipv4}`): ClusterEndpoint => ({
+  name,
   ipv4,
   hostIp: HOST[n]!,
 });
@@ -267,5 +267,13 @@ test("hearsay is pruned like a report: never listed, it goes after the grace per
   assert.deepEqual(ledger.entries(), [container("b", "10.20.0.7")]);
   // Listed once, then no longer: gone at once.
   assert.equal(ledger.prune([], ALL, T0 + UNLISTED_GRACE_MS + 2), true);
+  assert.deepEqual(ledger.entries(), []);
+});
+
+test("the same address on the same node under another name is another container: the entry goes", () => {
+  const ledger = new AllowedLedger(NETWORK);
+  ledger.report(report("a", ["10.20.0.3"], null), T0);
+  ledger.prune([listed("a", "10.20.0.3")], ALL, T0 + 1000);
+  assert.equal(ledger.prune([listed("a", "10.20.0.3", "backend.1.xyz")], ALL, T0 + 2000), true);
   assert.deepEqual(ledger.entries(), []);
 });

@@ -36,6 +36,7 @@ const REPORT: Report = {
 const ALLOWED: AllowedMessage = {
   type: "allowed",
   networkId: "n".repeat(25),
+  complete: true,
   entries: [
     { node: NODE, hostIp: "192.168.0.1", ipv4: "10.20.0.2", name: "lb", kind: "load-balancer" },
     { node: NODE, hostIp: "192.168.0.1", ipv4: "10.20.0.3", name: "proxy", kind: "container" },
