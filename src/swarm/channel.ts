@@ -1,7 +1,9 @@
-// The channel between workers and the daemon: TCP with TLS 1.2 and a pre-shared key (the Swarm
-// secret the daemon creates), so only a holder of the key can report or be told addresses. No
-// certificates: the key is the identity. ECDHE-PSK gives forward secrecy. The daemon listens on
-// its node's Swarm address only; workers connect to the managers Docker lists, in turn.
+// The channel between the daemon and its workers: TCP with TLS 1.2 and a pre-shared key (the
+// Swarm secret the daemon creates), so only a holder of the key can report or be told addresses.
+// No certificates: the key is the identity; ECDHE-PSK gives forward secrecy.
+// Each worker listens on its node's Swarm address only (it runs with host networking); the
+// daemon dials every node the swarm lists, so the daemon itself needs no port of its own, nor
+// host networking. Messages are newline-delimited JSON (protocol.ts).
 import { connect, createServer, type Server, type TLSSocket } from "node:tls";
 import type { z } from "zod/v3";
 import {
@@ -15,20 +17,17 @@ import {
 
 export const DEFAULT_CHANNEL_PORT = 7390;
 const CIPHERS = "ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA384:PSK-AES256-GCM-SHA384";
-const IDENTITY = "trafficjam-worker";
+const IDENTITY = "trafficjam-daemon";
 const TLS = { ciphers: CIPHERS, minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;
-/** A worker whose report got no answer within this long reconnects (a dead daemon's node). */
+/** A worker that does not answer the daemon's message within this long is dialled again. */
 const ANSWER_TIMEOUT_MS = 5000;
-
-interface Lines<T> {
-  onMessage(message: T): void;
-  onInvalid(error: string): void;
-}
+const CONNECT_TIMEOUT_MS = 3000;
 
 function readLines<T>(
   socket: TLSSocket,
   schema: z.ZodType<T, z.ZodTypeDef, unknown>,
-  handler: Lines<T>,
+  onMessage: (message: T) => void,
+  onInvalid: (error: string) => void,
 ): void {
   const splitter = new LineSplitter();
   socket.setEncoding("utf8");
@@ -37,64 +36,72 @@ function readLines<T>(
     try {
       lines = splitter.push(chunk);
     } catch (error) {
-      handler.onInvalid((error as Error).message);
+      onInvalid((error as Error).message);
       socket.destroy();
       return;
     }
     for (const line of lines) {
       const parsed = parseLine(schema, line);
-      if (parsed.ok) handler.onMessage(parsed.message);
-      else {
-        handler.onInvalid(parsed.error);
+      if (!parsed.ok) {
+        onInvalid(parsed.error);
         socket.destroy();
         return;
       }
+      onMessage(parsed.message);
     }
   });
 }
 
-export interface ServerEvents {
-  onReport(report: Report, peer: string): void;
-  /** What a worker is told first, and in answer to each report. */
-  current(): AllowedMessage;
+const send = (socket: TLSSocket, message: unknown) => socket.write(`${JSON.stringify(message)}\n`);
+
+// ----- the worker's end
+
+export interface ListenerEvents {
+  onAllowed(message: AllowedMessage): void;
+  onConnected(peer: string): void;
+  onDisconnected(peer: string): void;
   onRefused(peer: string, reason: string): void;
-  onDisconnected(peer: string, node: string | null): void;
 }
 
-/** The daemon's end: takes reports, answers with the allowed set, and tells every worker of changes. */
-export class ChannelServer {
+/**
+ * A worker's end: listens on its node's address; tells every daemon connected its node's report
+ * at once, on every change, and in answer to each message (so a daemon knows it is alive).
+ */
+export class WorkerListener {
   private readonly server: Server;
   private readonly sockets = new Set<TLSSocket>();
+  private report: Report | null = null;
 
-  constructor(key: Buffer, events: ServerEvents) {
+  constructor(key: Buffer, events: ListenerEvents) {
     this.server = createServer(
       {
         ...TLS,
         pskIdentityHint: "trafficjam",
-        pskCallback: (_s, id) => (id === IDENTITY ? key : null),
+        pskCallback: (_socket, identity) => (identity === IDENTITY ? key : null),
       },
       (socket) => {
         const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-        let node: string | null = null;
         this.sockets.add(socket);
         socket.setKeepAlive(true, 5000);
+        socket.on("error", () => undefined); // reported by close
         socket.on("close", () => {
           this.sockets.delete(socket);
-          events.onDisconnected(peer, node);
+          events.onDisconnected(peer);
         });
-        socket.on("error", () => undefined); // reported by close
-        readLines(socket, workerMessageSchema, {
-          onMessage: (report) => {
-            node = report.node;
-            events.onReport(report, peer);
-            socket.write(`${JSON.stringify(events.current())}\n`);
+        readLines(
+          socket,
+          daemonMessageSchema,
+          (message) => {
+            events.onAllowed(message);
+            if (this.report) send(socket, this.report);
           },
-          onInvalid: (error) => events.onRefused(peer, `invalid message: ${error}`),
-        });
-        socket.write(`${JSON.stringify(events.current())}\n`);
+          (error) => events.onRefused(peer, `invalid message: ${error}`),
+        );
+        events.onConnected(peer);
+        if (this.report) send(socket, this.report);
       },
     );
-    // A wrong key ends in the handshake: said once per peer, not kept.
+    // A wrong key ends in the handshake.
     this.server.on("tlsClientError", (error, socket) =>
       events.onRefused(`${socket.remoteAddress}:${socket.remotePort}`, error.message),
     );
@@ -110,13 +117,14 @@ export class ChannelServer {
     });
   }
 
-  broadcast(message: AllowedMessage): void {
-    const line = `${JSON.stringify(message)}\n`;
-    for (const socket of this.sockets) socket.write(line);
+  /** The node's report, sent to every daemon connected now and to any that connects later. */
+  send(report: Report): void {
+    this.report = report;
+    for (const socket of this.sockets) send(socket, report);
   }
 
-  get connections(): number {
-    return this.sockets.size;
+  get connected(): boolean {
+    return this.sockets.size > 0;
   }
 
   close(): Promise<void> {
@@ -125,130 +133,137 @@ export class ChannelServer {
   }
 }
 
-export interface ClientOptions {
-  key: Buffer;
-  port: number;
-  /** The managers' addresses, asked again before each attempt (managers come and go). */
-  managers(): Promise<string[]>;
-  onAllowed(message: AllowedMessage): void;
-  onConnected(address: string): void;
-  onLost(reason: string, retryInMs: number): void;
+// ----- the daemon's end
+
+export interface DialerEvents {
+  onReport(report: Report, node: string): void;
+  /** What a worker is told when connected, and at every `keepalive()`. */
+  current(): AllowedMessage;
+  onConnected(node: string, address: string): void;
+  onLost(node: string, reason: string, retryInMs: number): void;
+  onRefused(node: string, reason: string): void;
 }
 
-/** The worker's end: keeps one connection to the daemon, whichever manager it runs on. */
-export class ChannelClient {
-  private socket: TLSSocket | null = null;
-  private report: Report | null = null;
-  private stopped = false;
-  private attempt = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private answerTimer: NodeJS.Timeout | null = null;
+interface Link {
+  address: string;
+  socket: TLSSocket | null;
+  attempt: number;
+  timer: NodeJS.Timeout | null;
+  answerTimer: NodeJS.Timeout | null;
+  removed: boolean;
+}
 
-  constructor(private readonly options: ClientOptions) {}
+/** The daemon's end: one connection per node of the swarm, each dialled again when lost. */
+export class DaemonDialer {
+  private readonly links = new Map<string, Link>();
 
-  start(): void {
-    void this.connectAny();
+  constructor(
+    private readonly key: Buffer,
+    private readonly port: number,
+    private readonly events: DialerEvents,
+  ) {}
+
+  /** The nodes to keep a connection to (id → underlay address); others are hung up. */
+  setNodes(nodes: ReadonlyMap<string, string>): void {
+    for (const [node, link] of this.links) {
+      if (nodes.get(node) === link.address) continue;
+      this.drop(node);
+    }
+    for (const [node, address] of nodes) {
+      if (this.links.has(node) || address === "") continue;
+      const link: Link = {
+        address,
+        socket: null,
+        attempt: 0,
+        timer: null,
+        answerTimer: null,
+        removed: false,
+      };
+      this.links.set(node, link);
+      this.dial(node, link);
+    }
   }
 
-  /** Sends the node's report now (and again on every reconnection). */
-  send(report: Report): void {
-    this.report = report;
-    const socket = this.socket;
-    if (socket === null) return;
-    socket.write(`${JSON.stringify(report)}\n`);
-    this.answerTimer ??= setTimeout(
+  /** Tells every connected worker the whole set. */
+  broadcast(message: AllowedMessage): void {
+    for (const [, link] of this.links) if (link.socket) this.tell(link, message);
+  }
+
+  /** Tells every worker the current set again: one that does not answer is dialled anew. */
+  keepalive(): void {
+    this.broadcast(this.events.current());
+  }
+
+  get connections(): number {
+    return [...this.links.values()].filter((l) => l.socket !== null).length;
+  }
+
+  close(): void {
+    for (const node of [...this.links.keys()]) this.drop(node);
+  }
+
+  private drop(node: string): void {
+    const link = this.links.get(node);
+    if (!link) return;
+    link.removed = true;
+    if (link.timer) clearTimeout(link.timer);
+    if (link.answerTimer) clearTimeout(link.answerTimer);
+    link.socket?.destroy();
+    this.links.delete(node);
+  }
+
+  private tell(link: Link, message: AllowedMessage): void {
+    const socket = link.socket;
+    if (!socket) return;
+    send(socket, message);
+    link.answerTimer ??= setTimeout(
       () => socket.destroy(new Error("no answer")),
       ANSWER_TIMEOUT_MS,
     );
   }
 
-  get connected(): boolean {
-    return this.socket !== null;
-  }
-
-  stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.answerTimer) clearTimeout(this.answerTimer);
-    this.socket?.destroy();
-  }
-
-  private async connectAny(): Promise<void> {
-    if (this.stopped) return;
-    let managers: string[] = [];
-    let lastError = "no manager listed";
-    try {
-      managers = await this.options.managers();
-    } catch (error) {
-      lastError = `cannot list the managers: ${(error as Error).message}`;
-    }
-    for (const host of managers) {
-      if (this.stopped) return;
-      try {
-        const socket = await this.open(host);
-        if (this.stopped) return void socket.destroy(); // stopped while it was opening
-        this.attach(socket, host);
-        return;
-      } catch (error) {
-        lastError = `${host}: ${(error as Error).message}`;
-      }
-    }
-    this.retry(lastError);
-  }
-
-  private open(host: string): Promise<TLSSocket> {
-    return new Promise((resolve, reject) => {
-      const socket = connect({
-        ...TLS,
-        host,
-        port: this.options.port,
-        checkServerIdentity: () => undefined, // no certificate: the key authenticates both ends
-        pskCallback: () => ({ psk: this.options.key, identity: IDENTITY }),
-        timeout: 3000,
-      });
-      const fail = (error: Error) => {
-        socket.destroy();
-        reject(error);
-      };
-      socket.once("error", fail);
-      socket.once("timeout", () => fail(new Error("timed out")));
-      socket.once("secureConnect", () => {
-        socket.off("error", fail);
-        socket.setTimeout(0);
-        resolve(socket);
-      });
+  private dial(node: string, link: Link): void {
+    const socket = connect({
+      ...TLS,
+      host: link.address,
+      port: this.port,
+      checkServerIdentity: () => undefined, // no certificate: the key authenticates both ends
+      pskCallback: () => ({ psk: this.key, identity: IDENTITY }),
+      timeout: CONNECT_TIMEOUT_MS,
     });
-  }
-
-  private attach(socket: TLSSocket, host: string): void {
-    this.socket = socket;
-    this.attempt = 0;
-    socket.setKeepAlive(true, 5000);
+    let established = false;
     socket.on("error", () => undefined); // reported by close
-    socket.on("close", () => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      if (this.answerTimer) clearTimeout(this.answerTimer);
-      this.answerTimer = null;
-      if (!this.stopped) this.retry(`connection to ${host} closed`);
+    socket.once("timeout", () => socket.destroy(new Error("timed out")));
+    socket.once("secureConnect", () => {
+      established = true;
+      socket.setTimeout(0);
+      socket.setKeepAlive(true, 5000);
+      link.socket = socket;
+      link.attempt = 0;
+      this.events.onConnected(node, link.address);
+      readLines(
+        socket,
+        workerMessageSchema,
+        (report) => {
+          if (link.answerTimer) clearTimeout(link.answerTimer);
+          link.answerTimer = null;
+          this.events.onReport(report, node);
+        },
+        (error) => this.events.onRefused(node, `invalid message: ${error}`),
+      );
+      this.tell(link, this.events.current());
     });
-    readLines(socket, daemonMessageSchema, {
-      onMessage: (message) => {
-        if (this.answerTimer) clearTimeout(this.answerTimer);
-        this.answerTimer = null;
-        this.options.onAllowed(message);
-      },
-      onInvalid: (error) => this.options.onLost(`invalid message from the daemon: ${error}`, 0),
+    socket.once("close", () => {
+      if (link.socket === socket) link.socket = null;
+      if (link.answerTimer) clearTimeout(link.answerTimer);
+      link.answerTimer = null;
+      if (link.removed) return;
+      const delay = Math.min(5000, 200 * 2 ** link.attempt++);
+      this.events.onLost(node, established ? "connection closed" : "cannot connect", delay);
+      link.timer = setTimeout(() => {
+        if (!link.removed) this.dial(node, link);
+      }, delay);
     });
-    this.options.onConnected(host);
-    if (this.report) this.send(this.report);
-  }
-
-  private retry(reason: string): void {
-    if (this.stopped) return;
-    const delay = Math.min(5000, 200 * 2 ** this.attempt++);
-    this.options.onLost(reason, delay);
-    this.timer = setTimeout(() => void this.connectAny(), delay);
   }
 }
 

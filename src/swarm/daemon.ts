@@ -13,8 +13,8 @@ import { computeRuleset } from "../policy.js";
 import { createEngineClient, parseDockerHost, type EngineClient } from "../observe/engine-api.js";
 import { EventWatcher } from "../observe/events.js";
 import { HealthPublisher, stateDir, statePath } from "../ops/health.js";
-import { ChannelServer } from "./channel.js";
-import { SwarmApi, type EngineService } from "./engine.js";
+import { DaemonDialer, hostOf } from "./channel.js";
+import { SwarmApi, type EngineNode, type EngineService } from "./engine.js";
 import { AllowedLedger } from "./ledger.js";
 import type { AllowedMessage } from "./protocol.js";
 
@@ -263,18 +263,23 @@ export async function runSwarmDaemon(
       reason: why,
       allowed: message.entries.map((e) => `${e.ipv4} (${e.kind} on ${e.node.slice(0, 12)})`),
       complete: message.complete,
-      workers: server.connections,
+      workers: dialer.connections,
     });
-    server.broadcast(message);
+    dialer.broadcast(message);
   };
-  const reported = new Map<string, string>(); // peer → node
-  const server = new ChannelServer(key, {
+  const dialer = new DaemonDialer(key, settings.channelPort, {
     current,
-    onReport: (report, peer) => {
-      if (!reported.has(peer)) {
-        reported.set(peer, report.node);
-        log.info("swarm.worker.connected", "worker connected", { node: report.node, peer });
-        requestPrune(); // a node new to the view, perhaps
+    onConnected: (node, address) => {
+      log.info("swarm.worker.connected", "connected to the node's worker", { node, address });
+      requestPrune(); // a node new to the view, perhaps
+    },
+    onReport: (report, node) => {
+      if (report.node !== node) {
+        log.warn("swarm.channel.refused", "a worker reported for another node: ignored", {
+          node,
+          reported: report.node,
+        });
+        return;
       }
       if (
         ledger !== null &&
@@ -286,15 +291,18 @@ export async function runSwarmDaemon(
       if (changed || isComplete() !== toldComplete)
         announce(`report from ${report.node.slice(0, 12)}`);
     },
-    onRefused: (peer, reason) =>
-      log.warn("swarm.channel.refused", "refused a connection to the channel", { peer, reason }),
-    onDisconnected: (peer, node) => {
-      reported.delete(peer);
-      log.info("swarm.worker.disconnected", "worker disconnected (its addresses stay allowed)", {
-        peer,
-        node,
-      });
-    },
+    onRefused: (node, reason) =>
+      log.warn("swarm.channel.refused", "a worker's answer was refused", { node, reason }),
+    onLost: (node, reason, retryInMs) =>
+      log.debug(
+        "swarm.worker.disconnected",
+        "no connection to the node's worker (its addresses stay allowed): dialling again",
+        {
+          node,
+          reason,
+          retryInMs,
+        },
+      ),
   });
   const knownNetwork = new Set<string>();
 
@@ -303,6 +311,7 @@ export async function runSwarmDaemon(
   let again = false;
   const prune = async () => {
     const [view, nodes] = await Promise.all([api.clusterEndpoints(config.network), api.nodes()]);
+    dialer.setNodes(new Map(nodes.map((n) => [n.ID, nodeAddress(n)])));
     if (view === null) return;
     knownNetwork.add(view.id);
     const l = ledgerFor(view.id);
@@ -329,17 +338,12 @@ export async function runSwarmDaemon(
     })().finally(() => (pruning = null));
   };
 
-  await server.listen(info.NodeAddr, settings.channelPort).catch((error: Error) => {
-    throw new Error(
-      `cannot listen on ${info.NodeAddr}:${settings.channelPort} (SWARM_CHANNEL_PORT): ${error.message}`,
-    );
-  });
-  log.info("swarm.channel.listening", "listening for workers", {
-    address: `${info.NodeAddr}:${settings.channelPort}`,
-  });
   await ensureService();
   requestPrune();
-  const timer = setInterval(requestPrune, config.pollIntervalMs);
+  const timer = setInterval(() => {
+    requestPrune();
+    dialer.keepalive();
+  }, config.pollIntervalMs);
   const watcher = new EventWatcher(
     client,
     {
@@ -361,7 +365,7 @@ export async function runSwarmDaemon(
       clearInterval(timer);
       watcher.stop();
       await pruning;
-      await server.close();
+      dialer.close();
       let code = 0;
       if (clear) code = await clearEverywhere(api, config.instanceId, log);
       else log.info("daemon.stopping", "stopping: the workers keep enforcing the last allowed set");
@@ -373,6 +377,13 @@ export async function runSwarmDaemon(
     process.on("SIGINT", () => void shutdown(false));
     process.on("SIGUSR1", () => void shutdown(true));
   });
+}
+
+/** Where a node's worker listens: its Swarm address (a manager may list 0.0.0.0 there). */
+function nodeAddress(node: EngineNode): string {
+  const addr = node.Status.Addr;
+  if (addr && addr !== "0.0.0.0") return addr;
+  return node.ManagerStatus?.Addr ? hostOf(node.ManagerStatus.Addr) : "";
 }
 
 /** `trafficjam --clear` with SWARM_DAEMON=true, on a manager. */

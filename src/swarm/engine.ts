@@ -62,6 +62,7 @@ export type EngineTask = z.output<typeof taskSchema>;
 const nodeSchema = z.object({
   ID: z.string(),
   Status: z.object({ State: z.string().default(""), Addr: z.string().default("") }).default({}),
+  ManagerStatus: z.object({ Addr: z.string().default("") }).optional(),
   Spec: z.object({ Availability: z.string().default("") }).default({}),
 });
 export type EngineNode = z.output<typeof nodeSchema>;

@@ -25,7 +25,7 @@ import { runChecked, setTargetNetns, targetNetnsPath } from "../host/exec.js";
 import { ensureBridgeNetfilterInTarget } from "../host/bridge-netfilter.js";
 import { createEngineClient } from "../observe/engine-api.js";
 import type { NetworkInspect } from "../observe/network.js";
-import { ChannelClient, hostOf } from "./channel.js";
+import { WorkerListener } from "./channel.js";
 import { VxlanGuard, renderVxlanGuard } from "./vxlan-guard.js";
 import { SwarmApi } from "./engine.js";
 import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
@@ -229,23 +229,32 @@ export async function runSwarmWorker(
   }, SETTLE_LIMIT_MS);
   settleTimer.unref();
 
+  // This node as the cluster's view names it ("Host IP": the data-path address, which may differ
+  // from the Swarm address), learnt from a local container's endpoint in that view.
+  let hostIp: string | null = null;
+  const learnHostIp = async (networkId: string, local: ReadonlySet<string>) => {
+    if (hostIp !== null || local.size === 0) return;
+    const view = await api.clusterEndpoints(networkId);
+    hostIp = view?.endpoints.find((e) => local.has(e.ipv4) && e.hostIp !== "")?.hostIp ?? null;
+  };
+
   let lastReport = "";
   let lastNetworkId: string | null = allowed?.networkId ?? null;
   let request: (reason: string) => void = () => undefined;
-  const channel = new ChannelClient({
-    key,
-    port: settings.channelPort,
-    managers: async () => ((await api.info())?.RemoteManagers ?? []).map((m) => hostOf(m.Addr)),
-    onConnected: (address) =>
-      log.info("swarm.channel.connected", "connected to the Swarm daemon", { address }),
-    onLost: (reason, retryInMs) =>
-      log.debug("swarm.channel.lost", "no connection to the Swarm daemon: retrying", {
-        reason,
-        retryInMs,
-      }),
+  const channel = new WorkerListener(key, {
+    onConnected: (peer) =>
+      log.info("swarm.channel.connected", "the Swarm daemon connected", { peer }),
+    onDisconnected: (peer) =>
+      log.info("swarm.channel.lost", "the Swarm daemon hung up: enforcing the last set", { peer }),
+    onRefused: (peer, reason) =>
+      log.warn("swarm.channel.refused", "refused a connection to the channel", { peer, reason }),
     onAllowed: (message) => {
       if (network !== null && message.networkId !== network.id) return; // another network's
       const before = JSON.stringify([allowed?.entries ?? [], allowed?.complete]);
+      // A set missing some node's part (a daemon that has just started) adds, never takes away
+      // from, a complete one: nothing is revoked because a node has not been heard from yet.
+      if (settled && !message.complete && allowed?.networkId === message.networkId)
+        message = { ...message, entries: union(allowed.entries, message.entries), complete: true };
       allowed = {
         networkId: message.networkId,
         entries: message.entries,
@@ -289,6 +298,10 @@ export async function runSwarmWorker(
     if (vxlan?.netns !== current.netns) vxlan = { netns: current.netns, ...(await vxlanPort()) };
     const lb = `lb-${current.name}`;
     const members = snapshot.members.map((m) => (m.id === lb ? { ...m, whitelisted: true } : m));
+    await learnHostIp(
+      snapshot.id,
+      new Set(members.flatMap((m) => (m.id !== lb && m.ipv4 ? [m.ipv4] : []))),
+    );
     report(
       snapshot.id,
       members
@@ -315,7 +328,7 @@ export async function runSwarmWorker(
   const clusterElsewhere = async (networkId: string): Promise<AllowedEntry[]> => {
     const view = await api.clusterEndpoints(networkId);
     return (view?.endpoints ?? [])
-      .filter((e) => e.hostIp !== "" && e.hostIp !== self.addr)
+      .filter((e) => e.hostIp !== "" && e.hostIp !== (hostIp ?? self.addr))
       .map((e) => ({
         node: "unknown",
         hostIp: e.hostIp,
@@ -337,7 +350,7 @@ export async function runSwarmWorker(
     const message: Report = {
       type: "report",
       node: self.id,
-      hostIp: self.addr,
+      hostIp: hostIp ?? self.addr,
       networkId,
       whitelisted: [...whitelisted].sort((a, b) => (a.ipv4 < b.ipv4 ? -1 : 1)),
       loadBalancer: lb,
@@ -349,6 +362,14 @@ export async function runSwarmWorker(
     channel.send(message);
   };
 
+  await channel.listen(self.addr, settings.channelPort).catch((error: Error) => {
+    throw new Error(
+      `cannot listen on ${self.addr}:${settings.channelPort} (SWARM_CHANNEL_PORT): ${error.message}`,
+    );
+  });
+  log.info("swarm.channel.listening", "listening for the Swarm daemon", {
+    address: `${self.addr}:${settings.channelPort}`,
+  });
   return runDaemon(config, log, {
     ownSysctls: false,
     monitor: false,
@@ -360,16 +381,20 @@ export async function runSwarmWorker(
     refine,
     started: (requestPass) => {
       request = requestPass;
-      channel.start();
-      // The report doubles as a heartbeat: sent again at every resync (answered by the daemon).
-      setInterval(() => {
-        lastReport = "";
-      }, config.pollIntervalMs).unref();
     },
-    stopping: () => channel.stop(),
+    stopping: () => void channel.close(),
     cleared: async () => void (await tunnelGuard.clear()),
     dockerReady: true,
   });
+}
+
+/** Both sets' entries, one per node and address, `b`'s where both have one. */
+function union(a: readonly AllowedEntry[], b: readonly AllowedEntry[]): AllowedEntry[] {
+  const byKey = new Map<string, AllowedEntry>();
+  for (const e of [...a, ...b]) byKey.set(`${e.node}/${e.ipv4}`, e);
+  return [...byKey.values()].sort((x, y) =>
+    x.node === y.node ? (x.ipv4 < y.ipv4 ? -1 : 1) : x.node < y.node ? -1 : 1,
+  );
 }
 
 const vxlanLinks = z.array(

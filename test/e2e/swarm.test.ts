@@ -310,8 +310,17 @@ describe(
       );
       assert.equal(await tcp(proxy, proxyNode, late.ipv4), true, "the proxy reaches it");
       await swarm.node(1).docker("rm", "-f", "late");
+      const restartedAt = Date.now();
       await swarm.manager.docker("start", tj.container);
-      await tj.waitDaemon((l) => l.event === "swarm.channel.listening", "listening again");
+      await tj.waitDaemon(
+        (l) =>
+          l.event === "swarm.worker.connected" && Date.parse(String(l.time)) >= restartedAt - 1000,
+        "connected to the workers again",
+      );
+      // Its key was kept: no new secret, no service update, so no worker restarted.
+      const log = await tj.daemonLog();
+      assert.equal(log.filter((l) => l.event === "swarm.key.created").length, 1, "one key");
+      assert.equal(log.filter((l) => l.event === "swarm.service.updated").length, 0);
     });
 
     it("two instances on two overlays stay independent", async () => {
