@@ -8,6 +8,8 @@
 import { table, envInt } from "./figures.js";
 import { startSwarmLab, type Container, type SwarmLab } from "../test/e2e/lab/index.js";
 import {
+  deployBackendsAndProxy,
+  loadBalancerOf,
   startSwarmDaemon,
   type LogLine,
   type SwarmTrafficJam,
@@ -83,32 +85,12 @@ const fmt = (xs: number[]) =>
 async function main(): Promise<void> {
   const swarm = await startSwarmLab({ nodes: 3, joined: 2, productImage: true });
   try {
-    await swarm.createOverlay(NET, { subnet: "10.30.0.0/24" });
-    await swarm.createService([
-      "--name",
-      "backend",
-      "--mode",
-      "global",
-      "--network",
-      NET,
-      "tj-test",
-    ]);
-    await swarm.createService([
-      ...[
-        "--name",
-        "proxy",
-        "--replicas",
-        "1",
-        "--network",
-        NET,
-        "--container-label",
-        "role=proxy",
-      ],
-      ...["--constraint", `node.hostname==${swarm.node(1).hostname}`],
-      "tj-test",
-    ]);
-    await swarm.waitServiceRunning("backend", 2);
-    await swarm.waitServiceRunning("proxy", 1);
+    await deployBackendsAndProxy(swarm, {
+      network: NET,
+      subnet: "10.30.0.0/24",
+      proxyLabel: "role=proxy",
+      nodes: 2,
+    });
     let proxy = await swarm.taskContainer("proxy", 1);
     let proxyNode = 1;
     const backends = [
@@ -198,20 +180,7 @@ async function main(): Promise<void> {
 
     // 5. A load-balancer address changes: node3's tasks leave the network and come back.
     const lbChange: number[] = [];
-    const lbOf = async (node: number) =>
-      (
-        await swarm
-          .node(node)
-          .docker(
-            "network",
-            "inspect",
-            NET,
-            "--format",
-            `{{(index .Containers "lb-${NET}").IPv4Address}}`,
-          )
-      )
-        .trim()
-        .split("/")[0]!;
+    const lbOf = (node: number) => loadBalancerOf(swarm, node, NET);
     /** When node's worker first applied rules allowing / no longer allowing `address` after `after`. */
     const appliedAt = async (
       node: number,

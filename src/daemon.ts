@@ -51,6 +51,19 @@ export async function waitForDocker(
   }
 }
 
+/** The state file `trafficjam healthcheck` reads, published after every pass. */
+export function healthPublisher(config: Config, log: Log): HealthPublisher {
+  return new HealthPublisher(
+    statePath(stateDir(process.env), config.instanceId),
+    {
+      instanceId: config.instanceId,
+      firewallBackend: config.firewallBackend,
+      pollIntervalMs: config.pollIntervalMs,
+    },
+    (err) => log.warn("health.state.unwritable", "cannot write the health state file", { err }),
+  );
+}
+
 /** Said once at the given level, then at debug level. */
 export function onceThenDebug(log: Log, level: "info" | "warn"): Log["info"] {
   let said = false;
@@ -150,15 +163,7 @@ export async function runDaemon(
   });
 
   // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
-  const health = new HealthPublisher(
-    statePath(stateDir(process.env), config.instanceId),
-    {
-      instanceId: config.instanceId,
-      firewallBackend: config.firewallBackend,
-      pollIntervalMs: config.pollIntervalMs,
-    },
-    (err) => log.warn("health.state.unwritable", "cannot write the health state file", { err }),
-  );
+  const health = healthPublisher(config, log);
 
   const reconciler = new Reconciler({
     instanceId: config.instanceId,

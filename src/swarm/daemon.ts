@@ -8,13 +8,13 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../config.js";
 import type { Log } from "../log.js";
-import { waitForDocker } from "../daemon.js";
+import { healthPublisher } from "../daemon.js";
 import { computeRuleset } from "../policy.js";
 import { createEngineClient, parseDockerHost, type EngineClient } from "../observe/engine-api.js";
 import { EventWatcher } from "../observe/events.js";
-import { HealthPublisher, stateDir, statePath } from "../ops/health.js";
+import { stateDir } from "../ops/health.js";
 import { DaemonDialer, hostOf } from "./channel.js";
-import { SwarmApi, type EngineNode, type EngineService } from "./engine.js";
+import { SwarmApi, connectSwarm, type EngineNode, type EngineService } from "./engine.js";
 import { AllowedLedger } from "./ledger.js";
 import type { AllowedMessage } from "./protocol.js";
 
@@ -177,10 +177,8 @@ export async function runSwarmDaemon(
   settings: SwarmDaemonSettings,
   log: Log,
 ): Promise<number> {
-  const client = createEngineClient(process.env);
-  const api = new SwarmApi(client);
   let stopping = false;
-  await waitForDocker(client, log, () => stopping);
+  const { client, api } = await connectSwarm(log, () => stopping);
   const info = await api.info();
   if (!info || info.LocalNodeState !== "active" || !info.ControlAvailable) {
     log.error("swarm.not-manager", "SWARM_DAEMON needs a Swarm manager node's Docker engine", {
@@ -208,15 +206,7 @@ export async function runSwarmDaemon(
   const digest = specDigest(spec);
   (spec.Labels as Record<string, string>)["trafficjam.spec"] = digest;
 
-  const health = new HealthPublisher(
-    statePath(stateDir(process.env), config.instanceId),
-    {
-      instanceId: config.instanceId,
-      firewallBackend: config.firewallBackend,
-      pollIntervalMs: config.pollIntervalMs,
-    },
-    (err) => log.warn("health.state.unwritable", "cannot write the health state file", { err }),
-  );
+  const health = healthPublisher(config, log);
   const idle = computeRuleset(null, { instanceId: config.instanceId, allowHostTraffic: true });
 
   /** Creates the service if missing, updates it if its spec is not ours. */

@@ -1,7 +1,9 @@
 // The Swarm side of the Engine API: node identity, the cluster-wide view of an overlay, and (on a
 // manager) the worker service, its key secret and its tasks. Validated where the JSON enters.
 import { z } from "zod/v3";
-import { listOf, mapOf, type EngineClient } from "../observe/engine-api.js";
+import { createEngineClient, listOf, mapOf, type EngineClient } from "../observe/engine-api.js";
+import { waitForDocker } from "../daemon.js";
+import type { Log } from "../log.js";
 
 const infoSchema = z.object({
   Name: z.string().optional(),
@@ -161,4 +163,14 @@ export class SwarmApi {
   async removeSecret(id: string): Promise<void> {
     await this.client.call("DELETE", `/secrets/${encodeURIComponent(id)}`, null);
   }
+}
+
+/** The Engine of DOCKER_HOST, once it answers, with its Swarm calls. */
+export async function connectSwarm(
+  log: Log,
+  isStopping: () => boolean,
+): Promise<{ client: EngineClient; api: SwarmApi }> {
+  const client = createEngineClient(process.env);
+  await waitForDocker(client, log, isStopping);
+  return { client, api: new SwarmApi(client) };
 }

@@ -17,7 +17,7 @@ import { z } from "zod/v3";
 import type { Config } from "../config.js";
 import type { Log } from "../log.js";
 import type { NetworkSnapshot } from "../model.js";
-import { runDaemon, waitForDocker } from "../daemon.js";
+import { runDaemon } from "../daemon.js";
 import { createBackend, type SelectingOptions } from "../firewall/index.js";
 import type { FirewallBackend, SyncOptions, SyncResult } from "../firewall/backend.js";
 import type { Ruleset } from "../model.js";
@@ -27,7 +27,7 @@ import { createEngineClient } from "../observe/engine-api.js";
 import type { NetworkInspect } from "../observe/network.js";
 import { WorkerListener } from "./channel.js";
 import { VxlanGuard, renderVxlanGuard } from "./vxlan-guard.js";
-import { SwarmApi } from "./engine.js";
+import { connectSwarm } from "./engine.js";
 import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
 
 export interface WorkerSettings {
@@ -150,10 +150,8 @@ export async function runSwarmWorker(
   settings: WorkerSettings,
   log: Log,
 ): Promise<number> {
-  const client = createEngineClient(process.env);
-  const api = new SwarmApi(client);
   let stopping = false;
-  await waitForDocker(client, log, () => stopping);
+  const { api } = await connectSwarm(log, () => stopping);
   const onSignal = () => (stopping = true);
   process.once("SIGTERM", onSignal);
   let node: { id: string; addr: string } | null = null;

@@ -5,7 +5,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { useSwarmLab, type SwarmLab, type Container } from "./lab/index.js";
-import { startSwarmDaemon, type LogLine, type SwarmTrafficJam } from "./lab/swarm-trafficjam.js";
+import {
+  SwarmTrafficJam,
+  deployBackendsAndProxy,
+  loadBalancerOf,
+  startSwarmDaemon,
+  type LogLine,
+} from "./lab/swarm-trafficjam.js";
 import { waitFor } from "./lab/util.js";
 
 const NET = "appnet";
@@ -55,24 +61,14 @@ describe(
 
     before(async () => {
       swarm = lab();
-      netId = (await swarm.createOverlay(NET, { subnet: "10.20.0.0/24" })).id;
-      await swarm.createService([
-        "--name",
-        "backend",
-        "--mode",
-        "global",
-        "--network",
-        NET,
-        "tj-test",
-      ]);
-      await swarm.createService([
-        ...["--name", "proxy", "--replicas", "1", "--network", NET],
-        ...["--constraint", `node.hostname==${swarm.node(1).hostname}`],
-        ...["--container-label", PROXY_LABEL],
-        "tj-test",
-      ]);
-      await swarm.waitServiceRunning("backend", 2);
-      await swarm.waitServiceRunning("proxy", 1);
+      netId = (
+        await deployBackendsAndProxy(swarm, {
+          network: NET,
+          subnet: "10.20.0.0/24",
+          proxyLabel: PROXY_LABEL,
+          nodes: 2,
+        })
+      ).networkId;
       for (const n of [1, 2]) backend[n] = await swarm.taskContainer("backend", n);
       proxy = await swarm.taskContainer("proxy", 1);
       // A plain container on the attachable overlay, on node2 next to a task.
@@ -156,26 +152,8 @@ describe(
       await n2.spoofUdp(backend[2]!, proxy.ipv4, standalone.ipv4, 9000, "forged-local");
       await n2.spoofUdp(backend[2]!, proxy.ipv4, backend[1]!.ipv4, 9000, "forged-remote");
       // node1's backend claims node2's load-balancer address (allowed, bound to vxlan0 on node1).
-      const lb2 = (
-        await swarm
-          .node(2)
-          .docker(
-            "network",
-            "inspect",
-            NET,
-            "--format",
-            `{{(index .Containers "lb-${NET}").IPv4Address}}`,
-          )
-      )
-        .trim()
-        .split("/")[0]!;
-      await n1.spoofUdp(
-        backend[1]!,
-        lb2,
-        backend[1]!.ipv4 === proxy.ipv4 ? standalone.ipv4 : standalone.ipv4,
-        9000,
-        "forged-lb",
-      );
+      const lb2 = await loadBalancerOf(swarm, 2, NET);
+      await n1.spoofUdp(backend[1]!, lb2, standalone.ipv4, 9000, "forged-lb");
       await new Promise((r) => setTimeout(r, 500));
       const plainLog = await n2.udpLog(standalone);
       const b1Log = await n1.udpLog(backend[1]!);
@@ -330,16 +308,20 @@ describe(
       const p = await swarm
         .node(3)
         .run({ name: "oproxy", network: NET2, labels: { role: "edge" } });
-      const tj2 = await startSwarmDaemon(swarm, {
-        instanceId: "sw2",
-        network: NET2,
-        whitelist: "label=role=edge",
-        env: {
-          SWARM_IMAGE: "trafficjam:e2e",
-          SWARM_CHANNEL_PORT: "7391",
-          FIREWALL_BACKEND: "nftables",
-        },
-      });
+      // This one the way the original's README deploys it: a one-replica service on a manager,
+      // the socket mounted, no host networking, no SWARM_IMAGE (its own image is deployed).
+      await swarm.createService([
+        ...["--name", "tj2", "--replicas", "1", "--constraint", "node.role==manager"],
+        ...["--mount", "type=bind,source=/var/run/docker.sock,destination=/var/run/docker.sock"],
+        ...["--env", `NETWORK=${NET2}`, "--env", "WHITELIST_FILTER=label=role=edge"],
+        ...["--env", "SWARM_DAEMON=true", "--env", "INSTANCE_ID=sw2", "--env", "POLL_INTERVAL=5"],
+        ...["--env", "SWARM_CHANNEL_PORT=7391", "--env", "FIREWALL_BACKEND=nftables"],
+        // exit 0 after SIGUSR1 is the end (a restart would deploy the workers again)
+        ...["--restart-condition", "on-failure"],
+        "trafficjam:e2e",
+      ]);
+      await swarm.waitServiceRunning("tj2", 1);
+      const tj2 = new SwarmTrafficJam(swarm, "sw2", (await swarm.taskContainer("tj2", 1)).id);
       for (const n of [1, 2]) {
         await tj2.waitWorker(n, allowedHas(p.ipv4), "the edge proxy allowed");
       }

@@ -160,3 +160,44 @@ export async function startSwarmDaemon(
     );
   return new SwarmTrafficJam(swarm, opts.instanceId, name);
 }
+
+/**
+ * The scenario the Swarm tests and the bench share: an attachable overlay, a global service of
+ * the test image ("backend", one task per node) and one proxy task on node1, container-labelled
+ * `proxyLabel` (key=value). Waits until `nodes` backends and the proxy serve.
+ */
+export async function deployBackendsAndProxy(
+  swarm: SwarmLab,
+  opts: { network: string; subnet: string; proxyLabel: string; nodes: number },
+): Promise<{ networkId: string }> {
+  const { id } = await swarm.createOverlay(opts.network, { subnet: opts.subnet });
+  await swarm.createService([
+    "--name",
+    "backend",
+    "--mode",
+    "global",
+    "--network",
+    opts.network,
+    "tj-test",
+  ]);
+  await swarm.createService([
+    ...["--name", "proxy", "--replicas", "1", "--network", opts.network],
+    ...["--constraint", `node.hostname==${swarm.node(1).hostname}`],
+    ...["--container-label", opts.proxyLabel],
+    "tj-test",
+  ]);
+  await swarm.waitServiceRunning("backend", opts.nodes);
+  await swarm.waitServiceRunning("proxy", 1);
+  return { networkId: id };
+}
+
+/** The address of node `index`'s load-balancer endpoint on a network (its `lb-NET` member). */
+export async function loadBalancerOf(
+  swarm: SwarmLab,
+  index: number,
+  network: string,
+): Promise<string> {
+  const format = `{{(index .Containers "lb-${network}").IPv4Address}}`;
+  const out = await swarm.node(index).docker("network", "inspect", network, "--format", format);
+  return out.trim().split("/")[0] ?? "";
+}
