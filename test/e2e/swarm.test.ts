@@ -89,6 +89,8 @@ describe(
     });
 
     it("the daemon deploys a worker on every node; each applies the rules in the overlay namespace", async () => {
+      // br_netfilter off in node2's overlay namespace: the worker must switch it back on there.
+      await swarm.overlayExec(2, netId, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]);
       tj = await startSwarmDaemon(swarm, {
         instanceId: "sw1",
         network: NET,
@@ -111,6 +113,9 @@ describe(
           ),
         );
       }
+      await tj.waitWorker(2, (l) => l.event === "host.sysctls.enabled", "br_netfilter switched on");
+      const sysctl = ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"];
+      assert.equal((await swarm.overlayExec(2, netId, sysctl)).trim(), "1");
       const bound = await swarm.overlayExec(2, netId, ["iptables-save", "-t", "filter"]);
       assert.match(
         bound,
@@ -299,6 +304,20 @@ describe(
       const log = await tj.daemonLog();
       assert.equal(log.filter((l) => l.event === "swarm.key.created").length, 1, "one key");
       assert.equal(log.filter((l) => l.event === "swarm.service.updated").length, 0);
+    });
+
+    it("the worker service removed by hand is deployed again; the rules stayed meanwhile", async () => {
+      await swarm.manager.docker("service", "rm", tj.service);
+      assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "still isolated");
+      await waitFor(
+        async () =>
+          (await tj.daemonLog()).filter((l) => l.event === "swarm.service.created").length === 2,
+        { timeoutMs: 30_000, intervalMs: 250, what: "the daemon to deploy the workers again" },
+      );
+      for (const n of [1, 2, 3])
+        await tj.waitWorker(n, (l) => l.event === "swarm.state.loaded", "its saved set loaded");
+      assert.equal(await tcp(proxy, proxyNode, backend[3]!.ipv4), true, "the proxy still allowed");
+      assert.equal(await tcp(backend[3]!, 3, backend[1]!.ipv4), false, "backends still isolated");
     });
 
     it("two instances on two overlays stay independent", async () => {
