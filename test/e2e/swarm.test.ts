@@ -217,15 +217,32 @@ describe(
           "nft delete table bridge trafficjam-l2_sw1; iptables -D FORWARD -j TRAFFICJAM; true",
         ]);
       };
-      const received = async (payload: string) => {
-        await new Promise((r) => setTimeout(r, 400));
-        return (await n3.udpLog(backend[3]!)).some((l) => l.includes(payload));
+      /** Whether backend[3] logged `payload` within `ms` (polled). */
+      const received = async (payload: string, ms: number) => {
+        const deadline = Date.now() + ms;
+        do {
+          await new Promise((r) => setTimeout(r, 200));
+          if ((await n3.udpLog(backend[3]!)).some((l) => l.includes(payload))) return true;
+        } while (Date.now() < deadline);
+        return false;
       };
+      // node3's check names the proxy (on node2) before anything is forged.
+      const proxyHex = `0x${proxy.ipv4
+        .split(".")
+        .map((b) => Number(b).toString(16).padStart(2, "0"))
+        .join("")}`.replace(/^0x0+/, "0x");
+      await waitFor(
+        async () =>
+          (
+            await n3.nsRun(["nft", "list", "table", "inet", "trafficjam-vxlan_sw1"])
+          ).stdout.includes(proxyHex),
+        { timeoutMs: 20_000, intervalMs: 250, what: "node3's tunnel check to name the proxy" },
+      );
       await unguard1();
       const forged = tag("forged-tunnel");
       await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, forged);
       assert.equal(
-        await received(forged),
+        await received(forged, 1500),
         false,
         "node3 dropped the proxy's address sent by node1",
       );
@@ -234,10 +251,10 @@ describe(
       let through = false;
       for (let attempt = 0; attempt < 3 && !through; attempt++) {
         await unguard1();
-        await n3.nsExec(["nft", "delete", "table", "inet", "trafficjam-vxlan_sw1"]);
+        await n3.nsRun(["nft", "delete", "table", "inet", "trafficjam-vxlan_sw1"]); // gone already: fine
         const control = tag("control");
         await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, control);
-        through = await received(control);
+        through = await received(control, 2000);
       }
       assert.equal(through, true, "the control got through: the test can fail");
       // Both repaired by the workers' next resync.
