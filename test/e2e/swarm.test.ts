@@ -337,7 +337,7 @@ describe(
       assert.equal(await tcp(backend[3]!, 3, backend[1]!.ipv4), false, "backends still isolated");
     });
 
-    it("two instances on two overlays stay independent", async () => {
+    it("two instances on two overlays stay independent; a recreated network is protected again", async () => {
       const other = await swarm.createOverlay(NET2, { subnet: "10.21.0.0/24" });
       const a = await swarm.node(1).run({ name: "o1", network: NET2 });
       const b = await swarm.node(2).run({ name: "o2", network: NET2 });
@@ -368,6 +368,46 @@ describe(
       const nft = await swarm.overlayExec(1, other.id, ["nft", "list", "tables"]);
       assert.match(nft, /inet trafficjam_sw2/);
       assert.doesNotMatch(await swarm.overlayExec(1, netId, ["nft", "list", "tables"]), /sw2/);
+      // othernet removed and created again under the same name: a new ID, new namespaces.
+      for (const [name, n] of [
+        ["o1", 1],
+        ["o2", 2],
+        ["oproxy", 3],
+      ] as const)
+        await swarm.node(n).docker("rm", "-f", name);
+      await waitFor(
+        async () => (await swarm.manager.dockerResult(["network", "rm", NET2])).code === 0,
+        {
+          timeoutMs: 30_000,
+          intervalMs: 500,
+          what: "othernet to be removed",
+        },
+      );
+      const again = await swarm.createOverlay(NET2, { subnet: "10.21.0.0/24" });
+      assert.notEqual(again.id, other.id);
+      const a2 = await swarm.node(1).run({ name: "o1", network: NET2 });
+      const b2 = await swarm.node(2).run({ name: "o2", network: NET2 });
+      const p2 = await swarm
+        .node(3)
+        .run({ name: "oproxy", network: NET2, labels: { role: "edge" } });
+      for (const n of [1, 2])
+        await waitFor(
+          async () =>
+            /inet trafficjam_sw2/.test(
+              await swarm.overlayExec(n, again.id, ["nft", "list", "tables"]),
+            ),
+          {
+            timeoutMs: 30_000,
+            intervalMs: 250,
+            what: `node${n}'s worker to protect the new othernet`,
+          },
+        );
+      assert.equal(await tcp(a2, 1, b2.ipv4), false, "new othernet: node1 → node2");
+      await waitFor(async () => tcp(p2, 3, a2.ipv4), {
+        timeoutMs: 30_000,
+        intervalMs: 250,
+        what: "the edge proxy to reach node1 on the new othernet",
+      });
       // SIGUSR1 on the second one: its workers and rules go, the first instance's stay.
       await swarm.manager.docker("kill", "--signal", "USR1", tj2.container);
       await waitFor(async () => !(await tj2.daemonState()).running, {
@@ -376,7 +416,7 @@ describe(
         what: "the second daemon to exit",
       });
       assert.equal((await tj2.daemonState()).exitCode, 0);
-      assert.equal(await tcp(a, 1, b.ipv4), true, "othernet open again");
+      assert.equal(await tcp(a2, 1, b2.ipv4), true, "othernet open again");
       assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "appnet still isolated");
       for (const name of ["o1", "o2", "oproxy"]) {
         const n = name === "o1" ? 1 : name === "o2" ? 2 : 3;
