@@ -19,7 +19,9 @@ import { AllowedLedger } from "./ledger.js";
 import type { AllowedMessage } from "./protocol.js";
 
 export const workerServiceName = (instanceId: string) => `trafficjam_${instanceId}_worker`;
-const secretPrefix = (instanceId: string) => `trafficjam_${instanceId}_key_`;
+/** The key's secret: named after a digest of the key, so a kept key finds its own secret. */
+const secretName = (instanceId: string, key: Buffer) =>
+  `trafficjam_${instanceId}_key_${createHash("sha256").update(key).digest("hex").slice(0, 12)}`;
 export const INSTANCE_LABEL = "trafficjam.instance";
 /** Where the worker finds the key: the secret's file in the task. */
 export const WORKER_KEY_FILE = "/run/secrets/trafficjam_key";
@@ -152,16 +154,14 @@ async function channelKey(
     key = null;
   }
   if (key) {
-    const name =
-      secretPrefix(instanceId) + createHash("sha256").update(key).digest("hex").slice(0, 12);
+    const name = secretName(instanceId, key);
     const found = await api.findSecret(name);
     if (found) return { key, secret: found };
   }
   // Secrets cannot be read back from the Engine: a new key, in a new secret, which the service
   // is then updated to (its workers restart once, keeping their rules in force meanwhile).
   key = randomBytes(32);
-  const name =
-    secretPrefix(instanceId) + createHash("sha256").update(key).digest("hex").slice(0, 12);
+  const name = secretName(instanceId, key);
   const id = await api.createSecret(name, Buffer.from(key.toString("base64")), {
     [INSTANCE_LABEL]: instanceId,
   });

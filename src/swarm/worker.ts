@@ -27,7 +27,7 @@ import { createEngineClient } from "../observe/engine-api.js";
 import type { NetworkInspect } from "../observe/network.js";
 import { WorkerListener } from "./channel.js";
 import { VxlanGuard, renderVxlanGuard } from "./vxlan-guard.js";
-import { connectSwarm } from "./engine.js";
+import { connectSwarm, type ClusterEndpoint } from "./engine.js";
 import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
 
 export interface WorkerSettings {
@@ -230,10 +230,8 @@ export async function runSwarmWorker(
   // This node as the cluster's view names it ("Host IP": the data-path address, which may differ
   // from the Swarm address), learnt from a local container's endpoint in that view.
   let hostIp: string | null = null;
-  const learnHostIp = async (networkId: string, local: ReadonlySet<string>) => {
-    if (hostIp !== null || local.size === 0) return;
-    const view = await api.clusterEndpoints(networkId);
-    hostIp = view?.endpoints.find((e) => local.has(e.ipv4) && e.hostIp !== "")?.hostIp ?? null;
+  const learnHostIp = (view: readonly ClusterEndpoint[], local: ReadonlySet<string>) => {
+    hostIp ??= view.find((e) => local.has(e.ipv4) && e.hostIp !== "")?.hostIp ?? null;
   };
 
   let lastReport = "";
@@ -296,10 +294,13 @@ export async function runSwarmWorker(
     if (vxlan?.netns !== current.netns) vxlan = { netns: current.netns, ...(await vxlanPort()) };
     const lb = `lb-${current.name}`;
     const members = snapshot.members.map((m) => (m.id === lb ? { ...m, whitelisted: true } : m));
-    await learnHostIp(
-      snapshot.id,
-      new Set(members.flatMap((m) => (m.id !== lb && m.ipv4 ? [m.ipv4] : []))),
-    );
+    const local = new Set(members.flatMap((m) => (m.id !== lb && m.ipv4 ? [m.ipv4] : [])));
+    // The cluster's view, read once, and only while something needs it.
+    const view =
+      (hostIp === null && local.size > 0) || !settled
+        ? ((await api.clusterEndpoints(snapshot.id))?.endpoints ?? [])
+        : [];
+    learnHostIp(view, local);
     report(
       snapshot.id,
       members
@@ -309,7 +310,7 @@ export async function runSwarmWorker(
     );
     const told =
       allowed?.networkId === snapshot.id ? allowed.entries.filter((e) => e.node !== self.id) : [];
-    const remote = settled ? told : [...told, ...(await clusterElsewhere(snapshot.id))];
+    const remote = settled ? told : [...told, ...clusterElsewhere(view)];
     // Before the rules that allow them: other nodes' addresses only from their own node.
     await tunnelGuard.sync(renderVxlanGuard(config.instanceId, vxlan.vni, remote), fresh);
     return {
@@ -323,9 +324,8 @@ export async function runSwarmWorker(
   };
 
   /** Endpoints of the network on other nodes, as the cluster's view lists them. */
-  const clusterElsewhere = async (networkId: string): Promise<AllowedEntry[]> => {
-    const view = await api.clusterEndpoints(networkId);
-    return (view?.endpoints ?? [])
+  const clusterElsewhere = (view: readonly ClusterEndpoint[]): AllowedEntry[] =>
+    view
       .filter((e) => e.hostIp !== "" && e.hostIp !== (hostIp ?? self.addr))
       .map((e) => ({
         node: "unknown",
@@ -334,7 +334,6 @@ export async function runSwarmWorker(
         name: e.name,
         kind: "container",
       }));
-  };
 
   const report = (
     networkId: string | null,
