@@ -15,7 +15,6 @@ import {
   type Report,
 } from "./protocol.js";
 
-export const DEFAULT_CHANNEL_PORT = 7390;
 const CIPHERS = "ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA384:PSK-AES256-GCM-SHA384";
 const IDENTITY = "trafficjam-daemon";
 const TLS = { ciphers: CIPHERS, minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;

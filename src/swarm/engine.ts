@@ -13,7 +13,6 @@ const infoSchema = z.object({
       NodeAddr: z.string().default(""),
       LocalNodeState: z.string().default(""),
       ControlAvailable: z.boolean().default(false),
-      RemoteManagers: listOf(z.object({ NodeID: z.string(), Addr: z.string() })),
     })
     .optional(),
 });

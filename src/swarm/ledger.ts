@@ -23,7 +23,8 @@ interface NodeState {
   loadBalancer: string | null;
 }
 
-const byAddress = (a: AllowedEntry, b: AllowedEntry) =>
+/** By node, then address: the order a set is told and saved in. */
+export const byAddress = (a: AllowedEntry, b: AllowedEntry) =>
   a.node === b.node ? (a.ipv4 < b.ipv4 ? -1 : a.ipv4 > b.ipv4 ? 1 : 0) : a.node < b.node ? -1 : 1;
 
 export class AllowedLedger {

@@ -26,6 +26,7 @@ import { ensureBridgeNetfilterInTarget } from "../host/bridge-netfilter.js";
 import { createEngineClient } from "../observe/engine-api.js";
 import type { NetworkInspect } from "../observe/network.js";
 import { WorkerListener } from "./channel.js";
+import { byAddress } from "./ledger.js";
 import { VxlanGuard, renderVxlanGuard } from "./vxlan-guard.js";
 import { connectSwarm, type ClusterEndpoint } from "./engine.js";
 import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
@@ -389,9 +390,7 @@ export async function runSwarmWorker(
 function union(a: readonly AllowedEntry[], b: readonly AllowedEntry[]): AllowedEntry[] {
   const byKey = new Map<string, AllowedEntry>();
   for (const e of [...a, ...b]) byKey.set(`${e.node}/${e.ipv4}`, e);
-  return [...byKey.values()].sort((x, y) =>
-    x.node === y.node ? (x.ipv4 < y.ipv4 ? -1 : 1) : x.node < y.node ? -1 : 1,
-  );
+  return [...byKey.values()].sort(byAddress);
 }
 
 const vxlanLinks = z.array(
