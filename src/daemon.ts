@@ -2,19 +2,28 @@
 // signals. Nothing is decided here.
 import type { Config } from "./config.js";
 import type { Log } from "./log.js";
-import type { NetworkSnapshot } from "./model.js";
+import type { NetworkSnapshot, Ruleset } from "./model.js";
 import { createEngineClient, type EngineClient } from "./observe/engine-api.js";
 import { Observer, type ObserverOptions } from "./observe/index.js";
 import { EventWatcher } from "./observe/events.js";
-import { ensureBridgeNetfilter } from "./host/bridge-netfilter.js";
+import { eventFilters } from "./observe/filter-events.js";
+import {
+  BridgeNetfilterError,
+  bridgeNetfilterOff,
+  ensureBridgeNetfilter,
+} from "./host/bridge-netfilter.js";
 import { NftChangeMonitor } from "./host/nft-monitor.js";
-import { deleteFlowsFrom } from "./host/conntrack.js";
+import { ConntrackFlowCutter } from "./host/flow-cutter.js";
+import { localHost, type Host } from "./host/host.js";
 import { createBackend, type SelectingOptions } from "./firewall/index.js";
 import type { FirewallBackend } from "./firewall/backend.js";
 import { Reconciler } from "./reconciler.js";
 import { HealthPublisher, stateDir, statePath } from "./ops/health.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** When the containers an event named are read again (see Observer.noteEvent). */
+const RECHECK_AFTER_MS = [250, 1000];
 
 export async function waitForDocker(
   client: EngineClient,
@@ -87,6 +96,11 @@ export interface DaemonVariant {
   observer?: Pick<ObserverOptions, "bridgeOf" | "sandboxOf">;
   /** Completes a pass's snapshot (null: nothing to enforce here); `fresh`: a full pass. */
   refine?(snapshot: NetworkSnapshot | null, fresh: boolean): Promise<NetworkSnapshot | null>;
+  /**
+   * What makes the rules bypassed in the rules' namespace, read at every full pass; default: the
+   * br_netfilter sysctls there.
+   */
+  hostProblems?(ruleset: Ruleset): Promise<string[]>;
   /** After SIGUSR1 removed the instance's rules: remove what the variant added. */
   cleared?(): Promise<void>;
   /** Docker is known to answer already (the variant waited for it). */
@@ -104,6 +118,7 @@ export async function runDaemon(
   variant: DaemonVariant = {},
 ): Promise<number> {
   const client = createEngineClient(process.env);
+  const host: Host = localHost;
   if (variant.ownSysctls !== false) {
     const bridge = await ensureBridgeNetfilter();
     if (bridge.changed.length > 0)
@@ -121,6 +136,7 @@ export async function runDaemon(
   const staleView = onceThenDebug(log, "info");
   const useMonitor = variant.monitor !== false;
   const backendOptions: SelectingOptions = {
+    host,
     monitor: useMonitor ? monitor : null,
     onChoice: (choice) =>
       log.info("backend.chosen", `firewall backend: ${choice.kind}`, { ...choice }),
@@ -136,7 +152,9 @@ export async function runDaemon(
     createBackend(config.firewallBackend, config.instanceId, backendOptions);
 
   const portWarn = onceThenDebug(log, "warn");
+  const gatewayWarn = onceThenDebug(log, "warn");
   const observer = new Observer(client, {
+    host,
     network: config.network,
     whitelist: config.whitelistFilter,
     onPortUnknown: (member, reason) =>
@@ -159,6 +177,12 @@ export async function runDaemon(
       setTimeout(() => reconciler.request("port:retry"), retryInMs).unref();
     },
     onPortsLearned: () => reconciler.request("port:learned"),
+    onGatewayUnknown: (bridge, reason) =>
+      gatewayWarn(
+        "gateway.unknown",
+        "cannot read the bridge's own MAC and addresses: claims of the gateway's identity are not refused",
+        { bridge, reason },
+      ),
     ...variant.observer,
   });
 
@@ -171,7 +195,13 @@ export async function runDaemon(
     allowHostTraffic: config.allowHostTraffic,
     pollIntervalMs: config.pollIntervalMs,
     backend,
-    deleteFlowsFrom,
+    flows: new ConntrackFlowCutter(host),
+    hostProblems:
+      variant.hostProblems ??
+      (async (ruleset) => {
+        const off = await bridgeNetfilterOff(host.in(ruleset.netns));
+        return off.length > 0 ? [new BridgeNetfilterError(off).message] : [];
+      }),
     log,
     onPass: (outcome) => health.record(outcome),
     observe: async (fresh) => {
@@ -180,30 +210,44 @@ export async function runDaemon(
     },
   });
 
-  const watcher = new EventWatcher(client, {
-    onEvent: (event) => {
-      if (!observer.noteEvent(event)) return;
-      log.debug("docker.event", "docker event", {
-        type: event.Type,
-        action: event.Action,
-        actor: event.Actor.ID,
-      });
-      const timeMs = event.timeNano ? Math.floor(event.timeNano / 1e6) : undefined;
-      reconciler.request(`${event.Type}:${event.Action}`, timeMs);
+  const watcher = new EventWatcher(
+    client,
+    {
+      onEvent: (event) => {
+        const effect = observer.noteEvent(event);
+        if (effect.kind === "none") return;
+        log.debug("docker.event", "docker event", {
+          type: event.Type,
+          action: event.Action,
+          actor: event.Actor.ID,
+        });
+        const timeMs = event.timeNano ? Math.floor(event.timeNano / 1e6) : undefined;
+        reconciler.request(`${event.Type}:${event.Action}`, timeMs);
+        if (effect.kind !== "containers") return;
+        // The Engine may log the event before its container list shows the change: read the
+        // containers again shortly after, so a stale answer costs a fraction of a second, not
+        // a POLL_INTERVAL.
+        for (const delayMs of RECHECK_AFTER_MS)
+          setTimeout(() => {
+            observer.recheck(effect.ids);
+            reconciler.request("container:recheck");
+          }, delayMs).unref();
+      },
+      onConnected: (reconnect) => {
+        if (reconnect)
+          log.info("docker.events.reconnected", "Docker event stream reconnected: resyncing");
+        reconciler.request(reconnect ? "docker-reconnected" : "events-connected");
+      },
+      onLost: (error, retryInMs) =>
+        log.warn("docker.events.lost", "Docker event stream lost: reconnecting", {
+          err: error ?? undefined,
+          retryInMs,
+        }),
+      onMalformed: (error) =>
+        log.debug("docker.events.malformed", "skipped a line of the event stream", { err: error }),
     },
-    onConnected: (reconnect) => {
-      if (reconnect)
-        log.info("docker.events.reconnected", "Docker event stream reconnected: resyncing");
-      reconciler.request(reconnect ? "docker-reconnected" : "events-connected");
-    },
-    onLost: (error, retryInMs) =>
-      log.warn("docker.events.lost", "Docker event stream lost: reconnecting", {
-        err: error ?? undefined,
-        retryInMs,
-      }),
-    onMalformed: (error) =>
-      log.debug("docker.events.malformed", "skipped a line of the event stream", { err: error }),
-  });
+    eventFilters(config.whitelistFilter.key),
+  );
 
   let stopping = false;
   let resolveExit: (code: number) => void = () => undefined;

@@ -13,6 +13,16 @@ export interface NetworkSnapshot {
    * domain: its ports are the members, whatever addresses their packets carry.
    */
   bridge?: string;
+  /**
+   * The network namespace the bridge is in, where the rules go (a file path): absent for ours.
+   * A Swarm worker's is the overlay network's namespace on its node.
+   */
+  netns?: string;
+  /**
+   * The bridge's own identity (the network's gateway: the host, as members see it), when known.
+   * Only the bridge itself may carry it; no port may claim it.
+   */
+  gateway?: Identity;
   /** Running containers attached to the network on this host; the whitelisted ones flagged. */
   members: Member[];
   /** A Swarm overlay: what other nodes' endpoints may send in through the VXLAN port. */
@@ -63,6 +73,8 @@ export interface Ruleset {
    * does not exist, or has no Linux bridge on this host).
    */
   bridge: string | null;
+  /** The network namespace the bridge is in (see NetworkSnapshot.netns); null: ours. */
+  netns: string | null;
   /** Drop connections opened from the network to the host itself. */
   protectHost: boolean;
   families: Record<Family, FamilyRuleset>;
@@ -77,6 +89,8 @@ export interface Ruleset {
    * while that port's other frames are not restricted here. Sorted by address.
    */
   tunnelIdentities: PortIdentity[];
+  /** The gateway's identity (the bridge's own), which no port may claim; null: unknown. */
+  gateway: Identity | null;
 }
 
 export interface FamilyRuleset {
@@ -95,6 +109,14 @@ export interface PortBinding {
   address: string;
   /** Host-side interface name of the bridge port, e.g. "veth1a2b3c4". */
   port: string;
+}
+
+/** A MAC and the addresses that go with it. */
+export interface Identity {
+  mac: string;
+  ipv4: string[];
+  /** Link-local addresses included. */
+  ipv6: string[];
 }
 
 /** What one bridge port may send: its member's MAC and addresses, nothing else. */

@@ -86,10 +86,12 @@ export function computeRuleset(snapshot: NetworkSnapshot | null, options: Policy
     instanceId: options.instanceId,
     networkName: snapshot?.name ?? null,
     bridge,
+    netns: bridge === null ? null : (snapshot?.netns ?? null),
     protectHost: !options.allowHostTraffic,
     families: { 4: family(4), 6: family(6) },
     ports: members.flatMap((m) => identityOf(m) ?? []).sort((a, b) => byText(a.port, b.port)),
     tunnelIdentities,
+    gateway: bridge === null ? null : (snapshot?.gateway ?? null),
   };
 }
 

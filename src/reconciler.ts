@@ -3,6 +3,7 @@
 import type { Log } from "./log.js";
 import type { Family, NetworkSnapshot, Ruleset } from "./model.js";
 import type { FirewallBackend, SyncResult } from "./firewall/backend.js";
+import type { FlowCutter } from "./host/flow-cutter.js";
 import { computeRuleset } from "./policy.js";
 
 export interface ReconcilerDeps {
@@ -13,7 +14,13 @@ export interface ReconcilerDeps {
   /** fresh: read everything again (resync); otherwise what the Docker events may have changed. */
   observe(fresh: boolean): Promise<NetworkSnapshot | null>;
   backend: FirewallBackend;
-  deleteFlowsFrom(family: Family, address: string): Promise<number>;
+  /** The kernel's tracked flows: what the rules forbid is cut (conntrack). */
+  flows: FlowCutter;
+  /**
+   * What on the host makes the rules bypassed (br_netfilter switched off), read at every full
+   * pass; empty: nothing. Each problem makes the daemon unhealthy while it lasts.
+   */
+  hostProblems?(ruleset: Ruleset): Promise<string[]>;
   log: Log;
   /** Called after every pass (e.g. to publish health); must not throw. */
   onPass?(outcome: PassOutcome): void;
@@ -28,6 +35,11 @@ export interface PassOutcome {
   location?: string;
   /** Why the pass failed. */
   error?: string;
+  /**
+   * What is wrong although the rules are in force (tracked flows not cut yet, br_netfilter off):
+   * the daemon is unhealthy until it is mended.
+   */
+  problems?: string[];
 }
 
 /** Passes triggered together within this window share one apply. */
@@ -47,6 +59,15 @@ export class Reconciler {
   private networkMissingLogged = false;
   private bridgelessLogged = false;
   private whitelistedKey = "";
+  /** The bridge (namespace|name) whose forbidden flows have been cut since it was first enforced. */
+  private swept: string | null = null;
+  /** Addresses whose allowance went but whose flows could not be deleted yet: tried every pass. */
+  private readonly unrevoked = new Map<string, [Family, string]>();
+  private flowFailures = 0;
+  private flowRetry: NodeJS.Timeout | null = null;
+  /** br_netfilter sysctls found off at the last check ("" when none). */
+  private hostProblemKey = "";
+  private hostProblemList: string[] = [];
   lastOutcome: PassOutcome | null = null;
 
   constructor(private readonly deps: ReconcilerDeps) {}
@@ -65,18 +86,31 @@ export class Reconciler {
     if (this.running || this.scheduled) return;
     this.scheduled = setTimeout(() => {
       this.scheduled = null;
-      this.running = this.drain().finally(() => (this.running = null));
+      this.startDrain();
     }, COALESCE_MS);
   }
 
   /** Runs one pass now and reports whether it succeeded (used at startup). */
   async runOnce(reason: string): Promise<boolean> {
-    await this.running;
+    while (this.running) await this.running;
+    // A pass already scheduled is this one: its reasons are pending and drained with ours.
+    if (this.scheduled) clearTimeout(this.scheduled);
+    this.scheduled = null;
     this.pending.add(reason);
-    const run = this.drain();
-    this.running = run.finally(() => (this.running = null));
-    await run;
+    await this.startDrain();
     return this.lastOutcome?.ok ?? false;
+  }
+
+  /** The one way a drain starts: never beside another. */
+  private startDrain(): Promise<void> {
+    if (this.running) return this.running;
+    const run = this.drain().finally(() => {
+      this.running = null;
+      // A request made while the drain was ending (it saw `running` and left) is not lost.
+      if (this.pending.size > 0 && !this.stopped && !this.scheduled) this.request("pending");
+    });
+    this.running = run;
+    return run;
   }
 
   /**
@@ -94,6 +128,7 @@ export class Reconciler {
     this.stopped = true;
     if (this.scheduled) clearTimeout(this.scheduled);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.flowRetry) clearTimeout(this.flowRetry);
   }
 
   /** Stops triggering and waits (at most maxWaitMs) for a pass in flight. */
@@ -127,7 +162,7 @@ export class Reconciler {
     let enforcedAt: number | null = null;
     // Docker events (a port lookup tried again, a Swarm peer's news) take the fast path; anything else (startup,
     // resync, a failed pass retried) re-reads all.
-    const fresh = !reasons.every((r) => /^(container|network|port|swarm):/.test(r));
+    const fresh = !reasons.every((r) => /^(container|network|port|swarm|flows):/.test(r));
     try {
       this.deps.backend.warm?.(fresh); // the kernel is read while Docker answers
       const snapshot = await this.deps.observe(fresh);
@@ -144,7 +179,7 @@ export class Reconciler {
       // after: until the commit its guard keeps every other port's packets with that address
       // out, so no flow can be re-created in between, and after it no stale flow is left to
       // admit the address's next owner until the deletion runs.
-      const early = await this.deleteFlows(withdrawnBound(this.applied, ruleset));
+      const early = await this.deleteFlows(ruleset, withdrawnBound(this.applied, ruleset));
       const result = await this.deps.backend.sync(ruleset, {
         fresh,
         onEnforced: () => (enforcedAt = Date.now()),
@@ -154,7 +189,9 @@ export class Reconciler {
       this.applied = ruleset;
       this.appliedLocation = result.location;
       // Revocations come from the kernel's own rules, so they hold across daemon restarts too.
-      await this.dropFlows(result.revoked, early);
+      await this.dropFlows(ruleset, result.revoked, early);
+      await this.sweepFlows(ruleset, snapshot?.members ?? []);
+      const problems = [...this.flowProblems(), ...(await this.checkHost(ruleset, fresh))];
       const ms = Math.round((performance.now() - started) * 10) / 10;
       if (result.changed) {
         // Same desired rules in the same place as last time, yet the kernel had to change:
@@ -207,7 +244,13 @@ export class Reconciler {
         });
       }
       this.failures = 0;
-      this.lastOutcome = { ok: true, at: Date.now(), ruleset, location: result.location };
+      this.lastOutcome = {
+        ok: true,
+        at: Date.now(),
+        ruleset,
+        location: result.location,
+        ...(problems.length > 0 ? { problems } : {}),
+      };
       this.deps.onPass?.(this.lastOutcome);
     } catch (error) {
       this.failures++;
@@ -273,28 +316,45 @@ export class Reconciler {
     );
   }
 
-  /** Deletes the tracked flows of each address; how many went, per address ("4/1.2.3.4"). */
-  private async deleteFlows(addresses: Array<[Family, string]>): Promise<Map<string, number>> {
+  /**
+   * Deletes the tracked flows of each address; how many went, per address ("4/1.2.3.4"). One
+   * that fails is kept, and tried again on every pass until it succeeds.
+   */
+  private async deleteFlows(
+    ruleset: Ruleset,
+    addresses: Array<[Family, string]>,
+  ): Promise<Map<string, number>> {
     const deleted = new Map<string, number>();
     for (const [family, address] of addresses) {
+      const key = `${family}/${address}`;
       try {
-        deleted.set(`${family}/${address}`, await this.deps.deleteFlowsFrom(family, address));
+        deleted.set(key, await this.deps.flows.deleteFrom(ruleset, family, address));
+        this.unrevoked.delete(key);
       } catch (error) {
-        this.deps.log.error("flows.delete.failed", "could not delete tracked flows", {
-          err: error,
-          address,
-        });
+        this.unrevoked.set(key, [family, address]);
+        this.flowFailed(error, { address });
       }
     }
     return deleted;
   }
 
-  /** After a commit: deletes the flows of revoked addresses, one log line per address. */
+  /**
+   * After a commit: deletes the flows of revoked addresses (and of those whose deletion failed
+   * before), one log line per address.
+   */
   private async dropFlows(
+    ruleset: Ruleset,
     revoked: Array<[Family, string]>,
     early: Map<string, number>,
   ): Promise<void> {
-    const late = await this.deleteFlows(revoked);
+    const still = new Set(
+      ([4, 6] as const).flatMap((f) => ruleset.families[f].allowedSources.map((a) => `${f}/${a}`)),
+    );
+    // Allowed again meanwhile (a proxy restarted on its address): nothing to cut any more.
+    for (const key of this.unrevoked.keys()) if (still.has(key)) this.unrevoked.delete(key);
+    const due = new Map<string, [Family, string]>(this.unrevoked);
+    for (const [family, address] of revoked) due.set(`${family}/${address}`, [family, address]);
+    const late = await this.deleteFlows(ruleset, [...due.values()]);
     for (const key of new Set([...early.keys(), ...late.keys()])) {
       const flows = (early.get(key) ?? 0) + (late.get(key) ?? 0);
       const address = key.slice(key.indexOf("/") + 1);
@@ -303,6 +363,88 @@ export class Reconciler {
         flows,
       });
     }
+  }
+
+  /**
+   * The first time a bridge is enforced (the daemon's first pass, a network created or
+   * recreated), flows opened before the rules were in force are cut where the rules forbid them:
+   * they would otherwise live on as replies. Tried again on every pass until it succeeds.
+   */
+  private async sweepFlows(ruleset: Ruleset, members: NetworkSnapshot["members"]): Promise<void> {
+    const key = ruleset.bridge === null ? null : `${ruleset.netns ?? ""}|${ruleset.bridge}`;
+    if (key === null || key === this.swept) return;
+    try {
+      const { pairs, flows } = await this.deps.flows.sweep(ruleset, members);
+      this.swept = key;
+      const log = pairs.length > 0 ? this.deps.log.warn : this.deps.log.info;
+      log("flows.cut", "tracked flows the rules forbid, opened before they were in force, cut", {
+        network: ruleset.networkName,
+        flows,
+        pairs: pairs.map((p) => `${p.source} → ${p.destination} (${p.why})`),
+      });
+    } catch (error) {
+      this.flowFailed(error, { network: ruleset.networkName, sweep: true });
+    }
+  }
+
+  /** Logs a failed deletion and makes sure a pass tries again soon. */
+  private flowFailed(error: unknown, fields: Record<string, unknown>): void {
+    this.flowFailures++;
+    const retryMs = Math.min(this.deps.pollIntervalMs, 250 * 2 ** Math.min(this.flowFailures, 6));
+    this.deps.log.error("flows.delete.failed", "could not delete tracked flows: trying again", {
+      err: error,
+      ...fields,
+      retryMs,
+    });
+    if (this.flowRetry || this.stopped) return;
+    this.flowRetry = setTimeout(() => {
+      this.flowRetry = null;
+      this.request("flows:retry");
+    }, retryMs);
+    this.flowRetry.unref();
+  }
+
+  /** What is still to cut, as health problems; resets the backoff once nothing is. */
+  private flowProblems(): string[] {
+    const problems: string[] = [];
+    const unswept =
+      this.applied?.bridge != null &&
+      this.swept !== `${this.applied.netns ?? ""}|${this.applied.bridge}`;
+    if (unswept)
+      problems.push("tracked flows opened before the rules were in force are not cut yet");
+    if (this.unrevoked.size > 0)
+      problems.push(
+        `tracked flows of revoked addresses not deleted yet: ${[...this.unrevoked.values()].map(([, a]) => a).join(", ")}`,
+      );
+    if (problems.length === 0) this.flowFailures = 0;
+    return problems;
+  }
+
+  /**
+   * The host's problems (br_netfilter), read at full passes; logged when they appear, change or
+   * go, and reported on every pass while they last.
+   */
+  private async checkHost(ruleset: Ruleset, fresh: boolean): Promise<string[]> {
+    if (!this.deps.hostProblems || (!fresh && this.hostProblemKey === ""))
+      return this.hostProblemList;
+    let problems: string[];
+    try {
+      problems = await this.deps.hostProblems(ruleset);
+    } catch (error) {
+      problems = [`cannot read the br_netfilter sysctls: ${(error as Error).message}`];
+    }
+    const key = problems.join("\n");
+    if (key !== this.hostProblemKey) {
+      if (problems.length > 0)
+        this.deps.log.error("host.bridge-netfilter.off", "bridged traffic bypasses the rules", {
+          problems,
+        });
+      else
+        this.deps.log.info("host.bridge-netfilter.on", "bridged traffic reaches the rules again");
+    }
+    this.hostProblemKey = key;
+    this.hostProblemList = problems;
+    return problems;
   }
 }
 

@@ -11,7 +11,8 @@ import type {
   SyncResult,
 } from "./backend.js";
 import type { Ruleset } from "../model.js";
-import type { ChangeMonitor } from "./engine.js";
+import type { ChangeMonitor } from "./converger.js";
+import type { Host } from "../host/host.js";
 import { IptablesBackend } from "./iptables/backend.js";
 import { NftablesBackend } from "./nftables/backend.js";
 
@@ -24,6 +25,8 @@ export interface BackendChoice {
 }
 
 export interface SelectingOptions {
+  /** Where the tools run (a Swarm worker: the overlay's namespace); default: here. */
+  host?: Host;
   monitor?: ChangeMonitor | null;
   /** Told whenever the choice differs from the previous one (and at the first choice). */
   onChoice?: (choice: BackendChoice) => void;
@@ -46,7 +49,11 @@ export class SelectingBackend implements FirewallBackend {
     private readonly options: SelectingOptions = {},
     backends?: { iptables: SelectableBackend; nftables: SelectableBackend },
   ) {
-    const shared = { monitor: options.monitor ?? null, onStaleView: options.onStaleView };
+    const shared = {
+      host: options.host,
+      monitor: options.monitor ?? null,
+      onStaleView: options.onStaleView,
+    };
     this.backends = [
       backends?.iptables ??
         new IptablesBackend(instanceId, { ...shared, overlay: options.overlay }),
@@ -129,8 +136,15 @@ export class SelectingBackend implements FirewallBackend {
 
   /** Removes the instance from every backend: whichever one it used, nothing of it is left. */
   async clear(): Promise<SyncResult> {
-    const results = [];
-    for (const backend of this.backends) results.push(await backend.clear());
+    // Each backend is cleared even when the other one fails: what can be removed is.
+    const settled = [];
+    for (const backend of this.backends) settled.push(await backend.clear().then(ok, failed));
+    const errors = settled.flatMap((s) => ("error" in s ? [s.error] : []));
+    if (errors.length > 0) {
+      const message = errors.map((e) => (e instanceof Error ? e.message : String(e))).join("; ");
+      throw new Error(`clearing failed: ${message}`, { cause: errors[0] });
+    }
+    const results = settled.flatMap((s) => ("result" in s ? [s.result] : []));
     const changed = results.filter((r) => r.changed);
     return {
       changed: changed.length > 0,
@@ -140,6 +154,9 @@ export class SelectingBackend implements FirewallBackend {
     };
   }
 }
+
+const ok = (result: SyncResult) => ({ result });
+const failed = (error: unknown) => ({ error });
 
 export function createBackend(
   mode: BackendMode,

@@ -1,4 +1,5 @@
 // Running the firewall tools. Errors carry the command, what it printed and why, up to the caller.
+// Where a tool runs (which network namespace) is the business of host.ts, not of this module.
 import { spawn } from "node:child_process";
 
 /** Why a command failed: its program is not installed, it exited non-zero, or it hung. */
@@ -28,28 +29,14 @@ export interface RunResult {
 const TIMEOUT_MS = 20_000;
 
 /**
- * The network namespace the firewall tools act in: null, ours (the host's, on one host); a Swarm
- * worker sets its overlay network's namespace, entered per command with nsenter (Node cannot
- * setns). Set once per pass, before the first command, by the one process that owns it.
+ * Runs a program without a shell, in our own network namespace; rejects on spawn failure or
+ * timeout, else gives the exit code.
  */
-let targetNetns: string | null = null;
-
-export function setTargetNetns(path: string | null): void {
-  targetNetns = path;
-}
-
-export function targetNetnsPath(): string | null {
-  return targetNetns;
-}
-
-/** Runs a program without a shell; rejects on spawn failure or timeout, else gives the exit code. */
-export function run(file: string, args: string[], input?: string): Promise<RunResult> {
-  if (targetNetns === null) return runHere(file, args, input);
-  return runHere("nsenter", [`--net=${targetNetns}`, "--", file, ...args], input);
-}
-
-/** Like run, always in our own network namespace (whatever the target namespace). */
-export function runHere(file: string, args: string[], input?: string): Promise<RunResult> {
+export function spawnTool(
+  file: string,
+  args: readonly string[],
+  input?: string,
+): Promise<RunResult> {
   const command = [file, ...args].join(" ");
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
@@ -81,18 +68,4 @@ export function runHere(file: string, args: string[], input?: string): Promise<R
     child.stdin.on("error", () => undefined); // the child may exit before reading its input
     child.stdin.end(input ?? "");
   });
-}
-
-/** Like run, but a non-zero exit is an error. */
-export async function runChecked(file: string, args: string[], input?: string): Promise<string> {
-  const result = await run(file, args, input);
-  if (result.code !== 0) {
-    throw new CommandError(
-      [file, ...args].join(" "),
-      "exit",
-      result.code,
-      result.stderr || result.stdout,
-    );
-  }
-  return result.stdout;
 }

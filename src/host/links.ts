@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import { z } from "zod/v3";
-import { run, targetNetnsPath } from "./exec.js";
+import type { Host } from "./host.js";
 import { settled, type BridgePortDeps, type IpLink } from "../observe/bridge-ports.js";
 
 const linkSchema = z.array(
@@ -18,14 +18,11 @@ const linkSchema = z.array(
 const netnsSchema = z.array(z.object({ name: z.string(), id: z.number().optional() }));
 
 async function ipJson<T>(
+  host: Host,
   schema: z.ZodType<T, z.ZodTypeDef, unknown>,
   args: string[],
-  nsPath?: string,
 ): Promise<T> {
-  const [file, argv] = nsPath
-    ? ["nsenter", [`--net=${nsPath}`, "ip", "-j", ...args]]
-    : ["ip", ["-j", ...args]];
-  const r = await run(file, argv);
+  const r = await host.run("ip", ["-j", ...args]);
   if (r.code !== 0) throw new Error(r.stderr.trim() || `exit ${r.code}`);
   const parsed = schema.safeParse(r.stdout.trim() === "" ? [] : JSON.parse(r.stdout));
   if (!parsed.success) {
@@ -55,13 +52,13 @@ const LIST_ALL_ABOVE = 1;
  * asked of `ip`. A port's index and peer are fixed for its life, so what was read is kept, once
  * settled (a port listed while Docker still moves its peer shows no peer yet).
  */
-function bridgePortReader(): BridgePortDeps["bridgePorts"] {
+function bridgePortReader(host: Host): BridgePortDeps["bridgePorts"] {
   const known = new Map<string, Map<string, IpLink>>();
-  const listAll = (bridge: string) => ipJson(linkSchema, ["link", "show", "master", bridge]);
+  const listAll = (bridge: string) => ipJson(host, linkSchema, ["link", "show", "master", bridge]);
   return async (bridge, revalidate = false) => {
     // Our sysfs shows our own namespace's interfaces: in another one (a Swarm worker's overlay
     // namespace) the ports are listed by `ip` there, whole, every time.
-    if (targetNetnsPath() !== null) return listAll(bridge);
+    if (host.netns !== null) return listAll(bridge);
     let names: string[];
     try {
       names = await readdir(`/sys/class/net/${bridge}/brif`);
@@ -85,7 +82,7 @@ function bridgePortReader(): BridgePortDeps["bridgePorts"] {
         : (
             await Promise.all(
               fresh.map((name) =>
-                ipJson(linkSchema, ["link", "show", "dev", name]).catch(() => []),
+                ipJson(host, linkSchema, ["link", "show", "dev", name]).catch(() => []),
               ),
             )
           ).flat();
@@ -95,19 +92,56 @@ function bridgePortReader(): BridgePortDeps["bridgePorts"] {
   };
 }
 
-/** The finder's I/O on a real host, with the Engine's container inspect for the sandboxes. */
-export const hostBridgePortDeps = (inspect: BridgePortDeps["inspect"]): BridgePortDeps => ({
+/**
+ * The finder's I/O on a real host, with the Engine's container inspect for the sandboxes. `host`:
+ * the namespace the bridge is in (a Swarm worker's: the overlay's); containers' namespaces are
+ * entered from ours.
+ */
+export const hostBridgePortDeps = (
+  inspect: BridgePortDeps["inspect"],
+  host: Host,
+): BridgePortDeps => ({
   inspect,
-  bridgePorts: bridgePortReader(),
-  portIsCurrent: (link) => targetNetnsPath() !== null || indexOf(link.ifname) === link.ifindex,
+  bridgePorts: bridgePortReader(host),
+  portIsCurrent: (link) => host.netns !== null || indexOf(link.ifname) === link.ifindex,
   async namedNamespaceIds() {
-    const listed = await ipJson(netnsSchema, ["netns", "list"]);
+    // Ids are as the bridge's namespace sees the others: asked there.
+    const listed = await ipJson(host, netnsSchema, ["netns", "list"]);
     return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));
   },
-  linksIn: (nsPath) => ipJson(linkSchema, ["link", "show"], nsPath),
+  linksIn: (nsPath) => ipJson(host.in(nsPath), linkSchema, ["link", "show"]),
   namespaceInode: (path) =>
     stat(path).then(
       (s) => s.ino,
       () => null,
     ),
 });
+
+const addressesSchema = z.array(
+  z.object({
+    ifname: z.string(),
+    address: z.string().optional(),
+    addr_info: z.array(z.object({ local: z.string().optional() })).default([]),
+  }),
+);
+
+/** Every address of every interface in the host's namespace (what "the host" is to its members). */
+export async function hostAddresses(host: Host): Promise<string[]> {
+  const links = await ipJson(host, addressesSchema, ["addr", "show"]);
+  return [...new Set(links.flatMap((l) => l.addr_info.flatMap((a) => a.local ?? [])))];
+}
+
+/** A bridge's own identity: its MAC and its addresses (the network's gateway), as the kernel has them. */
+export async function bridgeIdentity(
+  host: Host,
+  bridge: string,
+): Promise<{ mac: string; ipv4: string[]; ipv6: string[] } | null> {
+  const [link] = await ipJson(host, addressesSchema, ["addr", "show", "dev", bridge]);
+  if (!link?.address) return null;
+  const addresses = link.addr_info.flatMap((a) => a.local ?? []);
+  return {
+    mac: link.address.toLowerCase(),
+    ipv4: addresses.filter((a) => !a.includes(":")).sort(),
+    ipv6: addresses.filter((a) => a.includes(":")).sort(),
+  };
+}

@@ -2,7 +2,7 @@
 // http/https. It replaces dockerode, whose dependencies (gRPC, protobuf, ssh2…) cost ~0.3 s of
 // CPU to load for a handful of GETs. On one host it only ever sends GET, so a read-only socket
 // proxy in front of the Engine is enough (the Swarm daemon alone writes: its worker service and
-// key, src/swarm/engine.ts), and it validates the Engine's JSON here, keeping only what is read.
+// key, src/swarm/swarm-api.ts), and it validates the Engine's JSON here, keeping only what is read.
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { Agent as HttpAgent, request as httpRequest, STATUS_CODES } from "node:http";
@@ -454,7 +454,7 @@ export class EngineClient {
   }
 
   /**
-   * Any request, for the Swarm calls (src/swarm/engine.ts): `body` sent as JSON, the answer
+   * Any request, for the Swarm calls (src/swarm/swarm-api.ts): `body` sent as JSON, the answer
    * validated by `schema` (null: not read). A 404 resolves to null.
    */
   async call<T>(

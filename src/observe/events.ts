@@ -13,12 +13,6 @@ export interface EventWatcherHandlers {
   onMalformed?(error: Error): void;
 }
 
-const FILTERS = {
-  type: ["container", "network"],
-  // rename: a name= whitelist may start or stop matching.
-  event: ["start", "die", "destroy", "rename", "connect", "disconnect", "create"],
-};
-
 export class EventWatcher {
   private stream: EngineEventStream | null = null;
   private stopped = false;
@@ -29,7 +23,8 @@ export class EventWatcher {
   constructor(
     private readonly client: EngineClient,
     private readonly handlers: EventWatcherHandlers,
-    private readonly filters: Record<string, string[]> = FILTERS,
+    /** Docker's event filters (see filter-events.ts for the daemon's). */
+    private readonly filters: Record<string, string[]>,
   ) {}
 
   start(): void {

@@ -104,17 +104,32 @@ export function membersOn(networkId: string, containers: ContainerSummary[]): Me
 
 type NetworkInfo = Omit<NetworkSnapshot, "members">;
 
+/** Where a network's Linux bridge is: its name, in which network namespace (null: ours). */
+export interface BridgeLocation {
+  name: string;
+  netns: string | null;
+}
+
+/** A bridge network's bridge, in our namespace; none for other drivers. */
+export const localBridgeOf = (network: NetworkInspect): BridgeLocation | undefined => {
+  const name = bridgeOf(network);
+  return name === undefined ? undefined : { name, netns: null };
+};
+
 /**
  * Filter keys whose match can change only with an event naming the container (labels, mounts and
- * ports are fixed at creation; a rename, connect or disconnect is an event): an event pass asks
- * the Engine about the named containers alone. A match on another key (health, status, ancestor,
- * before/since…) may change silently, and `id` cannot be combined with the containers' ids: the
- * whole whitelist is listed on every pass.
+ * ports are fixed at creation; a rename, a connect or disconnect of any network, a health change,
+ * a pause are events: see filter-events.ts): an event pass asks the Engine about the named
+ * containers alone. A match on another key (ancestor, before/since…) may change with events that
+ * name no container, and `id` cannot be combined with the containers' ids: the whole whitelist is
+ * listed on every pass.
  */
 const FIXED_MATCH_KEYS: ReadonlySet<string> = new Set([
   "label",
   "name",
   "network",
+  "health",
+  "status",
   "is-task",
   "isolation",
   "expose",
@@ -134,7 +149,9 @@ export class NetworkObserver {
     private readonly networkRef: string,
     private readonly whitelist: WhitelistFilter,
     /** The network's bridge here (a Swarm worker: the overlay's, in its namespace). */
-    private readonly bridgeFor: (network: NetworkInspect) => string | undefined = bridgeOf,
+    private readonly bridgeFor: (
+      network: NetworkInspect,
+    ) => BridgeLocation | undefined = localBridgeOf,
   ) {}
 
   /** The network's ID as last seen, or null. */
@@ -145,6 +162,11 @@ export class NetworkObserver {
   /** The network's Linux bridge as last seen, if any. */
   get bridge(): string | undefined {
     return this.network?.bridge;
+  }
+
+  /** The namespace of that bridge (null: ours). */
+  get netns(): string | null {
+    return this.network?.netns ?? null;
   }
 
   /**
@@ -161,12 +183,14 @@ export class NetworkObserver {
         this.client.inspectNetwork(this.networkRef),
         this.client.listContainers({ [key]: [value] }),
       ]);
+      const where = found ? this.bridgeFor(found) : undefined;
       this.network = found
         ? {
             id: found.Id,
             name: found.Name,
             subnets: subnetsOf(found),
-            bridge: this.bridgeFor(found),
+            bridge: where?.name,
+            ...(where?.netns ? { netns: where.netns } : {}),
           }
         : null;
       this.members = new Map(found ? membersOf(found, []).map((m) => [m.id, m]) : []);

@@ -21,7 +21,7 @@ export const DEFAULT_STATE_DIR = "/run/trafficjam";
 /** A pass older than this many poll intervals means the daemon is stuck. */
 export const STALE_AFTER_INTERVALS = 3;
 
-const STATE_VERSION = 2;
+const STATE_VERSION = 3;
 
 export interface HealthState {
   version: typeof STATE_VERSION;
@@ -37,6 +37,8 @@ export interface HealthState {
   location: string | null;
   /** Desired ruleset of the last successful pass (what a deep check compares the kernel with). */
   ruleset: Ruleset | null;
+  /** What the last pass found wrong although the rules are in force (see PassOutcome.problems). */
+  problems: string[];
 }
 
 export interface HealthVerdict {
@@ -111,6 +113,9 @@ export function assessHealth(
       reason: `the last reconcile failed (last success ${ago}): ${state.lastPass.error ?? "unknown error"}`,
     };
   }
+  if (state.problems.length > 0) {
+    return { healthy: false, reason: `rules in force, but: ${state.problems.join("; ")}` };
+  }
   if (kernel && kernel.length > 0) {
     return {
       healthy: false,
@@ -152,7 +157,8 @@ export function parseState(text: string): HealthState {
     typeof value.pollIntervalMs !== "number" ||
     !["auto", "iptables", "nftables"].includes(String(value.firewallBackend)) ||
     !(value.lastSuccessAt === null || typeof value.lastSuccessAt === "number") ||
-    !(value.lastPass === null || isRecord(value.lastPass))
+    !(value.lastPass === null || isRecord(value.lastPass)) ||
+    !Array.isArray(value.problems)
   )
     throw new Error(`not a TrafficJam state file (version ${STATE_VERSION})`);
   return value as unknown as HealthState;
@@ -178,6 +184,7 @@ export class HealthPublisher {
       lastSuccessAt: null,
       location: null,
       ruleset: null,
+      problems: [],
     };
     this.remove(); // a previous run's file says nothing about this one
   }
@@ -196,6 +203,7 @@ export class HealthPublisher {
             lastSuccessAt: outcome.at,
             ruleset: outcome.ruleset,
             location: outcome.location ?? null,
+            problems: outcome.problems ?? [],
           }
         : {}),
     };
@@ -247,7 +255,11 @@ export async function checkHealth(
   let differences: string[];
   try {
     const { createBackend } = await import("../firewall/index.js");
-    const backend = createBackend(state.firewallBackend, instanceId);
+    const { localHost } = await import("../host/host.js");
+    // Where the daemon put them: a Swarm worker's are in the overlay's namespace.
+    const backend = createBackend(state.firewallBackend, instanceId, {
+      host: localHost.in(state.ruleset.netns ?? null),
+    });
     differences = (await backend.check(state.ruleset)).differences;
   } catch (error) {
     return {

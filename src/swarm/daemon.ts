@@ -14,7 +14,7 @@ import { createEngineClient, parseDockerHost, type EngineClient } from "../obser
 import { EventWatcher } from "../observe/events.js";
 import { stateDir } from "../ops/health.js";
 import { DaemonDialer, hostOf } from "./channel.js";
-import { SwarmApi, connectSwarm, type EngineNode, type EngineService } from "./engine.js";
+import { SwarmApi, connectSwarm, type EngineNode, type EngineService } from "./swarm-api.js";
 import { AllowedLedger } from "./ledger.js";
 import type { AllowedMessage } from "./protocol.js";
 

@@ -9,7 +9,7 @@
 // - A load-balancer endpoint leaves with its node's next report, when the node leaves the swarm,
 //   or when the cluster's view lists its address as a container's (the view never lists
 //   load-balancer endpoints: the address was handed to a container since).
-import type { ClusterEndpoint } from "./engine.js";
+import type { ClusterEndpoint } from "./swarm-api.js";
 import type { AllowedEntry, Report } from "./protocol.js";
 
 /** How long an address reported but never listed by the cluster's view stays allowed. */

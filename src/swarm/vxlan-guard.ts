@@ -6,7 +6,7 @@
 // namespace, where the VXLAN socket receives, a packet of this overlay (its VNI) whose inner
 // IPv4 or ARP sender is an allowed address of another node is dropped unless it comes from that
 // node's underlay address. Rendering is pure; the table is replaced whole in one `nft -f`.
-import { runHere } from "../host/exec.js";
+import type { Host } from "../host/host.js";
 
 export const VXLAN_PORT = 4789;
 
@@ -63,7 +63,11 @@ export function renderVxlanGuard(
 export class VxlanGuard {
   private applied: string | null | undefined = undefined;
 
-  constructor(private readonly instanceId: string) {}
+  constructor(
+    private readonly instanceId: string,
+    /** The node's own namespace (the worker runs with host networking). */
+    private readonly host: Host,
+  ) {}
 
   /** Puts `script` in force (null: no table), unless it already is and `fresh` is false. */
   async sync(script: string | null, fresh: boolean): Promise<boolean> {
@@ -73,7 +77,7 @@ export class VxlanGuard {
     const text = [`add table ${name}`, `delete table ${name}`, ...(script ? [script] : [])].join(
       "\n",
     );
-    const result = await runHere("nft", ["-f", "-"], `${text}\n`);
+    const result = await this.host.run("nft", ["-f", "-"], `${text}\n`);
     if (result.code !== 0) throw new Error(`nft -f (${name}) failed: ${result.stderr.trim()}`);
     this.applied = script;
     return true;

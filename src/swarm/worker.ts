@@ -21,14 +21,14 @@ import { runDaemon } from "../daemon.js";
 import { createBackend, type SelectingOptions } from "../firewall/index.js";
 import type { FirewallBackend, SyncOptions, SyncResult } from "../firewall/backend.js";
 import type { Ruleset } from "../model.js";
-import { runChecked, setTargetNetns, targetNetnsPath } from "../host/exec.js";
-import { ensureBridgeNetfilterInTarget } from "../host/bridge-netfilter.js";
+import { localHost, runChecked, type Host } from "../host/host.js";
+import { ensureBridgeNetfilterIn } from "../host/bridge-netfilter.js";
 import { createEngineClient } from "../observe/engine-api.js";
-import type { NetworkInspect } from "../observe/network.js";
+import type { BridgeLocation, NetworkInspect } from "../observe/network.js";
 import { WorkerListener } from "./channel.js";
 import { byAddress } from "./ledger.js";
 import { VxlanGuard, renderVxlanGuard } from "./vxlan-guard.js";
-import { connectSwarm, type ClusterEndpoint } from "./engine.js";
+import { connectSwarm, type ClusterEndpoint } from "./swarm-api.js";
 import { allowedEntrySchema, overlayMac, type AllowedEntry, type Report } from "./protocol.js";
 
 export interface WorkerSettings {
@@ -105,18 +105,20 @@ function save(path: string, state: Saved): void {
 class OverlayBackend implements FirewallBackend {
   private current: { netns: string; backend: FirewallBackend } | null = null;
 
-  constructor(private readonly make: () => FirewallBackend) {}
+  constructor(private readonly make: (host: Host) => FirewallBackend) {}
 
-  private backend(): { backend: FirewallBackend; renewed: boolean } | null {
-    const netns = targetNetnsPath();
+  /** The backend of `netns` (undefined: the last one's, for clear and check). */
+  private backend(netns?: string | null): { backend: FirewallBackend; renewed: boolean } | null {
+    if (netns === undefined)
+      return this.current ? { backend: this.current.backend, renewed: false } : null;
     if (netns === null) return null;
     if (this.current?.netns === netns) return { backend: this.current.backend, renewed: false };
-    this.current = { netns, backend: this.make() };
+    this.current = { netns, backend: this.make(localHost.in(netns)) };
     return { backend: this.current.backend, renewed: true };
   }
 
   async sync(ruleset: Ruleset, options: SyncOptions = { fresh: true }): Promise<SyncResult> {
-    const found = this.backend();
+    const found = this.backend(ruleset.netns);
     if (found === null || ruleset.bridge === null)
       return {
         changed: false,
@@ -135,14 +137,13 @@ class OverlayBackend implements FirewallBackend {
   }
 
   async check(ruleset: Ruleset) {
-    const found = this.backend();
+    const found = this.backend(ruleset.netns);
     if (found === null) return { location: "nowhere", differences: [] };
     return found.backend.check(ruleset);
   }
 
   warm(fresh: boolean): void {
-    if (this.current && this.current.netns === targetNetnsPath())
-      this.current.backend.warm?.(fresh);
+    this.current?.backend.warm?.(fresh);
   }
 }
 
@@ -184,18 +185,16 @@ export async function runSwarmWorker(
   // The namespace and VXLAN port of the overlay on this node, as of the last full read.
   let network: { id: string; name: string; netns: string } | null = null;
   let vxlan: { netns: string; port: string; vni: number } | null = null;
-  const tunnelGuard = new VxlanGuard(config.instanceId);
+  const tunnelGuard = new VxlanGuard(config.instanceId, localHost);
   let sysctlsSetIn: string | null = null;
-  const bridgeOf = (found: NetworkInspect): string | undefined => {
+  const bridgeOf = (found: NetworkInspect): BridgeLocation | undefined => {
     const netns = found.Driver === "overlay" ? overlayNamespace(settings.netnsDir, found.Id) : null;
     if (netns === null || !existsSync(netns)) {
       network = null;
-      setTargetNetns(null);
       return undefined;
     }
     network = { id: found.Id, name: found.Name, netns };
-    setTargetNetns(netns);
-    return OVERLAY_BRIDGE;
+    return { name: OVERLAY_BRIDGE, netns };
   };
   const sandboxOf = (memberId: string) =>
     network !== null && memberId === `lb-${network.name}`
@@ -284,7 +283,7 @@ export async function runSwarmWorker(
       return null;
     }
     if (sysctlsSetIn !== current.netns) {
-      const { changed } = await ensureBridgeNetfilterInTarget();
+      const { changed } = await ensureBridgeNetfilterIn(localHost.in(current.netns));
       if (changed.length > 0)
         log.info("host.sysctls.enabled", "enabled br_netfilter sysctls in the overlay namespace", {
           sysctls: changed,
@@ -292,7 +291,8 @@ export async function runSwarmWorker(
         });
       sysctlsSetIn = current.netns;
     }
-    if (vxlan?.netns !== current.netns) vxlan = { netns: current.netns, ...(await vxlanPort()) };
+    if (vxlan?.netns !== current.netns)
+      vxlan = { netns: current.netns, ...(await vxlanPort(localHost.in(current.netns))) };
     const lb = `lb-${current.name}`;
     const members = snapshot.members.map((m) => (m.id === lb ? { ...m, whitelisted: true } : m));
     const local = new Set(members.flatMap((m) => (m.id !== lb && m.ipv4 ? [m.ipv4] : [])));
@@ -372,8 +372,12 @@ export async function runSwarmWorker(
     ownSysctls: false,
     monitor: false,
     backend: (options: SelectingOptions) =>
-      new OverlayBackend(() =>
-        createBackend(config.firewallBackend, config.instanceId, { ...options, overlay: true }),
+      new OverlayBackend((host) =>
+        createBackend(config.firewallBackend, config.instanceId, {
+          ...options,
+          host,
+          overlay: true,
+        }),
       ),
     observer: { bridgeOf, sandboxOf },
     refine,
@@ -400,10 +404,10 @@ const vxlanLinks = z.array(
   }),
 );
 
-/** The VXLAN port of the overlay's bridge and its VNI, in the namespace the tools act in. */
-async function vxlanPort(): Promise<{ port: string; vni: number }> {
+/** The VXLAN port of the overlay's bridge and its VNI, in the overlay's namespace. */
+async function vxlanPort(host: Host): Promise<{ port: string; vni: number }> {
   const args = ["-d", "-j", "link", "show", "master", OVERLAY_BRIDGE, "type", "vxlan"];
-  const out = await runChecked("ip", args);
+  const out = await runChecked(host, "ip", args);
   const links = vxlanLinks.parse(out.trim() === "" ? [] : JSON.parse(out));
   if (links.length !== 1)
     throw new Error(`expected one VXLAN port on ${OVERLAY_BRIDGE}, found ${links.length}`);
@@ -421,15 +425,15 @@ export async function clearSwarmWorker(
     const found = await client.inspectNetwork(config.network);
     const netns = found ? overlayNamespace(settings.netnsDir, found.Id) : null;
     rmSync(settings.stateFile, { force: true }); // a later deployment starts from nothing
-    await new VxlanGuard(config.instanceId).clear();
+    await new VxlanGuard(config.instanceId, localHost).clear();
     if (netns === null || !existsSync(netns)) {
       log.info("rules.cleared", "nothing to clear: the network has no namespace on this node", {
         network: config.network,
       });
       return 0;
     }
-    setTargetNetns(netns);
     const result = await createBackend(config.firewallBackend, config.instanceId, {
+      host: localHost.in(netns),
       overlay: true,
     }).clear();
     log.info("rules.cleared", "rules of this instance removed from the overlay namespace", {

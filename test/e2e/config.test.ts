@@ -6,7 +6,6 @@ import {
   iptablesSave,
   nftRuleset,
   runCli,
-  sleep,
   startDaemon,
   startLab,
   type DaemonProcess,
@@ -225,6 +224,7 @@ describe("configuration", () => {
       WHITELIST_FILTER,
       INSTANCE_ID: "late",
       POLL_INTERVAL: "1",
+      DEBUG: "true", // "rules.verified" of each resync is a debug line: counted below
     });
     daemons.push(daemon);
     const isWaiting = (e: LogEntry) => e.event === "network.missing";
@@ -233,7 +233,12 @@ describe("configuration", () => {
     assert.equal(waiting.level, "warn", JSON.stringify(waiting));
 
     // Several resyncs later: still running, and it said so once, not at every resync.
-    await sleep(2500);
+    const resynced = (e: LogEntry) => e.event === "rules.verified" && e.reason === "resync";
+    let from = daemon.mark();
+    for (let i = 0; i < 2; i++) {
+      await daemon.waitForLog(resynced, 5_000, from);
+      from = daemon.mark();
+    }
     assert.ok(daemon.running, `the daemon exited:\n${daemon.output()}`);
     assert.equal(daemon.entries().filter(isWaiting).length, 1, daemon.output());
 

@@ -6,11 +6,11 @@ import {
   iptablesRules,
   iptablesSave,
   runCli,
-  sleep,
   startLab,
   type Container,
   type DaemonProcess,
   type Lab,
+  type LogEntry,
 } from "./lab/index.js";
 import {
   PROXY_LABEL,
@@ -165,7 +165,8 @@ describe("instances side by side, --clear, ALLOW_HOST_TRAFFIC", () => {
 
   it("web and web2 (prefix IDs): both isolated, each proxy reaches its own backends", async () => {
     dWeb = track(await startTrafficJam(lab, "web"));
-    dWeb2 = track(await startTrafficJam(lab, "web2"));
+    // DEBUG: its resyncs' "rules.verified" lines are counted below.
+    dWeb2 = track(await startTrafficJam(lab, "web2", { DEBUG: "true" }));
     const [b1, b2] = web.backends;
     await expectAll(
       [
@@ -251,7 +252,12 @@ describe("instances side by side, --clear, ALLOW_HOST_TRAFFIC", () => {
       false,
     );
     // web2's daemon had nothing to repair over the next resyncs: --clear never touched it.
-    await sleep(1500);
+    const resynced = (e: LogEntry) => e.event === "rules.verified" && e.reason === "resync";
+    let from = dWeb2.mark();
+    for (let i = 0; i < 2; i++) {
+      await dWeb2.waitForLog(resynced, 5_000, from);
+      from = dWeb2.mark();
+    }
     assert.ok(dWeb2.running, dWeb2.output());
     const since = dWeb2.lines.slice(mark);
     assert.ok(!since.some((l) => /rules repaired|rules applied/.test(l)), since.join("\n"));

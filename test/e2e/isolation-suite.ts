@@ -250,8 +250,12 @@ export function isolationSuite(setup: FirewallSetup): void {
         ],
         true,
       );
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const received = [...(await lab.udpLog(b2)), ...(await lab.udpLog(b1))];
+      // Markers sent after every forgery: each receiver's log holds what came before them.
+      assert.equal(await lab.udp(t.proxy, b1.ipv4, 9000, 1000, `${tag}-real-b1`), true);
+      const received = [
+        ...(await lab.udpLogThrough(b2, `${tag}-real`)),
+        ...(await lab.udpLogThrough(b1, `${tag}-real-b1`)),
+      ];
       assert.deepEqual(
         received.filter((l) => l.includes(tag) && !l.includes("-real")),
         [],
@@ -443,7 +447,7 @@ export function isolationSuite(setup: FirewallSetup): void {
       await lab.spoofUdp(b1, t.proxy.ipv4, b2.ipv4, 9000, tag);
       await lab.spoofUdp(b1, t.proxy.ipv6!, b2.ipv6!, 9000, tag);
       assert.equal(await lab.udp(t.proxy, b2.ipv4, 9000, 1000, `${tag}-real`), true);
-      const received = await lab.udpLog(b2);
+      const received = await lab.udpLogThrough(b2, `${tag}-real`);
       assert.deepEqual(
         received.filter((l) => l.endsWith(` ${tag}`)),
         [],

@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import {
   sleep,
   startLab,
+  waitFor,
   type Container,
   type DaemonProcess,
   type Lab,
@@ -152,8 +153,18 @@ export function l2AttackSuite(setup: FirewallSetup): void {
           `barrier to ${r.name}`,
         );
       }
-      await sleep(200);
-      for (const r of receivers) logs.set(r, await lab.udpLog(r));
+      // Each echoed the barrier; its log holds it once written, and what arrived before it.
+      for (const r of receivers)
+        logs.set(
+          r,
+          await waitFor(
+            async () => {
+              const log = await lab.udpLog(r);
+              return log.some((l) => l.endsWith(` ${barrier}`)) ? log : false;
+            },
+            { timeoutMs: 3_000, intervalMs: 50, what: `the barrier in ${r.name}'s log` },
+          ),
+        );
       return logs;
     }
 

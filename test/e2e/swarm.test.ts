@@ -159,9 +159,11 @@ describe(
       // node1's backend claims node2's load-balancer address (allowed, bound to vxlan0 on node1).
       const lb2 = await loadBalancerOf(swarm, 2, NET);
       await n1.spoofUdp(backend[1]!, lb2, standalone.ipv4, 9000, "forged-lb");
-      await new Promise((r) => setTimeout(r, 500));
-      const plainLog = await n2.udpLog(standalone);
-      const b1Log = await n1.udpLog(backend[1]!);
+      // Markers from the real proxy, sent after every forgery: each log holds what came before.
+      await n1.spoofUdp(proxy, proxy.ipv4, standalone.ipv4, 9000, "after-forgeries");
+      await n1.spoofUdp(proxy, proxy.ipv4, backend[1]!.ipv4, 9000, "after-forgeries");
+      const plainLog = await n2.udpLogThrough(standalone, "after-forgeries");
+      const b1Log = await n1.udpLogThrough(backend[1]!, "after-forgeries");
       assert.ok(
         plainLog.some((l) => l.includes("real-proxy")),
         `control: ${plainLog.join(" | ")}`,

@@ -1,8 +1,8 @@
-// The converge engine both backends run on, against a fake kernel: what it reads, when it trusts
+// The converger both backends run on, against a fake kernel: what it reads, when it trusts
 // its last read-back, and how it reacts when the kernel does not do what it was told.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ConvergeEngine, type Kernel, type KernelPlan } from "../../src/firewall/engine.js";
+import { Converger, type Kernel, type KernelPlan } from "../../src/firewall/converger.js";
 import { VerificationError } from "../../src/firewall/backend.js";
 import { computeRuleset } from "../../src/policy.js";
 import type { Ruleset } from "../../src/model.js";
@@ -88,7 +88,7 @@ function clock() {
 
 test("a change is applied, said enforced, read back and verified; the same state again changes nothing", async () => {
   const { kernel, impl } = fakeKernel();
-  const engine = new ConvergeEngine(impl, null, undefined, clock());
+  const engine = new Converger(impl, null, undefined, clock());
   const said: string[] = [];
   const first = await engine.converge(ruleset(["172.20.0.2"]), {
     fresh: true,
@@ -107,7 +107,7 @@ test("a change is applied, said enforced, read back and verified; the same state
 test("revocations come from the kernel's state, not from the last desired state", async () => {
   const { kernel, impl } = fakeKernel();
   kernel.held.add("172.20.0.7"); // left by an earlier run
-  const engine = new ConvergeEngine(impl, null, undefined, clock());
+  const engine = new Converger(impl, null, undefined, clock());
   const result = await engine.converge(ruleset(["172.20.0.2"]), { fresh: true });
   assert.deepEqual(result.revoked, [[4, "172.20.0.7"]]);
 });
@@ -115,7 +115,7 @@ test("revocations come from the kernel's state, not from the last desired state"
 test("a read-back that still differs is a VerificationError naming what is left", async () => {
   const { kernel, impl } = fakeKernel();
   kernel.dropWrites = true;
-  const engine = new ConvergeEngine(impl, null, undefined, clock());
+  const engine = new Converger(impl, null, undefined, clock());
   await assert.rejects(
     engine.converge(ruleset(["172.20.0.2"]), { fresh: true }),
     (error: unknown) =>
@@ -133,7 +133,7 @@ test("a read-back that still differs is a VerificationError naming what is left"
 test("a stale cached view: the failure is told, the pass is redone from a fresh read, and succeeds", async () => {
   const { kernel, impl } = fakeKernel();
   const stale: unknown[] = [];
-  const engine = new ConvergeEngine(impl, null, (e) => stale.push(e), clock());
+  const engine = new Converger(impl, null, (e) => stale.push(e), clock());
   await engine.converge(ruleset(["172.20.0.2"]), { fresh: true });
   kernel.held.clear(); // someone flushed our rules behind the cache's back
   kernel.held.add("172.20.0.9");
@@ -155,7 +155,7 @@ test("a stale cached view: the failure is told, the pass is redone from a fresh 
 test("an apply that fails on a fresh read is not retried here: the error goes up", async () => {
   const { kernel, impl } = fakeKernel();
   const stale: unknown[] = [];
-  const engine = new ConvergeEngine(impl, null, (e) => stale.push(e), clock());
+  const engine = new Converger(impl, null, (e) => stale.push(e), clock());
   kernel.failApply = new Error("iptables-restore: line 3 failed");
   await assert.rejects(engine.converge(ruleset(["172.20.0.2"]), { fresh: true }), /line 3 failed/);
   assert.deepEqual(stale, []);
@@ -166,7 +166,7 @@ test("a resync trusts the last read-back while the monitor saw nothing change, a
   const { kernel, impl } = fakeKernel();
   const monitor = fakeMonitor();
   const now = clock();
-  const engine = new ConvergeEngine(impl, monitor, undefined, now);
+  const engine = new Converger(impl, monitor, undefined, now);
   await engine.converge(ruleset(["172.20.0.2"]), { fresh: true });
   kernel.log.length = 0;
   assert.equal((await engine.view(true)).cached, true, "monitor silent: no read");
@@ -183,7 +183,7 @@ test("without a monitor, or on state it cannot see (legacy tables), every resync
     const { kernel, impl } = fakeKernel();
     kernel.monitored = setup === "no monitor";
     const monitor = setup === "no monitor" ? null : fakeMonitor();
-    const engine = new ConvergeEngine(impl, monitor, undefined, clock());
+    const engine = new Converger(impl, monitor, undefined, clock());
     await engine.converge(ruleset([]), { fresh: true });
     kernel.log.length = 0;
     assert.equal((await engine.view(true)).cached, false, setup);
@@ -194,7 +194,7 @@ test("without a monitor, or on state it cannot see (legacy tables), every resync
 test("clearing (desired null) removes everything the kernel holds", async () => {
   const { kernel, impl } = fakeKernel();
   kernel.held.add("172.20.0.2");
-  const engine = new ConvergeEngine(impl, null, undefined, clock());
+  const engine = new Converger(impl, null, undefined, clock());
   const result = await engine.converge(null, { fresh: true });
   assert.deepEqual(result.revoked, [[4, "172.20.0.2"]]);
   assert.equal(kernel.held.size, 0);
@@ -202,7 +202,7 @@ test("clearing (desired null) removes everything the kernel holds", async () => 
 
 test("views asked for while a read is under way share it: a warm-up and the sync read once", async () => {
   const { kernel, impl } = fakeKernel();
-  const engine = new ConvergeEngine(impl, null, undefined, clock());
+  const engine = new Converger(impl, null, undefined, clock());
   const [a, b] = await Promise.all([engine.view(true), engine.view(true)]);
   assert.equal(a, b);
   assert.deepEqual(kernel.log, ["read"]);
@@ -213,7 +213,7 @@ test("views asked for while a read is under way share it: a warm-up and the sync
 test("a warm-up's read is the pass's fresh view: taken once, and only while recent", async () => {
   const { kernel, impl } = fakeKernel();
   let t = 1000;
-  const engine = new ConvergeEngine(impl, null, undefined, () => t);
+  const engine = new Converger(impl, null, undefined, () => t);
   engine.warm(true);
   await new Promise((resolve) => setImmediate(resolve)); // its read ends
   t += 100; // Docker answered meanwhile
@@ -238,7 +238,7 @@ test("a warm-up whose read failed leaves the pass to read", async () => {
     ...impl,
     read: () => (++reads === 1 ? Promise.reject(new Error("nft: busy")) : impl.read()),
   };
-  const engine = new ConvergeEngine(failing, null, undefined, clock());
+  const engine = new Converger(failing, null, undefined, clock());
   engine.warm(true);
   const view = await engine.view(true);
   assert.equal(view.cached, false);

@@ -42,11 +42,19 @@ export const SCENARIOS: Scenario[] = [
     allowHostTraffic: false,
   },
   {
+    // With the gateway's identity (the bridge's own MAC and addresses), which no port may claim.
     name: "dual-stack",
-    snapshot: network({
-      subnets: ["172.20.0.0/16", "fd00:20::/64"],
-      members: [member(1, { ipv6: true }), member(2, { ipv6: true })],
-    }),
+    snapshot: {
+      ...network({
+        subnets: ["172.20.0.0/16", "fd00:20::/64"],
+        members: [member(1, { ipv6: true }), member(2, { ipv6: true })],
+      }),
+      gateway: {
+        mac: "02:42:5a:9d:c9:b7",
+        ipv4: ["172.20.0.1"],
+        ipv6: ["fd00:20::1", "fe80::42:5aff:fe9d:c9b7"],
+      },
+    },
     allowHostTraffic: false,
   },
   {

@@ -26,7 +26,7 @@ const NOW = 1_000_000;
 
 function state(overrides: Partial<HealthState> = {}): HealthState {
   return {
-    version: 2,
+    version: 3,
     pid: 42,
     pidStartTime: "1",
     instanceId: "web",
@@ -36,6 +36,7 @@ function state(overrides: Partial<HealthState> = {}): HealthState {
     lastSuccessAt: NOW - 1000,
     location: "iptables-nft",
     ruleset,
+    problems: [],
     ...overrides,
   };
 }
@@ -177,7 +178,7 @@ test("the reconciler reports every pass to onPass: the ruleset on success, the e
     allowHostTraffic: false,
     pollIntervalMs: 60_000,
     log: silentLog,
-    deleteFlowsFrom: async () => 0,
+    flows: { deleteFrom: async () => 0, sweep: async () => ({ pairs: [], flows: 0 }) },
     backend: {
       sync: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),
       clear: async () => ({ changed: false, differences: [], location: "fake", revoked: [] }),

@@ -100,18 +100,18 @@ test("a resync reads the network whole; an event pass reads only the containers 
 
 test("a filter whose match may change without an event is listed whole on every pass", async () => {
   const { calls, running, client } = fakeEngine();
-  const observer = new NetworkObserver(client, "web", { key: "health", value: "healthy" });
+  const observer = new NetworkObserver(client, "web", { key: "ancestor", value: "traefik:v3" });
   await observer.observe();
   calls.length = 0;
   running.add("c6");
   assert.deepEqual(names(await observer.observe(new Set(["c6"]))), ["m2*", "m3", "m6*"]);
   assert.deepEqual(calls, [
-    'listContainers {"health":["healthy"]}',
+    'listContainers {"ancestor":["traefik:v3"]}',
     'listContainers {"id":["c6"]}',
   ]);
   calls.length = 0;
   await observer.observe(new Set());
-  assert.deepEqual(calls, ['listContainers {"health":["healthy"]}']);
+  assert.deepEqual(calls, ['listContainers {"ancestor":["traefik:v3"]}']);
 });
 
 test("before the network is known, an event pass reads it whole", async () => {

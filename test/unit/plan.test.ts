@@ -1,13 +1,13 @@
 // The planner against kernel states other than a fresh host: converged, drifted, shared, cleared.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { planFamily, type FamilyTarget } from "../../src/firewall/iptables/plan.js";
 import {
   allowedSourcesIn,
   forwardRules,
   inputRules,
   instanceChains,
+  outputRules,
 } from "../../src/firewall/iptables/layout.js";
 import { normalizeRule, parseFilterTable } from "../../src/firewall/iptables/save-format.js";
 import type { Family, FamilyRuleset, Ruleset } from "../../src/model.js";
@@ -16,9 +16,11 @@ const RULES: Ruleset = {
   instanceId: "web",
   networkName: "web",
   bridge: "br-web",
+  netns: null,
   protectHost: true,
   ports: [],
   tunnelIdentities: [],
+  gateway: null,
   families: {
     4: { subnets: ["172.20.0.0/16"], allowedSources: ["172.20.0.2"], portBindings: [] },
     6: { subnets: [], allowedSources: [], portBindings: [] },
@@ -44,10 +46,12 @@ function converged(
   family: Family = 4,
 ): string {
   const lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":DOCKER-USER - [0:0]"];
-  lines.push(":TRAFFICJAM - [0:0]", ":TRAFFICJAM_INPUT - [0:0]");
-  for (const [id] of instances) lines.push(`:TJF_${id} - [0:0]`, `:TJI_${id} - [0:0]`);
+  lines.push(":TRAFFICJAM - [0:0]", ":TRAFFICJAM_INPUT - [0:0]", ":TRAFFICJAM_OUTPUT - [0:0]");
+  for (const [id] of instances)
+    lines.push(`:TJF_${id} - [0:0]`, `:TJI_${id} - [0:0]`, `:TJO_${id} - [0:0]`);
   lines.push(
     "-A INPUT -j TRAFFICJAM_INPUT",
+    "-A OUTPUT -j TRAFFICJAM_OUTPUT",
     "-A FORWARD -j DOCKER-USER",
     "-A DOCKER-USER -j TRAFFICJAM",
   );
@@ -55,8 +59,10 @@ function converged(
   for (const [id, rules] of instances) {
     const c = instanceChains(id);
     lines.push(...forwardRules(c, family, rules), ...inputRules(c, family, rules));
+    lines.push(...outputRules(c, family, rules));
     lines.push(`-A TRAFFICJAM -m comment --comment "${c.comment}" -j ${c.forward}`);
     lines.push(`-A TRAFFICJAM_INPUT -m comment --comment "${c.comment}" -j ${c.input}`);
+    lines.push(`-A TRAFFICJAM_OUTPUT -m comment --comment "${c.comment}" -j ${c.output}`);
   }
   return [...lines, ...extra, "COMMIT", ""].join("\n");
 }
@@ -118,10 +124,13 @@ test("instances whose IDs share a prefix are independent (web, web2)", () => {
       "*filter",
       "-D TRAFFICJAM -m comment --comment trafficjam:web -j TJF_web",
       "-D TRAFFICJAM_INPUT -m comment --comment trafficjam:web -j TJI_web",
+      "-D TRAFFICJAM_OUTPUT -m comment --comment trafficjam:web -j TJO_web",
       "-F TJF_web",
       "-X TJF_web",
       "-F TJI_web",
       "-X TJI_web",
+      "-F TJO_web",
+      "-X TJO_web",
       "COMMIT",
       "",
     ].join("\n"),
@@ -288,19 +297,29 @@ function edited(text: string, from: string | RegExp, to: string): string {
   return result;
 }
 
-test("each rule of the instance chains carries the instance comment and a hash of the rule", () => {
+test("each rule of the instance chains carries the instance comment and a hash that tells it from every other rule", () => {
   const c = instanceChains("web");
+  const hashes = (rules: Ruleset) =>
+    ([4, 6] as const).flatMap((family) =>
+      [
+        ...forwardRules(c, family, rules),
+        ...inputRules(c, family, rules),
+        ...outputRules(c, family, rules),
+      ].map((line) => {
+        const hash = /-m comment --comment "trafficjam:web ([0-9a-f]{12})" -j \S+$/.exec(line)?.[1];
+        assert.ok(hash, line);
+        return { family, line, hash };
+      }),
+    );
+  const all = hashes(DUAL);
+  // Within a family no two rules share a hash (the read-back tells them apart by it)…
   for (const family of [4, 6] as const) {
-    for (const line of [...forwardRules(c, family, DUAL), ...inputRules(c, family, DUAL)]) {
-      const parts = /^(.*) -m comment --comment "trafficjam:web ([0-9a-f]{12})"( -j \S+)$/.exec(
-        line,
-      );
-      assert.ok(parts, line);
-      const [, matches, hash, verdict] = parts;
-      const sha256 = createHash("sha256").update(`${matches}${verdict}`).digest("hex");
-      assert.equal(hash, sha256.slice(0, 12), line);
-    }
+    const ofFamily = all.filter((r) => r.family === family);
+    assert.equal(new Set(ofFamily.map((r) => r.hash)).size, ofFamily.length);
   }
+  // …and a rule that differs in any match has another hash: every rule names the bridge.
+  const renamed = new Set(hashes({ ...DUAL, bridge: "br-other" }).map((r) => r.hash));
+  for (const r of all) assert.ok(!renamed.has(r.hash), `${r.line} kept its hash`);
 });
 
 /**

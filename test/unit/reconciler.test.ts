@@ -29,10 +29,21 @@ const settle = async () => {
  */
 function harness(
   snapshots: Array<NetworkSnapshot | null | Error>,
-  options: { syncGate?: () => Promise<void> } = {},
+  options: {
+    syncGate?: () => Promise<void>;
+    /** Which flow deletions (sweeps and per address, in call order) fail: true fails. */
+    flowFails?: boolean[];
+    hostProblems?: () => Promise<string[]>;
+  } = {},
 ) {
   const applied: Ruleset[] = [];
   const calls: string[] = [];
+  /** Sweeps of the flows opened before the rules (the bridge swept), in order. */
+  const sweeps: string[] = [];
+  const flowFails = [...(options.flowFails ?? [])];
+  const flowStep = () => {
+    if (flowFails.shift()) throw new Error("conntrack: operation failed");
+  };
   let active = 0;
   let maxActive = 0;
   let observed = 0;
@@ -70,17 +81,26 @@ function harness(
     pollIntervalMs: 60_000,
     backend,
     log: silentLog,
-    deleteFlowsFrom: async (_family, address) => {
-      calls.push(`delete ${address}`);
-      return 1;
+    flows: {
+      deleteFrom: async (_ruleset, _family, address) => {
+        flowStep();
+        calls.push(`delete ${address}`);
+        return 1;
+      },
+      sweep: async (ruleset) => {
+        flowStep();
+        sweeps.push(ruleset.bridge ?? "none");
+        return { pairs: [], flows: 0 };
+      },
     },
+    hostProblems: options.hostProblems,
     observe: async () => {
       const next = snapshots[Math.min(observed++, snapshots.length - 1)];
       if (next instanceof Error) throw next;
       return next ?? null;
     },
   });
-  return { reconciler, applied, calls, stats: () => ({ maxActive, observed }) };
+  return { reconciler, applied, calls, sweeps, stats: () => ({ maxActive, observed }) };
 }
 
 function mockTime(t: TestContext) {
@@ -182,7 +202,7 @@ test("stop does not wait for a Docker call that hangs, and that pass then applie
       check: async () => ({ location: "fake", differences: [] }),
     },
     log: silentLog,
-    deleteFlowsFrom: async () => 0,
+    flows: { deleteFrom: async () => 0, sweep: async () => ({ pairs: [], flows: 0 }) },
     observe: () => hung,
   });
   const pass = reconciler.runOnce("startup");
@@ -215,4 +235,86 @@ test("a clear during a slow pass waits for it, then clears; no pass runs after t
   mock.timers.tick(120_000);
   await settle();
   assert.deepEqual(h.calls, ["sync start", "sync end", "clear"]);
+});
+
+test("the first enforcement of a bridge cuts the flows opened before it, once; a new bridge again", async () => {
+  const recreated = { ...several, id: "f".repeat(64), bridge: "br-recreated" };
+  const h = harness([several, several, recreated]);
+  await h.reconciler.runOnce("startup");
+  await h.reconciler.runOnce("resync");
+  await h.reconciler.runOnce("network:create");
+  assert.deepEqual(h.sweeps, [several.bridge, "br-recreated"]);
+});
+
+test("flow deletions that fail are tried again until they succeed; health says so meanwhile", async (t) => {
+  mockTime(t);
+  // The sweep fails twice, then the revoked address's deletion would succeed.
+  const h = harness([several], { flowFails: [true, true] });
+  assert.equal(await h.reconciler.runOnce("startup"), true, "the rules are in force all the same");
+  assert.match(
+    (h.reconciler.lastOutcome?.problems ?? []).join(),
+    /flows opened before the rules were in force are not cut yet/,
+  );
+  assert.deepEqual(h.sweeps, []);
+  mock.timers.tick(500); // the retry, long before POLL_INTERVAL
+  mock.timers.tick(2);
+  await settle();
+  assert.deepEqual(h.sweeps, [], "second attempt failed too");
+  assert.ok((h.reconciler.lastOutcome?.problems ?? []).length > 0);
+  mock.timers.tick(1000);
+  mock.timers.tick(2);
+  await settle();
+  assert.deepEqual(h.sweeps, [several.bridge]);
+  assert.equal(h.reconciler.lastOutcome?.problems, undefined, "healthy again");
+});
+
+test("a revoked address whose flows could not be deleted is tried again on later passes", async (t) => {
+  mockTime(t);
+  const unbound = (s: NetworkSnapshot) => ({
+    ...s,
+    members: s.members.map((m) => ({ ...m, port: undefined })),
+  });
+  // The sweep works; the revoked address's first deletion fails.
+  const h = harness([unbound(several), unbound(one)], { flowFails: [false, true] });
+  await h.reconciler.runOnce("startup");
+  await h.reconciler.runOnce("network:disconnect");
+  assert.deepEqual(h.calls, ["sync start", "sync end", "sync start", "sync end"]);
+  assert.match((h.reconciler.lastOutcome?.problems ?? []).join(), /172\.20\.0\.4/);
+  mock.timers.tick(500);
+  mock.timers.tick(2);
+  await settle();
+  assert.equal(h.calls.at(-1), "delete 172.20.0.4", "deleted on the retry pass");
+  assert.equal(h.reconciler.lastOutcome?.problems, undefined);
+});
+
+test("a startup pass while a pass is scheduled runs once: no second drain beside it", async (t) => {
+  mockTime(t);
+  const release = gate();
+  const h = harness([several], { syncGate: () => release.opened });
+  h.reconciler.request("container:start"); // scheduled, not started
+  const startup = h.reconciler.runOnce("startup");
+  await settle(); // the startup pass is in its sync
+  h.reconciler.request("container:die"); // pending, for the pass after it
+  mock.timers.tick(2); // the timer scheduled before the startup pass fires now
+  await settle();
+  release.open();
+  await startup;
+  await settle();
+  assert.equal(h.stats().maxActive, 1, "two passes ran at once");
+  assert.equal(h.applied.length, 2, "the startup pass, then one for the event during it");
+});
+
+test("br_netfilter switched off: reported as a problem while it lasts, at full passes", async () => {
+  let off = false;
+  const h = harness([several], {
+    hostProblems: async () => (off ? ["bridged traffic bypasses the firewall"] : []),
+  });
+  await h.reconciler.runOnce("startup");
+  assert.equal(h.reconciler.lastOutcome?.problems, undefined);
+  off = true;
+  await h.reconciler.runOnce("resync");
+  assert.deepEqual(h.reconciler.lastOutcome?.problems, ["bridged traffic bypasses the firewall"]);
+  off = false;
+  await h.reconciler.runOnce("container:start"); // still checked: a problem is pending
+  assert.equal(h.reconciler.lastOutcome?.problems, undefined);
 });

@@ -155,6 +155,19 @@ test("a forced backend ignores Docker's chains; --clear empties both", async () 
   assert.deepEqual(f.calls, ["iptables.clear", "nftables.clear"]);
 });
 
+test("--clear: a backend that fails to clear does not keep the other from being cleared", async () => {
+  const f = fakes();
+  f.backends.iptables.clear = async () => {
+    f.calls.push("iptables.clear");
+    throw new Error("iptables-restore: resource busy");
+  };
+  const backend = new SelectingBackend("auto", "web", {}, f.backends);
+  f.state.nftHolds = true;
+  await assert.rejects(backend.clear(), /clearing failed: iptables-restore: resource busy/);
+  assert.deepEqual(f.calls, ["iptables.clear", "nftables.clear"]);
+  assert.equal(f.state.nftHolds, false, "the nftables tables were removed all the same");
+});
+
 test("a resync reads each kernel once: the view auto chose from is the one synced and checked for leftovers", async () => {
   const f = fakes();
   const backend = new SelectingBackend("auto", "web", {}, f.backends);

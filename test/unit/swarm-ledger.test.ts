@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { AllowedLedger, UNLISTED_GRACE_MS } from "../../src/swarm/ledger.js";
-import type { ClusterEndpoint } from "../../src/swarm/engine.js";
+import type { ClusterEndpoint } from "../../src/swarm/swarm-api.js";
 import type { AllowedEntry, Report } from "../../src/swarm/protocol.js";
 
 const NETWORK = "n".repeat(25);

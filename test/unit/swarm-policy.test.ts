@@ -17,7 +17,7 @@ import { planFamily } from "../../src/firewall/iptables/plan.js";
 import { parseFilterTable } from "../../src/firewall/iptables/save-format.js";
 import { IptablesBackend, guardTableName } from "../../src/firewall/iptables/backend.js";
 import { guardTable } from "../../src/firewall/nftables/guard.js";
-import { setTargetNetns } from "../../src/host/exec.js";
+import { localHost } from "../../src/host/host.js";
 import { overlayMac } from "../../src/swarm/protocol.js";
 import { OVERLAY_WORKER } from "./fixtures.js";
 
@@ -205,7 +205,6 @@ describe(
       execFileSync("ip", ["netns", "exec", netns, file, ...args], { input, encoding: "utf8" });
     before(() => execFileSync("ip", ["netns", "add", netns]));
     after(() => {
-      setTargetNetns(null);
       execFileSync("ip", ["netns", "delete", netns]);
     });
 
@@ -237,9 +236,12 @@ describe(
       "the iptables backend in overlay mode writes the golden chains into iptables-nft, from FORWARD",
       { skip: spawnSync("iptables-nft", ["--version"]).status !== 0 && "needs iptables-nft" },
       async () => {
-        const backend = new IptablesBackend("web", { overlay: true, ipv6: true });
-        setTargetNetns(`/var/run/netns/${netns}`);
-        try {
+        const backend = new IptablesBackend("web", {
+          overlay: true,
+          ipv6: true,
+          host: localHost.in(`/var/run/netns/${netns}`),
+        });
+        {
           const fitness = await backend.fitness(true);
           assert.equal(fitness.fits, true);
           const result = await backend.sync(ruleset());
@@ -277,8 +279,6 @@ describe(
           assert.equal(await backend.holds(true), false);
           assert.doesNotMatch(inNetns("iptables-nft-save", ["-t", "filter"]), /TRAFFICJAM|TJ[FI]_/);
           assert.doesNotMatch(inNetns("nft", ["list", "tables"]), /trafficjam/);
-        } finally {
-          setTargetNetns(null);
         }
       },
     );

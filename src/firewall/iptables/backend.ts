@@ -1,6 +1,6 @@
 // iptables backend: writes in the flavour where Docker's DOCKER-USER lives, each family in one
 // iptables-restore --noflush transaction, plus the bridge guard table (what iptables cannot see:
-// ports' MACs, ARP, non-IP frames) in one `nft -f`, through the shared converge engine. Legacy
+// ports' MACs, ARP, non-IP frames) in one `nft -f`, through the shared converger. Legacy
 // tables are only read when the kernel lists one (no process spawned otherwise).
 import { existsSync, readFileSync } from "node:fs";
 import type { Family, Ruleset } from "../../model.js";
@@ -12,13 +12,14 @@ import type {
   SyncResult,
 } from "../backend.js";
 import {
-  ConvergeEngine,
+  Converger,
   type ChangeMonitor,
   type Kernel,
   type KernelPlan,
   type KernelView,
-} from "../engine.js";
-import { CommandError, run, runChecked } from "../../host/exec.js";
+} from "../converger.js";
+import { CommandError } from "../../host/exec.js";
+import { localHost, runChecked, type Host } from "../../host/host.js";
 import { DOCKER_USER } from "./layout.js";
 import { planFamily, type FamilyTarget, type IptablesPlan } from "./plan.js";
 import { emptyFilterTable, parseFilterTable, type FilterTable } from "./save-format.js";
@@ -55,12 +56,16 @@ function legacyFilterExists(family: Family): boolean {
 
 const legacyPresence = () => FAMILIES.map(legacyFilterExists).join(",");
 
-export async function readFilterTable(family: Family, flavour: Flavour): Promise<FilterTable> {
+export async function readFilterTable(
+  host: Host,
+  family: Family,
+  flavour: Flavour,
+): Promise<FilterTable> {
   // Naming a legacy table loads it; only look at what exists.
   if (flavour === "legacy" && !legacyFilterExists(family)) return emptyFilterTable();
   try {
     const args = flavour === "nft" ? ["-t", "filter"] : [];
-    return parseFilterTable(await runChecked(tool(family, flavour, "-save"), args));
+    return parseFilterTable(await runChecked(host, tool(family, flavour, "-save"), args));
   } catch (error) {
     // A host with one flavour installed has no rules in the other: nothing to read there.
     if (error instanceof CommandError && error.failure === "not-installed")
@@ -89,11 +94,23 @@ export function dockerFlavour(ipv4: Record<Flavour, FilterTable>): Flavour | nul
   return jumped[0] ?? withChain[0] ?? null;
 }
 
-async function applyFamily(family: Family, flavour: Flavour, plan: IptablesPlan): Promise<void> {
+async function applyFamily(
+  host: Host,
+  family: Family,
+  flavour: Flavour,
+  plan: IptablesPlan,
+): Promise<void> {
   // Created side by side (legacy's xtables lock orders them anyway), before the transaction.
   await Promise.all(
     plan.createChains.map(async (chain) => {
-      const result = await run(tool(family, flavour, ""), ["-w", "5", "-t", "filter", "-N", chain]);
+      const result = await host.run(tool(family, flavour, ""), [
+        "-w",
+        "5",
+        "-t",
+        "filter",
+        "-N",
+        chain,
+      ]);
       // Another instance may have created it a moment ago: that is fine.
       if (result.code !== 0 && !/exists/i.test(result.stderr)) {
         throw new CommandError(
@@ -107,7 +124,12 @@ async function applyFamily(family: Family, flavour: Flavour, plan: IptablesPlan)
   );
   if (plan.script) {
     // -w 5: wait for the xtables lock (legacy), but fail (and retry) rather than hang.
-    await runChecked(tool(family, flavour, "-restore"), ["--noflush", "-w", "5"], plan.script);
+    await runChecked(
+      host,
+      tool(family, flavour, "-restore"),
+      ["--noflush", "-w", "5"],
+      plan.script,
+    );
   }
 }
 
@@ -141,6 +163,8 @@ export function flavourOf(state: IptablesState): Flavour | null {
 }
 
 export interface IptablesOptions {
+  /** Where the tools run (a Swarm worker: the overlay's namespace); default: here. */
+  host?: Host;
   monitor?: ChangeMonitor | null;
   onStaleView?: (error: unknown) => void;
   /** Whether the kernel has IPv6 (ip6tables fails without it); default: look at /proc. */
@@ -154,7 +178,7 @@ export interface IptablesOptions {
 
 export class IptablesBackend implements SelectableBackend {
   readonly kind = "iptables";
-  private readonly engine: ConvergeEngine<IptablesState, IptablesKernelPlan>;
+  private readonly engine: Converger<IptablesState, IptablesKernelPlan>;
   private readonly guardName: string;
   private readonly overlay: boolean;
 
@@ -162,6 +186,7 @@ export class IptablesBackend implements SelectableBackend {
     private readonly instanceId: string,
     options: IptablesOptions = {},
   ) {
+    const host = options.host ?? localHost;
     const ipv6 = options.ipv6 ?? existsSync("/proc/sys/net/ipv6");
     const overlay = (this.overlay = options.overlay ?? false);
     const flavours: readonly Flavour[] = overlay ? ["nft"] : FLAVOURS;
@@ -170,7 +195,9 @@ export class IptablesBackend implements SelectableBackend {
     const guardName = (this.guardName = guardTableName(instanceId));
     const readGuard = async (): Promise<TableModel | null> => {
       try {
-        return (await readTables([{ family: "bridge", name: guardName }], NEED_NFT))[0] ?? null;
+        return (
+          (await readTables(host, [{ family: "bridge", name: guardName }], NEED_NFT))[0] ?? null
+        );
       } catch (error) {
         // Without nft no guard can exist; the iptables chains still go in, and applying the
         // guard then fails the pass loudly (NftMissingError), every pass, until nft is installed.
@@ -181,7 +208,7 @@ export class IptablesBackend implements SelectableBackend {
     const readFamilies = (tables: Tables, which: ReadonlyArray<{ family: Family; f: Flavour }>) =>
       Promise.all(
         which.map(async ({ family, f }) =>
-          tables.set(key(family, f), await readFilterTable(family, f)),
+          tables.set(key(family, f), await readFilterTable(host, family, f)),
         ),
       );
     const kernel: Kernel<IptablesState, IptablesKernelPlan> = {
@@ -201,8 +228,10 @@ export class IptablesBackend implements SelectableBackend {
         // order is safe: the iptables chains bind the whitelisted addresses to their ports too.
         // Each runs to its end before a failure is reported, so a retry never overlaps one.
         const outcomes = await Promise.allSettled([
-          ...plan.work.map(({ family, f, plan: p }) => applyFamily(family, f, p)),
-          plan.guard.script === null ? Promise.resolve() : applyScript(plan.guard.script, NEED_NFT),
+          ...plan.work.map(({ family, f, plan: p }) => applyFamily(host, family, f, p)),
+          plan.guard.script === null
+            ? Promise.resolve()
+            : applyScript(host, plan.guard.script, NEED_NFT),
         ]);
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
         if (failed) throw failed.reason;
@@ -216,7 +245,9 @@ export class IptablesBackend implements SelectableBackend {
       // nft monitor sees iptables-nft and the guard, never legacy x_tables.
       monitored: (state) => state.legacy === "false,false" && legacyNow() === state.legacy,
     };
-    this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
+    this.engine = new Converger(kernel, options.monitor ?? null, options.onStaleView, () =>
+      host.now(),
+    );
   }
 
   /** The kernel's view (the last read-back, unless fresh and it may be stale). */

@@ -11,11 +11,13 @@ import { splitArgs } from "./save-format.js";
 
 export const ENTRY_FORWARD = "TRAFFICJAM";
 export const ENTRY_INPUT = "TRAFFICJAM_INPUT";
+export const ENTRY_OUTPUT = "TRAFFICJAM_OUTPUT";
 export const DOCKER_USER = "DOCKER-USER";
 
 export interface InstanceChains {
   forward: string;
   input: string;
+  output: string;
   /** `trafficjam:<ID>`: bare on the jumps, followed by a space and a hash on the chains' rules. */
   comment: string;
 }
@@ -25,6 +27,7 @@ export function instanceChains(instanceId: string): InstanceChains {
   return {
     forward: `TJF_${instanceId}`,
     input: `TJI_${instanceId}`,
+    output: `TJO_${instanceId}`,
     comment: `trafficjam:${instanceId}`,
   };
 }
@@ -134,6 +137,25 @@ export function inputRules(chains: InstanceChains, family: Family, rules: Rulese
     commentedRule(chains, chain, `${from} -m conntrack --ctstate RELATED,ESTABLISHED`, "RETURN"),
     ...neighbourDiscovery(chains, chain, family, from),
     commentedRule(chains, chain, from, "DROP"),
+  ];
+}
+
+/**
+ * Rule lines of the instance's output chain (with the input chain: the host is protected). A
+ * member → host flow TrafficJam cut (conntrack) would be picked up again by the host's next
+ * segment to the member (conntrack's loose pickup takes a mid-stream packet for a new flow, the
+ * host's side of it), and the member's packets would then pass as its replies. So a TCP segment
+ * from the host into the network that conntrack sees as new but that opens nothing (no SYN) is
+ * dropped: a connection the host opens starts with a SYN, and one it keeps is tracked.
+ */
+export function outputRules(chains: InstanceChains, _family: Family, rules: Ruleset): string[] {
+  return [
+    commentedRule(
+      chains,
+      chains.output,
+      `-o ${rules.bridge} -p tcp -m conntrack --ctstate NEW -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN`,
+      "DROP",
+    ),
   ];
 }
 

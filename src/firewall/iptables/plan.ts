@@ -8,10 +8,12 @@ import {
   allowedSourcesIn,
   ENTRY_FORWARD,
   ENTRY_INPUT,
+  ENTRY_OUTPUT,
   anchorJump,
   forwardRules,
   inputRules,
   instanceChains,
+  outputRules,
   instanceJump,
   ruleIdentity,
   type InstanceChains,
@@ -94,6 +96,16 @@ export function planFamily(table: FilterTable, target: FamilyTarget): IptablesPl
       lines:
         present && target.rules!.protectHost
           ? inputRules(chains, target.family, target.rules!).map(normalizeRule)
+          : null,
+    },
+    {
+      entry: ENTRY_OUTPUT,
+      anchor: "OUTPUT",
+      staleAnchors: [],
+      chain: chains.output,
+      lines:
+        present && target.rules!.protectHost
+          ? outputRules(chains, target.family, target.rules!).map(normalizeRule)
           : null,
     },
   ];

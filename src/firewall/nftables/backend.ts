@@ -1,5 +1,5 @@
 // nftables backend: the instance's tables (`inet` filter, `bridge` guard), converged together in
-// one `nft -f` transaction and read back, through the shared converge engine.
+// one `nft -f` transaction and read back, through the shared converger.
 import type { Ruleset } from "../../model.js";
 import type {
   CheckResult,
@@ -8,12 +8,13 @@ import type {
   SyncOptions,
   SyncResult,
 } from "../backend.js";
-import { ConvergeEngine, type ChangeMonitor, type Kernel, type KernelPlan } from "../engine.js";
+import { Converger, type ChangeMonitor, type Kernel, type KernelPlan } from "../converger.js";
 import { filterTable, tableName } from "./layout.js";
 import { guardTable } from "./guard.js";
 import { planTables } from "./plan.js";
 import type { TableModel } from "./table.js";
 import { NftMissingError, applyScript, readTables } from "./tool.js";
+import { localHost, type Host } from "../../host/host.js";
 
 const LOCATION = "nftables";
 const NEED = "FIREWALL_BACKEND=nftables, or auto on a host without Docker's DOCKER-USER chain";
@@ -38,6 +39,8 @@ export function desiredTables(ruleset: Ruleset): { inet: TableModel; bridge: Tab
 }
 
 export interface NftablesOptions {
+  /** Where the tools run (a Swarm worker: the overlay's namespace); default: here. */
+  host?: Host;
   monitor?: ChangeMonitor | null;
   /** Replace the whole table even when only set elements differ (benchmark contrast). */
   replaceAlways?: boolean;
@@ -46,14 +49,16 @@ export interface NftablesOptions {
 
 export class NftablesBackend implements SelectableBackend {
   readonly kind = "nftables";
-  private readonly engine: ConvergeEngine<NftState, NftKernelPlan>;
+  private readonly engine: Converger<NftState, NftKernelPlan>;
 
   constructor(instanceId: string, options: NftablesOptions = {}) {
     const name = tableName(instanceId);
+    const host = options.host ?? localHost;
     const kernel: Kernel<NftState, NftKernelPlan> = {
       async read() {
         try {
           const [inet, bridge] = await readTables(
+            host,
             [
               { family: "inet", name },
               { family: "bridge", name },
@@ -83,9 +88,11 @@ export class NftablesBackend implements SelectableBackend {
           location: LOCATION,
         };
       },
-      apply: (plan) => applyScript(plan.script ?? "", NEED),
+      apply: (plan) => applyScript(host, plan.script ?? "", NEED),
     };
-    this.engine = new ConvergeEngine(kernel, options.monitor ?? null, options.onStaleView);
+    this.engine = new Converger(kernel, options.monitor ?? null, options.onStaleView, () =>
+      host.now(),
+    );
   }
 
   /** nftables works whatever iptables Docker uses: under auto, the fallback. */

@@ -9,6 +9,9 @@
 //   the target of a neighbour advertisement or of duplicate address detection;
 // - a member's identity is refused from every other port (a port not known yet: a container
 //   whose start TrafficJam has not processed), so nobody can claim it;
+// - the gateway's identity (the bridge's own MAC and addresses: the host, as members see it) is
+//   bound to no port at all, so no port, known or not yet, can claim it: the bridge sends its own
+//   frames through the bridge's output, never in through a port;
 // - between member ports only IPv4, IPv6 and ARP are bridged (iptables never sees the rest), and
 //   with ALLOW_HOST_TRAFFIC off, only those reach the host.
 // This kernel-independent form needs no `meta ibrname` (absent where nft_meta_bridge is not
@@ -29,7 +32,7 @@ const rawSet = (type: string, declaration: string, elements: string[]): SetBlock
   elements,
 });
 
-const each = (ports: readonly PortIdentity[], f: (p: PortIdentity) => string[]) => ports.flatMap(f);
+const each = <P>(ports: readonly P[], f: (p: P) => string[]) => ports.flatMap(f);
 
 // A pass plans twice on one ruleset (before applying, and on the read-back), and the guard grows
 // with the members: each ruleset's guard is rendered once, for either backend.
@@ -44,10 +47,13 @@ export function guardTable(ruleset: Ruleset, name: string): TableModel {
 }
 
 function renderGuard(ruleset: Ruleset, name: string): TableModel {
-  // Known ports carry only their identity; a tunnel identity may only come from its port.
+  // Known ports carry only their identity; a tunnel identity may only come from its port; the
+  // gateway's from none.
   const known = ruleset.ports;
   const ports = [...known, ...ruleset.tunnelIdentities];
-  const nd = (p: PortIdentity) => p.ipv6.map((a) => ipv6Hex(a));
+  const gateway = ruleset.gateway ? [{ ...ruleset.gateway, port: "" }] : [];
+  const claimed = [...ports, ...gateway];
+  const nd = (p: Pick<PortIdentity, "ipv6">) => p.ipv6.map((a) => ipv6Hex(a));
   const sets = new Map<string, SetBlock>([
     [
       "ports",
@@ -63,7 +69,7 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
         ports.map((p) => `${p.mac} . ${p.port}`),
       ),
     ],
-    ["guardedmac", plainSet("ether_addr", [...new Set(ports.map((p) => p.mac))])],
+    ["guardedmac", plainSet("ether_addr", [...new Set(claimed.map((p) => p.mac))])],
     [
       "bound4",
       plainSet(
@@ -71,7 +77,7 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
         each(ports, (p) => p.ipv4.map((a) => `${a} . ${p.port}`)),
       ),
     ],
-    ["guarded4", plainSet("ipv4_addr", [...new Set(each(ports, (p) => p.ipv4))])],
+    ["guarded4", plainSet("ipv4_addr", [...new Set(each(claimed, (p) => p.ipv4))])],
     [
       "bound6",
       plainSet(
@@ -79,7 +85,7 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
         each(ports, (p) => p.ipv6.map((a) => `${a} . ${p.port}`)),
       ),
     ],
-    ["guarded6", plainSet("ipv6_addr", [...new Set(each(ports, (p) => p.ipv6))])],
+    ["guarded6", plainSet("ipv6_addr", [...new Set(each(claimed, (p) => p.ipv6))])],
     [
       "boundnd",
       rawSet(
@@ -88,7 +94,7 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
         each(ports, (p) => nd(p).map((h) => `${h} . ${p.port}`)),
       ),
     ],
-    ["guardednd", rawSet("integer", ND_TARGET, [...new Set(each(ports, nd))])],
+    ["guardednd", rawSet("integer", ND_TARGET, [...new Set(each(claimed, nd))])],
   ]);
 
   const fromKnown = "iifname @ports";
@@ -101,6 +107,7 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
     `ether saddr @guardedmac ether saddr . iifname != @boundmac drop`,
     // ARP sender: what neighbour caches are poisoned with.
     `${fromKnown} arp saddr ether . iifname != @boundmac drop`,
+    `arp saddr ether @guardedmac arp saddr ether . iifname != @boundmac drop`,
     `${fromKnown} arp saddr ip . iifname != @bound4 drop`,
     `arp saddr ip @guarded4 arp saddr ip . iifname != @bound4 drop`,
     // IP source: forged sources, and injection into another member's tracked flows.

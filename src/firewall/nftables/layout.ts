@@ -64,6 +64,14 @@ export function filterTable(ruleset: Ruleset): TableModel {
         `${from} drop`,
       ].map(rule),
     });
+    // A member → host flow TrafficJam cut must not be picked up again by the host's next
+    // segment (see outputRules in ../iptables/layout.ts).
+    chains.set("output", {
+      hook: hook("output"),
+      rules: [
+        `oifname @${BRIDGES_SET} ct state new tcp flags & (fin | syn | rst | ack) != syn drop`,
+      ].map(rule),
+    });
   }
   return { family: "inet", name: tableName(ruleset.instanceId), sets, chains };
 }

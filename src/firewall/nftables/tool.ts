@@ -1,6 +1,7 @@
 // The nft tool: reading tables back as JSON, applying `nft -f` transactions.
 import { z } from "zod/v3";
-import { CommandError, runChecked } from "../../host/exec.js";
+import { CommandError } from "../../host/exec.js";
+import { runChecked, type Host } from "../../host/host.js";
 import {
   listingSchema,
   parseTableJson,
@@ -18,9 +19,9 @@ export class NftMissingError extends Error {
 
 const tableSchema = z.object({ family: z.string(), name: z.string() });
 
-async function nft(args: string[], need: string, input?: string): Promise<string> {
+async function nft(host: Host, args: string[], need: string, input?: string): Promise<string> {
   try {
-    return await runChecked("nft", args, input);
+    return await runChecked(host, "nft", args, input);
   } catch (error) {
     if (error instanceof CommandError && error.failure === "not-installed")
       throw new NftMissingError(need);
@@ -29,8 +30,12 @@ async function nft(args: string[], need: string, input?: string): Promise<string
 }
 
 /** Which of `wanted` ("family name") exist: one small listing, no error for absent tables. */
-async function existingTables(wanted: readonly string[], need: string): Promise<Set<string>> {
-  const text = await nft(["-j", "list", "tables"], need);
+async function existingTables(
+  host: Host,
+  wanted: readonly string[],
+  need: string,
+): Promise<Set<string>> {
+  const text = await nft(host, ["-j", "list", "tables"], need);
   const listing = validated(listingSchema, JSON.parse(text), "list tables");
   const present = new Set<string>();
   for (const entry of listing.nftables) {
@@ -44,23 +49,25 @@ async function existingTables(wanted: readonly string[], need: string): Promise<
 
 /** The named tables as the kernel has them (null where absent), read side by side. */
 export async function readTables(
+  host: Host,
   tables: ReadonlyArray<{ family: TableFamily; name: string }>,
   need: string,
 ): Promise<Array<TableModel | null>> {
   const present = await existingTables(
+    host,
     tables.map((t) => `${t.family} ${t.name}`),
     need,
   );
   return Promise.all(
     tables.map(async ({ family, name }) =>
       present.has(`${family} ${name}`)
-        ? parseTableJson(await nft(["-j", "list", "table", family, name], need), family, name)
+        ? parseTableJson(await nft(host, ["-j", "list", "table", family, name], need), family, name)
         : null,
     ),
   );
 }
 
 /** One `nft -f` transaction: all of it or nothing. */
-export async function applyScript(script: string, need: string): Promise<void> {
-  await nft(["-f", "-"], need, script);
+export async function applyScript(host: Host, script: string, need: string): Promise<void> {
+  await nft(host, ["-f", "-"], need, script);
 }

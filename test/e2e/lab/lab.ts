@@ -465,6 +465,26 @@ export class Lab implements Disposable {
   }
 
   /**
+   * The UDP log of a serving container once it holds `marker` (a datagram sent after the ones
+   * being checked for): whatever arrived before the marker is in it. A check that something did
+   * not arrive reads this, never the log after a sleep.
+   */
+  async udpLogThrough(
+    container: Container | string,
+    marker: string,
+    timeoutMs = 3_000,
+  ): Promise<string[]> {
+    const name = typeof container === "string" ? container : container.name;
+    return waitFor(
+      async () => {
+        const log = await this.udpLog(container);
+        return log.some((l) => l.endsWith(` ${marker}`)) ? log : false;
+      },
+      { timeoutMs, intervalMs: 50, what: `"${marker}" in ${name}'s UDP log` },
+    );
+  }
+
+  /**
    * `tjprobe serve` on the lab host itself (TCP 80 + 8080, UDP 9000 on every host address, e.g.
    * the bridge gateways), to test container -> host traffic without a published port.
    * Stopped by lab.stop() at the latest.

@@ -46,7 +46,7 @@ export interface KernelView<S> {
 /** How long a view begun by warm() counts as fresh for the pass that began it. */
 const WARM_FOR_MS = 2_000;
 
-export class ConvergeEngine<S, P extends KernelPlan> {
+export class Converger<S, P extends KernelPlan> {
   private cache: { state: S; readAt: number } | null = null;
   /** A read started by view(): another view() meanwhile shares it instead of reading twice. */
   private viewing: Promise<KernelView<S>> | null = null;

@@ -1,0 +1,8 @@
+// No fail-open corners on one host, with FIREWALL_BACKEND=nftables.
+import { adoptionSuite } from "./adoption-suite.js";
+
+adoptionSuite({
+  title: "FIREWALL_BACKEND=nftables",
+  labName: "adoptnft",
+  env: { FIREWALL_BACKEND: "nftables" },
+});
