@@ -10,7 +10,8 @@ const USAGE = `usage: trafficjam                     run the daemon (configured 
        trafficjam swarm-worker [--clear]  a Swarm node's worker (deployed by the Swarm daemon)
        trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
                                       verified the rules in force, recently; else 1 (one line says why).
-                                      --deep: also read the rules back from the kernel now`;
+                                      --deep: also read the rules back from the kernel now
+       trafficjam --version           print the version`;
 
 function configError(problems: string[]): number {
   for (const problem of problems)
@@ -49,11 +50,13 @@ async function clear(): Promise<number> {
 async function swarmWorker(clearOnly: boolean): Promise<number> {
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
-  const [{ createLog }, worker, { WORKER_KEY_FILE, WORKER_STATE_DIR }] = await Promise.all([
-    import("./log.js"),
-    import("./swarm/worker.js"),
-    import("./swarm/daemon.js"),
-  ]);
+  const [{ createLog }, worker, { WORKER_KEY_FILE, WORKER_STATE_DIR }, { VERSION }] =
+    await Promise.all([
+      import("./log.js"),
+      import("./swarm/worker.js"),
+      import("./swarm/daemon.js"),
+      import("./version.js"),
+    ]);
   const log = createLog(config);
   const settings = {
     channelPort: config.swarmChannelPort,
@@ -63,6 +66,7 @@ async function swarmWorker(clearOnly: boolean): Promise<number> {
   };
   if (clearOnly) return worker.clearSwarmWorker(config, settings, log);
   log.info("daemon.starting", "starting the Swarm worker", {
+    version: VERSION,
     network: config.network,
     whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
     firewallBackend: config.firewallBackend,
@@ -77,10 +81,15 @@ async function daemon(): Promise<number> {
   daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
-  const [{ createLog }, { runDaemon }] = await Promise.all([import("./log.js"), daemonCode]);
+  const [{ createLog }, { runDaemon }, { VERSION }] = await Promise.all([
+    import("./log.js"),
+    daemonCode,
+    import("./version.js"),
+  ]);
   const log = createLog(config);
   if (config.swarmDaemon) {
     log.info("daemon.starting", "starting the Swarm daemon", {
+      version: VERSION,
       network: config.network,
       whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
       channelPort: config.swarmChannelPort,
@@ -89,6 +98,7 @@ async function daemon(): Promise<number> {
     return runSwarmDaemon(config, { channelPort: config.swarmChannelPort }, log);
   }
   log.info("daemon.starting", "starting", {
+    version: VERSION,
     network: config.network,
     whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
     pollIntervalMs: config.pollIntervalMs,
@@ -102,6 +112,11 @@ async function main(argv: string[]): Promise<number> {
   const args = argv.filter((a) => a !== "");
   if (args.includes("--help") || args.includes("-h")) {
     process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (args.length === 1 && args[0] === "--version") {
+    const { VERSION } = await import("./version.js");
+    process.stdout.write(`trafficjam ${VERSION}\n`);
     return 0;
   }
   const command =
