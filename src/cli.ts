@@ -11,6 +11,8 @@ const USAGE = `usage: trafficjam                     run the daemon (configured 
        trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
                                       verified the rules in force, recently; else 1 (one line says why).
                                       --deep: also read the rules back from the kernel now
+       trafficjam boot-guard unit     print the systemd unit of the opt-in boot guard (BOOT_GUARD)
+       trafficjam boot-guard open     delete this INSTANCE_ID's boot guard table now
        trafficjam --version           print the version`;
 
 function configError(problems: string[]): number {
@@ -81,10 +83,11 @@ async function daemon(): Promise<number> {
   daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
-  const [{ createLog }, { runDaemon }, { VERSION }] = await Promise.all([
+  const [{ createLog }, { runDaemon }, { VERSION }, bootGuard] = await Promise.all([
     import("./log.js"),
     daemonCode,
     import("./version.js"),
+    import("./ops/boot-guard.js"),
   ]);
   const log = createLog(config);
   if (config.swarmDaemon) {
@@ -104,8 +107,41 @@ async function daemon(): Promise<number> {
     pollIntervalMs: config.pollIntervalMs,
     allowHostTraffic: config.allowHostTraffic,
     firewallBackend: config.firewallBackend,
+    bootGuard: config.bootGuard,
   });
-  return runDaemon(config, log);
+  const guard = bootGuard.bootGuardVariant({
+    instanceId: config.instanceId,
+    save: config.bootGuard,
+    dir: bootGuard.bootGuardDir(process.env),
+    version: VERSION,
+    log,
+  });
+  return runDaemon(config, log, guard);
+}
+
+/** `boot-guard unit`: the systemd unit; `boot-guard open`: this instance's guard table deleted. */
+async function bootGuardCommand(what: "unit" | "open"): Promise<number> {
+  const guard = await import("./ops/boot-guard.js");
+  const dir = guard.bootGuardDir(process.env);
+  if (what === "unit") {
+    process.stdout.write(guard.renderUnit(dir));
+    return 0;
+  }
+  const { instanceIdOf, InstanceIdError } = await import("./instance.js");
+  let instanceId: string;
+  try {
+    instanceId = instanceIdOf(process.env);
+  } catch (error) {
+    if (error instanceof InstanceIdError) return configError([error.message]);
+    throw error;
+  }
+  const opened = await guard.openBootGuard(instanceId);
+  process.stdout.write(
+    opened
+      ? `opened: table inet ${guard.bootGuardTable(instanceId)} deleted\n`
+      : `nothing to open: no table inet ${guard.bootGuardTable(instanceId)}\n`,
+  );
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -126,9 +162,13 @@ async function main(argv: string[]): Promise<number> {
         ? clear
         : args[0] === "swarm-worker" && args.length <= 2 && (args[1] ?? "--clear") === "--clear"
           ? () => swarmWorker(args[1] === "--clear")
-          : args.length === 0
-            ? daemon
-            : null;
+          : args[0] === "boot-guard" &&
+              args.length === 2 &&
+              (args[1] === "unit" || args[1] === "open")
+            ? () => bootGuardCommand(args[1] as "unit" | "open")
+            : args.length === 0
+              ? daemon
+              : null;
   if (command === null) {
     process.stderr.write(`trafficjam: unknown argument ${args.join(" ")}\n${USAGE}\n`);
     return 2;

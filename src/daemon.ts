@@ -11,7 +11,7 @@ import { NftChangeMonitor } from "./host/nft-monitor.js";
 import { deleteFlowsFrom } from "./host/conntrack.js";
 import { createBackend, type SelectingOptions } from "./firewall/index.js";
 import type { FirewallBackend } from "./firewall/backend.js";
-import { Reconciler } from "./reconciler.js";
+import { Reconciler, type PassOutcome } from "./reconciler.js";
 import { HealthPublisher, stateDir, statePath } from "./ops/health.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -87,6 +87,8 @@ export interface DaemonVariant {
   observer?: Pick<ObserverOptions, "bridgeOf" | "sandboxOf">;
   /** Completes a pass's snapshot (null: nothing to enforce here); `fresh`: a full pass. */
   refine?(snapshot: NetworkSnapshot | null, fresh: boolean): Promise<NetworkSnapshot | null>;
+  /** After every pass, with its outcome (as the health state gets it); must not throw. */
+  passed?(outcome: PassOutcome): void;
   /** After SIGUSR1 removed the instance's rules: remove what the variant added. */
   cleared?(): Promise<void>;
   /** Docker is known to answer already (the variant waited for it). */
@@ -173,7 +175,10 @@ export async function runDaemon(
     backend,
     deleteFlowsFrom,
     log,
-    onPass: (outcome) => health.record(outcome),
+    onPass: (outcome) => {
+      health.record(outcome);
+      variant.passed?.(outcome);
+    },
     observe: async (fresh) => {
       const snapshot = await observer.observe(fresh);
       return variant.refine ? variant.refine(snapshot, fresh) : snapshot;
