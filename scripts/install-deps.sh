@@ -35,8 +35,9 @@ demo=(
 )
 # The tests also compile tjprobe, their probe for UDP, forged packets, multicast... (the demo's
 # image is busybox alone), delete flows (conntrack), build the product image on a debootstrapped
-# Node base, run the compose files (docker-compose, read back with python3-yaml) and look at
-# processes (ps).
+# Node base, run the compose files (docker-compose, read back with python3-yaml), look at
+# processes (ps) and push the product image to a private registry for the Swarm quick start
+# (docker-registry, run inside a lab namespace; its own service is never started).
 test_only=(
   "gcc: gcc"                                       # tjprobe, the probe in every test container,
   "libc6-dev: static-libc"                         # is compiled with gcc -static
@@ -45,6 +46,7 @@ test_only=(
   "docker-compose: docker-compose"
   "python3-yaml: python3-yaml"
   "procps: ps"
+  "docker-registry: docker-registry"               # the Swarm quick start's registry
 )
 case "${1:-}" in
   demo) entries=("${demo[@]}") ;;

@@ -10,7 +10,10 @@ const USAGE = `usage: trafficjam                     run the daemon (configured 
        trafficjam swarm-worker [--clear]  a Swarm node's worker (deployed by the Swarm daemon)
        trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
                                       verified the rules in force, recently; else 1 (one line says why).
-                                      --deep: also read the rules back from the kernel now`;
+                                      --deep: also read the rules back from the kernel now
+       trafficjam boot-guard unit     print the systemd unit of the opt-in boot guard (BOOT_GUARD)
+       trafficjam boot-guard open     delete this INSTANCE_ID's boot guard table now
+       trafficjam --version           print the version`;
 
 function configError(problems: string[]): number {
   for (const problem of problems)
@@ -49,11 +52,13 @@ async function clear(): Promise<number> {
 async function swarmWorker(clearOnly: boolean): Promise<number> {
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
-  const [{ createLog }, worker, { WORKER_KEY_FILE, WORKER_STATE_DIR }] = await Promise.all([
-    import("./log.js"),
-    import("./swarm/worker.js"),
-    import("./swarm/daemon.js"),
-  ]);
+  const [{ createLog }, worker, { WORKER_KEY_FILE, WORKER_STATE_DIR }, { VERSION }] =
+    await Promise.all([
+      import("./log.js"),
+      import("./swarm/worker.js"),
+      import("./swarm/daemon.js"),
+      import("./version.js"),
+    ]);
   const log = createLog(config);
   const settings = {
     channelPort: config.swarmChannelPort,
@@ -63,6 +68,7 @@ async function swarmWorker(clearOnly: boolean): Promise<number> {
   };
   if (clearOnly) return worker.clearSwarmWorker(config, settings, log);
   log.info("daemon.starting", "starting the Swarm worker", {
+    version: VERSION,
     network: config.network,
     whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
     firewallBackend: config.firewallBackend,
@@ -77,10 +83,16 @@ async function daemon(): Promise<number> {
   daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
-  const [{ createLog }, { runDaemon }] = await Promise.all([import("./log.js"), daemonCode]);
+  const [{ createLog }, { runDaemon }, { VERSION }, bootGuard] = await Promise.all([
+    import("./log.js"),
+    daemonCode,
+    import("./version.js"),
+    import("./ops/boot-guard.js"),
+  ]);
   const log = createLog(config);
   if (config.swarmDaemon) {
     log.info("daemon.starting", "starting the Swarm daemon", {
+      version: VERSION,
       network: config.network,
       whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
       channelPort: config.swarmChannelPort,
@@ -89,19 +101,58 @@ async function daemon(): Promise<number> {
     return runSwarmDaemon(config, { channelPort: config.swarmChannelPort }, log);
   }
   log.info("daemon.starting", "starting", {
+    version: VERSION,
     network: config.network,
     whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
     pollIntervalMs: config.pollIntervalMs,
     allowHostTraffic: config.allowHostTraffic,
     firewallBackend: config.firewallBackend,
+    bootGuard: config.bootGuard,
   });
-  return runDaemon(config, log);
+  const guard = bootGuard.bootGuardVariant({
+    instanceId: config.instanceId,
+    save: config.bootGuard,
+    dir: bootGuard.bootGuardDir(process.env),
+    version: VERSION,
+    log,
+  });
+  return runDaemon(config, log, guard);
+}
+
+/** `boot-guard unit`: the systemd unit; `boot-guard open`: this instance's guard table deleted. */
+async function bootGuardCommand(what: "unit" | "open"): Promise<number> {
+  const guard = await import("./ops/boot-guard.js");
+  const dir = guard.bootGuardDir(process.env);
+  if (what === "unit") {
+    process.stdout.write(guard.renderUnit(dir));
+    return 0;
+  }
+  const { instanceIdOf, InstanceIdError } = await import("./instance.js");
+  let instanceId: string;
+  try {
+    instanceId = instanceIdOf(process.env);
+  } catch (error) {
+    if (error instanceof InstanceIdError) return configError([error.message]);
+    throw error;
+  }
+  const opened = await guard.openBootGuard(instanceId);
+  process.stdout.write(
+    opened
+      ? `opened: table inet ${guard.bootGuardTable(instanceId)} deleted\n`
+      : `nothing to open: no table inet ${guard.bootGuardTable(instanceId)}\n`,
+  );
+  return 0;
 }
 
 async function main(argv: string[]): Promise<number> {
   const args = argv.filter((a) => a !== "");
   if (args.includes("--help") || args.includes("-h")) {
     process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (args.length === 1 && args[0] === "--version") {
+    const { VERSION } = await import("./version.js");
+    process.stdout.write(`trafficjam ${VERSION}\n`);
     return 0;
   }
   const command =
@@ -111,9 +162,13 @@ async function main(argv: string[]): Promise<number> {
         ? clear
         : args[0] === "swarm-worker" && args.length <= 2 && (args[1] ?? "--clear") === "--clear"
           ? () => swarmWorker(args[1] === "--clear")
-          : args.length === 0
-            ? daemon
-            : null;
+          : args[0] === "boot-guard" &&
+              args.length === 2 &&
+              (args[1] === "unit" || args[1] === "open")
+            ? () => bootGuardCommand(args[1] as "unit" | "open")
+            : args.length === 0
+              ? daemon
+              : null;
   if (command === null) {
     process.stderr.write(`trafficjam: unknown argument ${args.join(" ")}\n${USAGE}\n`);
     return 2;

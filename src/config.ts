@@ -43,6 +43,8 @@ export interface Config {
   /** TCP port of the channel between the Swarm daemon and its workers. */
   swarmChannelPort: number;
   firewallBackend: FirewallBackendChoice;
+  /** BOOT_GUARD: save the boot guard's ruleset for the next boot (ops/boot-guard.ts). */
+  bootGuard: boolean;
 }
 
 /** Unset: the Swarm daemon deploys its own container's image. */
@@ -198,7 +200,11 @@ const daemonSchema = z.object({
     ),
   FIREWALL_BACKEND: firewallBackend,
   DOCKER_HOST: dockerHost,
+  BOOT_GUARD: strictBoolean,
 });
+
+/** The variables the daemon's configuration reads (the README's table documents each). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(daemonSchema.shape);
 
 type Env = Record<string, string | undefined>;
 
@@ -228,6 +234,7 @@ export function parseConfig(env: Env): Config {
     swarmImage: c.SWARM_IMAGE,
     swarmChannelPort: c.SWARM_CHANNEL_PORT,
     firewallBackend: c.FIREWALL_BACKEND,
+    bootGuard: c.BOOT_GUARD,
   };
 }
 

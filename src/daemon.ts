@@ -17,7 +17,7 @@ import { ConntrackFlowCutter } from "./host/flow-cutter.js";
 import { localHost, type Host } from "./host/host.js";
 import { createBackend, type SelectingOptions } from "./firewall/index.js";
 import type { FirewallBackend } from "./firewall/backend.js";
-import { Reconciler } from "./reconciler.js";
+import { Reconciler, type PassOutcome } from "./reconciler.js";
 import { HealthPublisher, stateDir, statePath } from "./ops/health.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -101,6 +101,8 @@ export interface DaemonVariant {
    * br_netfilter sysctls there.
    */
   hostProblems?(ruleset: Ruleset): Promise<string[]>;
+  /** After every pass, with its outcome (as the health state gets it); must not throw. */
+  passed?(outcome: PassOutcome): void;
   /** After SIGUSR1 removed the instance's rules: remove what the variant added. */
   cleared?(): Promise<void>;
   /** Docker is known to answer already (the variant waited for it). */
@@ -203,7 +205,10 @@ export async function runDaemon(
         return off.length > 0 ? [new BridgeNetfilterError(off).message] : [];
       }),
     log,
-    onPass: (outcome) => health.record(outcome),
+    onPass: (outcome) => {
+      health.record(outcome);
+      variant.passed?.(outcome);
+    },
     observe: async (fresh) => {
       const snapshot = await observer.observe(fresh);
       return variant.refine ? variant.refine(snapshot, fresh) : snapshot;

@@ -28,6 +28,7 @@ test("defaults", () => {
     swarmImage: "",
     swarmChannelPort: 7390,
     firewallBackend: "auto",
+    bootGuard: false,
   });
 });
 
@@ -39,6 +40,11 @@ test("booleans are strict: the original's ALLOW_HOST_TRAFFIC=false means off her
     assert.equal(parseConfig({ ...BASE, ALLOW_HOST_TRAFFIC: word }).allowHostTraffic, false, word);
   }
   assert.match(problems({ DEBUG: "maybe" })[0]!, /^DEBUG="maybe": expected a boolean/);
+  assert.equal(parseConfig({ ...BASE, BOOT_GUARD: "yes" }).bootGuard, true);
+  assert.match(
+    problems({ BOOT_GUARD: "sometimes" })[0]!,
+    /^BOOT_GUARD="sometimes": expected a boolean/,
+  );
 });
 
 test("each invalid variable gives one line naming it, its value and what is expected", () => {

@@ -28,6 +28,7 @@ const TOOLS = [
   ...["dockerd", "docker-proxy", "docker", "containerd", "containerd-shim-runc-v2", "runc"],
   ...["iptables", "ip6tables", "iptables-nft", "iptables-legacy", "nft", "ip", "nsenter"],
   ...["sysctl", "ps", "gcc", "conntrack", "debootstrap", "docker-compose", "python3"],
+  "docker-registry",
 ];
 
 /** What Docker's own packages declare (docker-ce-packaging, containerd-packaging). */
@@ -219,7 +220,7 @@ const DEMO_PACKAGES = [
   ...["procps", "busybox-static"],
 ];
 
-test("the demo profile wants only what the demo runs: no compiler, debootstrap, compose, conntrack, python3-yaml", () => {
+test("the demo profile wants only what the demo runs: no compiler, debootstrap, compose, conntrack, python3-yaml, registry", () => {
   assert.deepEqual(wantedOnBareHost("demo"), DEMO_PACKAGES);
 });
 
@@ -227,6 +228,7 @@ test("the test profile wants the demo's packages, then the compiler for tjprobe 
   assert.deepEqual(wantedOnBareHost("test"), [
     ...DEMO_PACKAGES,
     ...["gcc", "libc6-dev", "conntrack", "debootstrap", "docker-compose", "python3-yaml"],
+    "docker-registry",
   ]);
 });
 

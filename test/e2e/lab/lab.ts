@@ -548,6 +548,20 @@ export class Lab implements Disposable {
     await this.dockerd.start(daemonJson);
   }
 
+  /**
+   * Graceful dockerd stop (SIGTERM, bounded wait): its containers stop, the lab's kernel state
+   * (rules, bridges) stays. With startDockerd(), what happens between the two is the test's
+   * (e.g. a reboot's forgetting of the kernel's rules).
+   */
+  async stopDockerd(): Promise<void> {
+    await this.dockerd.stop();
+  }
+
+  /** Starts the stopped dockerd again, with the same roots; waits until it answers. */
+  async startDockerd(daemonJson: Record<string, unknown> = {}): Promise<void> {
+    await this.dockerd.start(daemonJson);
+  }
+
   dockerdLogTail(lines = 40): string {
     return this.dockerd.logTail(lines);
   }

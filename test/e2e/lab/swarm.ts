@@ -54,6 +54,8 @@ export interface SwarmLabOptions {
    * swarm's forming.
    */
   productImage?: boolean;
+  /** daemon.json keys of every node (see StartLabOptions.daemonJson), e.g. insecure-registries. */
+  daemonJson?: Record<string, unknown>;
 }
 
 /** One swarm node: a Lab (all its probes work on this node's engine) with its swarm identity. */
@@ -455,6 +457,7 @@ export async function startSwarmLab(opts: SwarmLabOptions = {}): Promise<SwarmLa
           name: nodeName,
           image: opts.image,
           hostname: nodeName,
+          daemonJson: opts.daemonJson,
           // the node's NIC exists before its dockerd starts; the pair is made inside the node,
           // never in the root namespace, and its other end moves to the switch (wireSwitch)
           beforeDockerd: async (lab) => {
