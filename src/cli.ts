@@ -67,13 +67,14 @@ async function swarmWorker(clearOnly: boolean): Promise<number> {
     netnsDir: "/var/run/docker/netns",
   };
   if (clearOnly) return worker.clearSwarmWorker(config, settings, log);
+  const fromDaemon = worker.workerSettingsFromEnv(process.env);
   log.info("daemon.starting", "starting the Swarm worker", {
     version: VERSION,
     network: config.network,
     whitelist: `${config.whitelistFilter.key}=${config.whitelistFilter.value}`,
     firewallBackend: config.firewallBackend,
   });
-  return worker.runSwarmWorker(config, settings, log);
+  return worker.runSwarmWorker(config, { ...settings, ...fromDaemon }, log);
 }
 
 async function daemon(): Promise<number> {

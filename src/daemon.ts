@@ -5,7 +5,7 @@ import type { Log } from "./log.js";
 import type { NetworkSnapshot, Ruleset } from "./model.js";
 import { createEngineClient, type EngineClient } from "./observe/engine-api.js";
 import { Observer, type ObserverOptions } from "./observe/index.js";
-import { EventWatcher } from "./observe/events.js";
+import { EventWatcher, type DockerEvent } from "./observe/events.js";
 import { eventFilters } from "./observe/filter-events.js";
 import {
   BridgeNetfilterError,
@@ -107,6 +107,8 @@ export interface DaemonVariant {
   cleared?(): Promise<void>;
   /** Docker is known to answer already (the variant waited for it). */
   dockerReady?: boolean;
+  /** Every Docker event, before the observer's own filtering (a worker's view of its node). */
+  event?(event: DockerEvent): void;
   /** Once the first pass is done: `request` asks for a pass. */
   started?(request: (reason: string) => void): void;
   /** The daemon is stopping (cleared: after its rules were removed). */
@@ -219,6 +221,7 @@ export async function runDaemon(
     client,
     {
       onEvent: (event) => {
+        variant.event?.(event);
         const effect = observer.noteEvent(event);
         if (effect.kind === "none") return;
         log.debug("docker.event", "docker event", {

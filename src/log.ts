@@ -61,7 +61,12 @@ export type LogEvent =
   | "swarm.channel.lost"
   | "swarm.allowed.received"
   | "swarm.allowed.settled"
-  | "swarm.allowed.incomplete";
+  | "swarm.allowed.incomplete"
+  | "swarm.allowed.rejected"
+  | "swarm.node.guarded"
+  | "swarm.netns.unwatched"
+  | "swarm.underlay.ipv6"
+  | "swarm.report.rejected";
 
 type Fields = Record<string, unknown>;
 type Emit = (event: LogEvent, msg: string, fields?: Fields) => void;

@@ -5,6 +5,7 @@ import type { Family, NetworkSnapshot, Ruleset } from "./model.js";
 import type { FirewallBackend, SyncResult } from "./firewall/backend.js";
 import type { FlowCutter } from "./host/flow-cutter.js";
 import { computeRuleset } from "./policy.js";
+import { PassQueue } from "./pass-queue.js";
 
 export interface ReconcilerDeps {
   instanceId: string;
@@ -42,17 +43,10 @@ export interface PassOutcome {
   problems?: string[];
 }
 
-/** Passes triggered together within this window share one apply. */
-const COALESCE_MS = 2;
-
 export class Reconciler {
-  private pending = new Set<string>();
-  /** Earliest Docker event time (ms since epoch) among the pending triggers. */
-  private pendingSince: number | null = null;
-  private running: Promise<void> | null = null;
-  private scheduled: NodeJS.Timeout | null = null;
+  /** Triggers → passes, one at a time, bursts coalesced (see pass-queue.ts). */
+  private readonly passes = new PassQueue((reasons, since) => this.pass(reasons, since));
   private resyncTimer: NodeJS.Timeout | null = null;
-  private stopped = false;
   private failures = 0;
   private applied: Ruleset | null = null;
   private appliedLocation: string | null = null;
@@ -77,40 +71,19 @@ export class Reconciler {
     this.resyncTimer = setInterval(() => this.request("resync"), this.deps.pollIntervalMs);
   }
 
+  private get stopped(): boolean {
+    return this.passes.halted;
+  }
+
   /** Asks for a pass; many requests before it starts make one pass. */
   request(reason: string, eventTimeMs?: number): void {
-    if (this.stopped) return;
-    this.pending.add(reason);
-    if (eventTimeMs !== undefined)
-      this.pendingSince = Math.min(this.pendingSince ?? eventTimeMs, eventTimeMs);
-    if (this.running || this.scheduled) return;
-    this.scheduled = setTimeout(() => {
-      this.scheduled = null;
-      this.startDrain();
-    }, COALESCE_MS);
+    this.passes.request(reason, eventTimeMs);
   }
 
   /** Runs one pass now and reports whether it succeeded (used at startup). */
   async runOnce(reason: string): Promise<boolean> {
-    while (this.running) await this.running;
-    // A pass already scheduled is this one: its reasons are pending and drained with ours.
-    if (this.scheduled) clearTimeout(this.scheduled);
-    this.scheduled = null;
-    this.pending.add(reason);
-    await this.startDrain();
+    await this.passes.runNow(reason);
     return this.lastOutcome?.ok ?? false;
-  }
-
-  /** The one way a drain starts: never beside another. */
-  private startDrain(): Promise<void> {
-    if (this.running) return this.running;
-    const run = this.drain().finally(() => {
-      this.running = null;
-      // A request made while the drain was ending (it saw `running` and left) is not lost.
-      if (this.pending.size > 0 && !this.stopped && !this.scheduled) this.request("pending");
-    });
-    this.running = run;
-    return run;
   }
 
   /**
@@ -120,13 +93,12 @@ export class Reconciler {
    */
   async stopAndClear(): Promise<SyncResult> {
     this.halt();
-    await this.running;
+    await this.passes.idle();
     return this.deps.backend.clear();
   }
 
   private halt(): void {
-    this.stopped = true;
-    if (this.scheduled) clearTimeout(this.scheduled);
+    this.passes.halt();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     if (this.flowRetry) clearTimeout(this.flowRetry);
   }
@@ -139,20 +111,10 @@ export class Reconciler {
     // ends when the tool is killed (util/exec.ts timeout).
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.running,
+      this.passes.idle(),
       new Promise((resolve) => (timer = setTimeout(resolve, maxWaitMs))),
     ]);
     clearTimeout(timer);
-  }
-
-  private async drain(): Promise<void> {
-    while (this.pending.size > 0 && !this.stopped) {
-      const reasons = [...this.pending];
-      const since = this.pendingSince;
-      this.pending.clear();
-      this.pendingSince = null;
-      await this.pass(reasons, since);
-    }
   }
 
   private async pass(reasons: string[], eventTimeMs: number | null): Promise<void> {

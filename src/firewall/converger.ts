@@ -18,11 +18,14 @@ export interface KernelPlan {
   location: string;
 }
 
-/** A backend's access to the kernel. `read` and `apply` do I/O; `plan` is pure. */
-export interface Kernel<S, P extends KernelPlan> {
+/**
+ * A backend's access to the kernel. `read` and `apply` do I/O; `plan` is pure. D: what is desired
+ * (a Ruleset for the backends; a Swarm node's guard for its tables).
+ */
+export interface Kernel<S, P extends KernelPlan, D = Ruleset> {
   read(): Promise<S>;
   /** desired null: nothing of the instance may be left. */
-  plan(state: S, desired: Ruleset | null): P;
+  plan(state: S, desired: D | null): P;
   apply(plan: P): Promise<void>;
   /** The state after `plan` was applied; by default a full read. */
   readBack?(before: S, plan: P): Promise<S>;
@@ -46,7 +49,7 @@ export interface KernelView<S> {
 /** How long a view begun by warm() counts as fresh for the pass that began it. */
 const WARM_FOR_MS = 2_000;
 
-export class Converger<S, P extends KernelPlan> {
+export class Converger<S, P extends KernelPlan, D = Ruleset> {
   private cache: { state: S; readAt: number } | null = null;
   /** A read started by view(): another view() meanwhile shares it instead of reading twice. */
   private viewing: Promise<KernelView<S>> | null = null;
@@ -54,7 +57,7 @@ export class Converger<S, P extends KernelPlan> {
   private warmed: { view: Promise<KernelView<S>>; at: number } | null = null;
 
   constructor(
-    private readonly kernel: Kernel<S, P>,
+    private readonly kernel: Kernel<S, P, D>,
     private readonly monitor: ChangeMonitor | null = null,
     /** Told why a pass planned on the cached view failed, before it is redone from a read. */
     private readonly onStaleView: (error: unknown) => void = () => undefined,
@@ -105,7 +108,7 @@ export class Converger<S, P extends KernelPlan> {
    * the kernel may have moved under the cache.
    */
   async converge(
-    desired: Ruleset | null,
+    desired: D | null,
     options: SyncOptions,
     view?: KernelView<S>,
   ): Promise<SyncResult> {
@@ -122,12 +125,12 @@ export class Converger<S, P extends KernelPlan> {
   }
 
   /** Compares a read made now with `desired`, changing nothing. */
-  async check(desired: Ruleset | null): Promise<P> {
+  async check(desired: D | null): Promise<P> {
     return this.kernel.plan((await this.readNow()).state, desired);
   }
 
   /** What converging `state` to `desired` would take (pure). */
-  planOn(state: S, desired: Ruleset | null): P {
+  planOn(state: S, desired: D | null): P {
     return this.kernel.plan(state, desired);
   }
 
@@ -144,7 +147,7 @@ export class Converger<S, P extends KernelPlan> {
     return { state, readAt, cached: false };
   }
 
-  private async pass(state: S, desired: Ruleset | null, options: SyncOptions): Promise<SyncResult> {
+  private async pass(state: S, desired: D | null, options: SyncOptions): Promise<SyncResult> {
     const plan = this.kernel.plan(state, desired);
     const result: SyncResult = {
       changed: plan.changed,

@@ -13,10 +13,28 @@ import { computeRuleset } from "../policy.js";
 import { createEngineClient, parseDockerHost, type EngineClient } from "../observe/engine-api.js";
 import { EventWatcher } from "../observe/events.js";
 import { stateDir } from "../ops/health.js";
+import { PassQueue } from "../pass-queue.js";
 import { DaemonDialer, hostOf } from "./channel.js";
-import { SwarmApi, connectSwarm, type EngineNode, type EngineService } from "./swarm-api.js";
+import {
+  SwarmApi,
+  connectSwarm,
+  type EngineNode,
+  type EngineService,
+  type EngineTask,
+} from "./swarm-api.js";
 import { AllowedLedger } from "./ledger.js";
-import type { AllowedMessage } from "./protocol.js";
+import type { AllowedMessage, Report } from "./protocol.js";
+import { checkReport, type ReportContext, type ScheduledTask } from "./report-check.js";
+import { LogRate } from "./rate-limit.js";
+import {
+  generateSigningKeys,
+  keysFromPem,
+  privateKeyPem,
+  publicKeyOf,
+  signBody,
+  verifyMessage,
+  type SigningKeys,
+} from "./signing.js";
 
 export const workerServiceName = (instanceId: string) => `trafficjam_${instanceId}_worker`;
 /** The key's secret: named after a digest of the key, so a kept key finds its own secret. */
@@ -167,9 +185,326 @@ async function channelKey(
   });
   mkdirSync(join(keyFile, ".."), { recursive: true });
   writeFileSync(keyFile, key.toString("base64"), { mode: 0o600 });
-  log.info("swarm.key.created", "created the channel key secret", { secret: name });
+  log.info("swarm.key.created", "created the channel key secret", { key: "channel", secret: name });
   return { key, secret: { id, name } };
 }
+
+/**
+ * The daemon's signing key (signing.ts), kept in the state folder beside the channel key: a
+ * restarted daemon signs as before, so its workers need no update.
+ */
+function signingKeys(file: string, log: Log): SigningKeys {
+  try {
+    return keysFromPem(readFileSync(file, "utf8"));
+  } catch {
+    const keys = generateSigningKeys();
+    mkdirSync(join(file, ".."), { recursive: true });
+    writeFileSync(file, privateKeyPem(keys.privateKey), { mode: 0o600 });
+    log.info("swarm.key.created", "created the daemon's signing key", {
+      key: "signing",
+      publicKey: keys.publicKey,
+    });
+    return keys;
+  }
+}
+
+/**
+ * Where the daemon's own container is, for the workers' channel exemption (node-view.ts): its
+ * service's name if it is a task, else its container ID; null without a container or with host
+ * networking (its connections then come from its node, not from a container bridge).
+ */
+async function ownReference(client: EngineClient): Promise<string> {
+  const self = await client.inspectContainer(ownContainerId()).catch(() => null);
+  if (!self) return "";
+  const networks = Object.keys(self.NetworkSettings.Networks);
+  if (networks.length === 1 && networks[0] === "host") return "";
+  const service = self.Config.Labels["com.docker.swarm.service.name"];
+  return service ? `service:${service}` : `container:${self.Id}`;
+}
+
+/** The managers' tasks on the overlay `networkId`, reduced for the report check. */
+function scheduledOn(tasks: readonly EngineTask[], networkId: string): ScheduledTask[] {
+  return tasks.flatMap((t) => {
+    const addresses = t.NetworksAttachments.filter((a) => a.Network.ID === networkId).flatMap((a) =>
+      a.Addresses.map((x) => x.split("/")[0] ?? x),
+    );
+    return addresses.length === 0
+      ? []
+      : [{ node: t.NodeID, addresses, labels: t.Spec.ContainerSpec?.Labels ?? {} }];
+  });
+}
+
+/** How long the daemon waits before asking its queue again after a failed pass (capped). */
+const retryAfterMs = (failures: number, pollMs: number) =>
+  Math.min(pollMs, 250 * 2 ** Math.min(failures, 6));
+
+class SwarmDaemon {
+  private ledger: AllowedLedger | null = null;
+  /** The nodes the cluster's view shows on the network: the set is complete once each has a part. */
+  private viewHosts: Set<string> | null = null;
+  private toldComplete = false;
+  private readonly knownNetworks = new Set<string>();
+  /** What a report is checked against, as of the last pass (see report-check.ts). */
+  private context: Omit<ReportContext, "whitelist"> = { view: [], tasks: [], nodes: new Map() };
+  private seq = 0;
+  private failures = 0;
+  private readonly refusals = new LogRate();
+  private readonly passes = new PassQueue(() => this.pass());
+  private readonly dialer: DaemonDialer;
+  private timer: NodeJS.Timeout | null = null;
+  private retry: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Log,
+    private readonly api: SwarmApi,
+    /** The worker service: its name, spec and digest; its ID once deployed. */
+    private readonly service: {
+      name: string;
+      spec: Record<string, unknown>;
+      digest: string;
+      id?: string;
+    },
+    private readonly keys: SigningKeys,
+    psk: Buffer,
+    channelPort: number,
+    private readonly health: ReturnType<typeof healthPublisher>,
+  ) {
+    this.dialer = new DaemonDialer(psk, channelPort, {
+      current: () => this.current(),
+      onConnected: (node, address) => {
+        log.info("swarm.worker.connected", "connected to the node's worker", { node, address });
+        this.passes.request("worker:connected"); // a node new to the view, perhaps
+      },
+      onReport: (report, node) => this.onReport(report, node),
+      onRefused: (node, reason) =>
+        this.refused("swarm.channel.refused", "a worker's answer was refused", { node, reason }),
+      onLost: (node, reason, retryInMs) =>
+        log.debug(
+          "swarm.worker.disconnected",
+          "no connection to the node's worker (its addresses stay allowed): dialling again",
+          { node, reason, retryInMs },
+        ),
+    });
+  }
+
+  private refused(
+    event: "swarm.channel.refused" | "swarm.report.rejected",
+    msg: string,
+    fields: Record<string, unknown>,
+  ): void {
+    const ok = this.refusals.take(Date.now());
+    if (ok) this.log.warn(event, msg, { ...fields, suppressed: ok.suppressed });
+  }
+
+  private ledgerFor(networkId: string): AllowedLedger {
+    if (this.ledger?.networkId !== networkId) this.ledger = new AllowedLedger(networkId);
+    return this.ledger;
+  }
+
+  private isComplete(): boolean {
+    if (this.ledger === null || this.viewHosts === null) return false;
+    const hosts = this.ledger.hosts();
+    return [...this.viewHosts].every((h) => hosts.has(h));
+  }
+
+  /** The set as it stands, signed: every send is a new sequence number. */
+  private current(): AllowedMessage {
+    this.seq = Math.max(this.seq + 1, Date.now());
+    return signBody(
+      {
+        type: "allowed",
+        instanceId: this.config.instanceId,
+        networkId: this.ledger?.networkId ?? "",
+        seq: this.seq,
+        entries: this.ledger?.entries() ?? [],
+        vouched: this.ledger?.vouched() ?? [],
+        complete: this.isComplete(),
+      },
+      this.keys.privateKey,
+    );
+  }
+
+  private announce(why: string): void {
+    const message = this.current();
+    this.toldComplete = message.complete;
+    this.log.info("swarm.allowed.changed", "allowed set changed: telling every worker", {
+      reason: why,
+      allowed: message.entries.map((e) => `${e.ipv4} (${e.kind} on ${e.node.slice(0, 12)})`),
+      complete: message.complete,
+      vouched: message.vouched.length,
+      workers: this.dialer.connections,
+    });
+    this.dialer.broadcast(message);
+  }
+
+  private onReport(received: Report, node: string): void {
+    if (received.node !== node)
+      return this.refused("swarm.report.rejected", "a worker reported for another node: ignored", {
+        node,
+        reported: received.node,
+      });
+    if (received.networkId === null) return; // the network is not on that node: nothing to take
+    if (
+      this.ledger !== null &&
+      received.networkId !== this.ledger.networkId &&
+      !this.knownNetworks.has(received.networkId)
+    )
+      return void this.passes.request("report:network"); // perhaps a recreated network: learn its id first
+    const { report, rejected } = checkReport(received, {
+      ...this.context,
+      whitelist: this.config.whitelistFilter,
+    });
+    if (rejected.length > 0)
+      this.refused("swarm.report.rejected", "parts of a worker's report were not taken", {
+        node,
+        rejected: rejected.map((r) => `${r.what}: ${r.reason}`),
+      });
+    if (report === null) return;
+    // What the worker enforces, if this daemon signed it: the parts it vouched for then.
+    const known =
+      report.known && verifyMessage(report.known, publicKeyOf(this.keys.publicKey))
+        ? report.known
+        : null;
+    const changed = this.ledgerFor(report.networkId!).report(report, Date.now(), known);
+    if (changed || this.isComplete() !== this.toldComplete)
+      this.announce(`report from ${report.node.slice(0, 12)}`);
+  }
+
+  /** One pass: the service kept deployed, the cluster read, the set shrunk by what it says. */
+  private async pass(): Promise<void> {
+    try {
+      await this.ensureService();
+      await this.prune();
+      this.failures = 0;
+      this.health.record({
+        ok: true,
+        at: Date.now(),
+        ruleset: computeRuleset(null, {
+          instanceId: this.config.instanceId,
+          allowHostTraffic: true,
+        }),
+        location: "swarm daemon",
+      });
+    } catch (error) {
+      this.failures++;
+      const retryMs = retryAfterMs(this.failures, this.config.pollIntervalMs);
+      this.log.error("swarm.sync.failed", "keeping the worker service or the allowed set failed", {
+        err: error,
+        retryMs,
+      });
+      this.health.record({ ok: false, at: Date.now(), error: (error as Error).message });
+      if (this.retry) clearTimeout(this.retry);
+      this.retry = setTimeout(() => this.passes.request("retry"), retryMs);
+      this.retry.unref();
+    }
+  }
+
+  /** Creates the service if missing, updates it if its spec is not ours. */
+  private async ensureService(): Promise<void> {
+    const { name, spec, digest } = this.service;
+    const found: EngineService | null = await this.api.inspectService(name);
+    if (found === null) {
+      const id = await this.api.createService(spec);
+      this.service.id = id;
+      this.log.info("swarm.service.created", "deployed the worker service", {
+        service: name,
+        id,
+        image: imageOf(spec),
+      });
+      return;
+    }
+    this.service.id = found.ID;
+    const labels = (found.Spec.Labels ?? {}) as Record<string, string>;
+    if (labels["trafficjam.spec"] === digest) return;
+    await this.api.updateService(found.ID, found.Version.Index, spec);
+    this.log.info("swarm.service.updated", "updated the worker service to this daemon's settings", {
+      service: name,
+      image: imageOf(spec),
+    });
+  }
+
+  private async prune(): Promise<void> {
+    const [view, nodes, tasks] = await Promise.all([
+      this.api.clusterEndpoints(this.config.network),
+      this.api.nodes(),
+      this.api.runningTasks(),
+    ]);
+    // Dial the nodes whose worker runs: a node without one (drained, down) is not dialled in a
+    // loop; it is once its worker's task runs.
+    const workerNodes = new Set(
+      tasks
+        .filter((t) => t.ServiceID === this.service.id && t.Status.State === "running")
+        .map((t) => t.NodeID),
+    );
+    this.dialer.setNodes(
+      new Map(nodes.filter((n) => workerNodes.has(n.ID)).map((n) => [n.ID, nodeAddress(n)])),
+    );
+    this.context = {
+      view: view?.endpoints ?? [],
+      tasks: view ? scheduledOn(tasks, view.id) : [],
+      nodes: new Map(nodes.map((n) => [n.ID, nodeAddress(n)])),
+    };
+    if (view === null) return;
+    this.knownNetworks.add(view.id);
+    const ledger = this.ledgerFor(view.id);
+    this.viewHosts = new Set(view.endpoints.map((e) => e.hostIp).filter(Boolean));
+    const changed = ledger.prune(view.endpoints, new Set(nodes.map((n) => n.ID)), Date.now());
+    if (changed || this.isComplete() !== this.toldComplete) this.announce("cluster view");
+  }
+
+  async run(client: EngineClient): Promise<number> {
+    await this.ensureService();
+    this.passes.request("startup");
+    this.timer = setInterval(() => {
+      this.passes.request("resync");
+      this.dialer.keepalive();
+    }, this.config.pollIntervalMs);
+    const watcher = new EventWatcher(
+      client,
+      {
+        onEvent: (event) => {
+          if (event.Type === "service" && event.Actor.Attributes.name !== this.service.name) return;
+          this.passes.request(`${event.Type}:${event.Action}`);
+        },
+        onConnected: () => this.passes.request("events-connected"),
+        onLost: () => undefined,
+      },
+      { type: ["service", "node", "network"] },
+    );
+    watcher.start();
+
+    return new Promise<number>((resolve) => {
+      let stopping = false;
+      const shutdown = async (clear: boolean) => {
+        if (stopping) return;
+        stopping = true;
+        if (this.timer) clearInterval(this.timer);
+        if (this.retry) clearTimeout(this.retry);
+        watcher.stop();
+        this.passes.halt();
+        await this.passes.idle();
+        this.dialer.close();
+        let code = 0;
+        if (clear) code = await clearEverywhere(this.api, this.config.instanceId, this.log);
+        else
+          this.log.info(
+            "daemon.stopping",
+            "stopping: the workers keep enforcing the last allowed set",
+          );
+        this.health.close();
+        client.close();
+        resolve(code);
+      };
+      process.on("SIGTERM", () => void shutdown(false));
+      process.on("SIGINT", () => void shutdown(false));
+      process.on("SIGUSR1", () => void shutdown(true));
+    });
+  }
+}
+
+const imageOf = (spec: Record<string, unknown>) =>
+  (spec.TaskTemplate as { ContainerSpec: { Image: string } }).ContainerSpec.Image;
 
 /** Runs until a signal; resolves with the exit code. */
 export async function runSwarmDaemon(
@@ -178,7 +513,14 @@ export async function runSwarmDaemon(
   log: Log,
 ): Promise<number> {
   let stopping = false;
+  const onSignal = () => (stopping = true);
+  process.once("SIGTERM", onSignal);
   const { client, api } = await connectSwarm(log, () => stopping);
+  process.off("SIGTERM", onSignal);
+  if (stopping) {
+    client.close();
+    return 0;
+  }
   const info = await api.info();
   if (!info || info.LocalNodeState !== "active" || !info.ControlAvailable) {
     log.error("swarm.not-manager", "SWARM_DAEMON needs a Swarm manager node's Docker engine", {
@@ -187,186 +529,45 @@ export async function runSwarmDaemon(
     client.close();
     return 2;
   }
-  const service = workerServiceName(config.instanceId);
-
+  const name = workerServiceName(config.instanceId);
   const image = await workerImage(config, client);
-  const keyFile = join(stateDir(process.env), `swarm-${config.instanceId}.key`);
-  const { key, secret } = await channelKey(api, config.instanceId, keyFile, log);
+  const dir = stateDir(process.env);
+  const { key, secret } = await channelKey(
+    api,
+    config.instanceId,
+    join(dir, `swarm-${config.instanceId}.key`),
+    log,
+  );
+  const keys = signingKeys(join(dir, `swarm-${config.instanceId}.signing.pem`), log);
   const hostNetwork = await client.inspectNetwork("host");
   if (!hostNetwork) throw new Error("the Engine has no host network");
   const endpoint = parseDockerHost(process.env);
   const spec = workerServiceSpec({
     instanceId: config.instanceId,
     image,
-    env: workerEnv(config, process.env, settings.channelPort),
+    env: [
+      ...workerEnv(config, process.env, settings.channelPort),
+      `TRAFFICJAM_DAEMON_KEY=${keys.publicKey}`,
+      `TRAFFICJAM_DAEMON=${await ownReference(client)}`,
+      `TRAFFICJAM_DATA_PATH_PORT=${(await api.dataPathPort()) ?? ""}`,
+    ],
     secret,
     hostNetworkId: hostNetwork.Id,
     dockerSocket: endpoint.protocol === "unix" ? endpoint.socketPath : null,
   });
   const digest = specDigest(spec);
   (spec.Labels as Record<string, string>)["trafficjam.spec"] = digest;
-
-  const health = healthPublisher(config, log);
-  const idle = computeRuleset(null, { instanceId: config.instanceId, allowHostTraffic: true });
-
-  /** Creates the service if missing, updates it if its spec is not ours. */
-  const ensureService = async (): Promise<void> => {
-    const found: EngineService | null = await api.inspectService(service);
-    if (found === null) {
-      const id = await api.createService(spec);
-      log.info("swarm.service.created", "deployed the worker service", { service, id, image });
-      return;
-    }
-    const labels = (found.Spec.Labels ?? {}) as Record<string, string>;
-    if (labels["trafficjam.spec"] === digest) return;
-    await api.updateService(found.ID, found.Version.Index, spec);
-    log.info("swarm.service.updated", "updated the worker service to this daemon's settings", {
-      service,
-      image,
-    });
-  };
-
-  // ----- the ledger and the channel
-  let ledger: AllowedLedger | null = null;
-  const ledgerFor = (networkId: string) => {
-    if (ledger?.networkId !== networkId) ledger = new AllowedLedger(networkId);
-    return ledger;
-  };
-  // The nodes the cluster's view shows on the network: the set is complete once each has a part.
-  let viewHosts: Set<string> | null = null;
-  let toldComplete = false;
-  const isComplete = () => {
-    if (ledger === null || viewHosts === null) return false;
-    const hosts = ledger.hosts();
-    return [...viewHosts].every((h) => hosts.has(h));
-  };
-  const current = (): AllowedMessage => ({
-    type: "allowed",
-    networkId: ledger?.networkId ?? "",
-    entries: ledger?.entries() ?? [],
-    complete: isComplete(),
-  });
-  const announce = (why: string) => {
-    const message = current();
-    toldComplete = message.complete;
-    log.info("swarm.allowed.changed", "allowed set changed: telling every worker", {
-      reason: why,
-      allowed: message.entries.map((e) => `${e.ipv4} (${e.kind} on ${e.node.slice(0, 12)})`),
-      complete: message.complete,
-      workers: dialer.connections,
-    });
-    dialer.broadcast(message);
-  };
-  const dialer = new DaemonDialer(key, settings.channelPort, {
-    current,
-    onConnected: (node, address) => {
-      log.info("swarm.worker.connected", "connected to the node's worker", { node, address });
-      requestPrune(); // a node new to the view, perhaps
-    },
-    onReport: (report, node) => {
-      if (report.node !== node) {
-        log.warn("swarm.channel.refused", "a worker reported for another node: ignored", {
-          node,
-          reported: report.node,
-        });
-        return;
-      }
-      if (
-        ledger !== null &&
-        report.networkId !== ledger.networkId &&
-        !knownNetwork.has(report.networkId)
-      )
-        return void requestPrune(); // perhaps a recreated network: learn its id first
-      const changed = ledgerFor(report.networkId).report(report, Date.now());
-      if (changed || isComplete() !== toldComplete)
-        announce(`report from ${report.node.slice(0, 12)}`);
-    },
-    onRefused: (node, reason) =>
-      log.warn("swarm.channel.refused", "a worker's answer was refused", { node, reason }),
-    onLost: (node, reason, retryInMs) =>
-      log.debug(
-        "swarm.worker.disconnected",
-        "no connection to the node's worker (its addresses stay allowed): dialling again",
-        {
-          node,
-          reason,
-          retryInMs,
-        },
-      ),
-  });
-  const knownNetwork = new Set<string>();
-
-  // ----- pruning by the cluster's view, and the service kept deployed
-  let pruning: Promise<void> | null = null;
-  let again = false;
-  const prune = async () => {
-    const [view, nodes] = await Promise.all([api.clusterEndpoints(config.network), api.nodes()]);
-    dialer.setNodes(new Map(nodes.map((n) => [n.ID, nodeAddress(n)])));
-    if (view === null) return;
-    knownNetwork.add(view.id);
-    const l = ledgerFor(view.id);
-    viewHosts = new Set(view.endpoints.map((e) => e.hostIp).filter(Boolean));
-    const changed = l.prune(view.endpoints, new Set(nodes.map((n) => n.ID)), Date.now());
-    if (changed || isComplete() !== toldComplete) announce("cluster view");
-  };
-  const requestPrune = () => {
-    if (pruning) return void (again = true);
-    pruning = (async () => {
-      do {
-        again = false;
-        try {
-          await ensureService();
-          await prune();
-          health.record({ ok: true, at: Date.now(), ruleset: idle, location: "swarm daemon" });
-        } catch (error) {
-          log.error("swarm.sync.failed", "keeping the worker service or the allowed set failed", {
-            err: error,
-          });
-          health.record({ ok: false, at: Date.now(), error: (error as Error).message });
-        }
-      } while (again && !stopping);
-    })().finally(() => (pruning = null));
-  };
-
-  await ensureService();
-  requestPrune();
-  const timer = setInterval(() => {
-    requestPrune();
-    dialer.keepalive();
-  }, config.pollIntervalMs);
-  const watcher = new EventWatcher(
-    client,
-    {
-      onEvent: (event) => {
-        if (event.Type === "service" && event.Actor.Attributes.name !== service) return;
-        requestPrune();
-      },
-      onConnected: () => requestPrune(),
-      onLost: () => undefined,
-    },
-    { type: ["service", "node", "network"] },
+  const daemon = new SwarmDaemon(
+    config,
+    log,
+    api,
+    { name, spec, digest },
+    keys,
+    key,
+    settings.channelPort,
+    healthPublisher(config, log),
   );
-  watcher.start();
-
-  return new Promise<number>((resolve) => {
-    const shutdown = async (clear: boolean) => {
-      if (stopping) return;
-      stopping = true;
-      clearInterval(timer);
-      watcher.stop();
-      await pruning;
-      dialer.close();
-      let code = 0;
-      if (clear) code = await clearEverywhere(api, config.instanceId, log);
-      else log.info("daemon.stopping", "stopping: the workers keep enforcing the last allowed set");
-      health.close();
-      client.close();
-      resolve(code);
-    };
-    process.on("SIGTERM", () => void shutdown(false));
-    process.on("SIGINT", () => void shutdown(false));
-    process.on("SIGUSR1", () => void shutdown(true));
-  });
+  return daemon.run(client);
 }
 
 /** Where a node's worker listens: its Swarm address (a manager may list 0.0.0.0 there). */

@@ -10,7 +10,7 @@
 //   or when the cluster's view lists its address as a container's (the view never lists
 //   load-balancer endpoints: the address was handed to a container since).
 import type { ClusterEndpoint } from "./swarm-api.js";
-import type { AllowedEntry, Report } from "./protocol.js";
+import type { AllowedEntry, AllowedMessage, Report } from "./protocol.js";
 
 /** How long an address reported but never listed by the cluster's view stays allowed. */
 export const UNLISTED_GRACE_MS = 30_000;
@@ -32,12 +32,17 @@ export class AllowedLedger {
 
   constructor(readonly networkId: string) {}
 
-  /** Takes a node's report; true when the allowed set changed. */
-  report(report: Report, now: number): boolean {
+  /**
+   * Takes a node's report; true when the allowed set changed. `known`: the set the reporter
+   * enforces, once the caller has checked that this daemon signed it: the parts it vouched for
+   * then stand for the nodes not heard from directly yet (hearsay), until they report.
+   */
+  report(report: Report, now: number, known: AllowedMessage | null = null): boolean {
     const before = this.key();
-    // Hearsay: what the reporter enforces for nodes not heard from directly yet.
-    for (const e of report.known) {
-      if (e.node === report.node || this.nodes.get(e.node)?.direct) continue;
+    const vouchedThen = new Set(known?.vouched ?? []);
+    for (const e of known?.entries ?? []) {
+      if (!vouchedThen.has(e.node) || e.node === report.node || this.nodes.get(e.node)?.direct)
+        continue;
       const state = this.nodes.get(e.node) ?? {
         direct: false,
         hostIp: e.hostIp,
@@ -95,6 +100,11 @@ export class AllowedLedger {
       }
     }
     return this.key() !== before;
+  }
+
+  /** The nodes whose part the daemon knows (reported, or signed before): it vouches for them. */
+  vouched(): string[] {
+    return [...this.nodes.keys()].sort();
   }
 
   /** The underlay addresses of the nodes with a part in the set. */

@@ -22,34 +22,53 @@ export const allowedEntrySchema = z.object({
 });
 export type AllowedEntry = z.output<typeof allowedEntrySchema>;
 
+/**
+ * Daemon → worker: the cluster's allowed set, whole, whenever it changes (and on connecting),
+ * signed by the daemon (signing.ts): the channel's key, which every node holds, lets a peer talk,
+ * not decide.
+ */
+export const allowedBodySchema = z.object({
+  type: z.literal("allowed"),
+  instanceId: z.string().max(24),
+  networkId: z.string().max(64),
+  /** Strictly increasing under one daemon key: a worker takes no set older than its last. */
+  seq: z.number().int().nonnegative(),
+  entries: z.array(allowedEntrySchema).max(65536),
+  /**
+   * Nodes whose part of `entries` is the daemon's own knowledge (a report of the node, or a part
+   * it signed before, shrunk by the cluster's view): a worker replaces what it had for them. For
+   * any other node it keeps what it had, adding what is told (see allowed-set.ts).
+   */
+  vouched: z.array(nodeId).max(4096),
+  /** Every node the cluster shows on the network is vouched for. */
+  complete: z.boolean(),
+});
+export type AllowedBody = z.output<typeof allowedBodySchema>;
+export const allowedSchema = allowedBodySchema.extend({
+  /** Ed25519 signature (base64) of the body's canonical JSON (signing.ts). */
+  signature: z.string().max(200),
+});
+export type AllowedMessage = z.output<typeof allowedSchema>;
+
 /** Worker → daemon: what its node has on the overlay; sent on connecting and on every change. */
 export const reportSchema = z.object({
   type: z.literal("report"),
   node: nodeId,
   /** The node's underlay address, as the cluster lists it ("Host IP"). */
   hostIp: z.string().max(64),
-  networkId: z.string().max(64),
+  /** The overlay's ID; null while the network is not on this node (nothing to report). */
+  networkId: z.string().max(64).nullable(),
   whitelisted: z.array(endpointSchema).max(4096),
   /** The node's load-balancer endpoint on the overlay, while it has one. */
   loadBalancer: ipv4.nullable(),
   /**
-   * The set this worker enforces (the last one told). A daemon that just started takes the
-   * other nodes' parts from it until they report themselves, so its first answers never drop
-   * a node that has not reported yet.
+   * The last set this worker took (as signed): a daemon that just started takes the other nodes'
+   * parts from it, once it has checked its own signature, until they report themselves, so its
+   * first answers never drop a node that has not reported yet.
    */
-  known: z.array(allowedEntrySchema).max(65536),
+  known: allowedSchema.nullable(),
 });
 export type Report = z.output<typeof reportSchema>;
-
-/** Daemon → worker: the cluster's allowed set, whole, whenever it changes (and on connecting). */
-export const allowedSchema = z.object({
-  type: z.literal("allowed"),
-  networkId: z.string().max(64),
-  entries: z.array(allowedEntrySchema).max(65536),
-  /** Every node the cluster shows on the network has its part in it (see worker.ts). */
-  complete: z.boolean(),
-});
-export type AllowedMessage = z.output<typeof allowedSchema>;
 
 export const workerMessageSchema = reportSchema;
 export const daemonMessageSchema = allowedSchema;

@@ -13,6 +13,8 @@ const infoSchema = z.object({
       NodeAddr: z.string().default(""),
       LocalNodeState: z.string().default(""),
       ControlAvailable: z.boolean().default(false),
+      /** Managers only: the swarm's settings, its data-path port among them. */
+      Cluster: z.object({ DataPathPort: z.number().int().min(0).max(65535).optional() }).nullish(),
     })
     .optional(),
 });
@@ -52,11 +54,23 @@ export type EngineService = z.output<typeof serviceSchema>;
 
 const taskSchema = z.object({
   ID: z.string(),
+  ServiceID: z.string().default(""),
   NodeID: z.string().default(""),
   DesiredState: z.string().default(""),
   Status: z.object({ State: z.string().default(""), Err: z.string().optional() }).default({}),
   Version: z.object({ Index: z.number() }).optional(),
-  Spec: z.object({ ContainerSpec: z.object({ Args: listOf(z.string()) }).optional() }).default({}),
+  Spec: z
+    .object({
+      ContainerSpec: z.object({ Args: listOf(z.string()), Labels: mapOf(z.string()) }).optional(),
+    })
+    .default({}),
+  /** The task's addresses on each overlay ("10.20.0.5/24"), as the manager allocated them. */
+  NetworksAttachments: listOf(
+    z.object({
+      Network: z.object({ ID: z.string().default("") }).default({}),
+      Addresses: listOf(z.string()),
+    }),
+  ),
 });
 export type EngineTask = z.output<typeof taskSchema>;
 
@@ -69,6 +83,12 @@ const nodeSchema = z.object({
 export type EngineNode = z.output<typeof nodeSchema>;
 
 const secretSchema = z.object({ ID: z.string(), Spec: z.object({ Name: z.string() }) });
+
+const bridgeNetworkSchema = z.object({
+  Id: z.string(),
+  Name: z.string(),
+  Options: mapOf(z.string()),
+});
 const createdSchema = z.object({ ID: z.string() });
 
 export class SwarmApi {
@@ -101,6 +121,26 @@ export class SwarmApi {
     return { id: net.Id, endpoints };
   }
 
+  /** The swarm's data-path (VXLAN) port, as a manager knows it; null where it does not. */
+  async dataPathPort(): Promise<number | null> {
+    const port = (await this.info())?.Cluster?.DataPathPort;
+    return port ? port : port === 0 ? 4789 : null; // 0: Docker's default
+  }
+
+  /** Docker's bridge networks on this node and their Linux bridges. */
+  async bridgeNetworks(): Promise<Array<{ id: string; name: string; bridge: string }>> {
+    const filters = JSON.stringify({ driver: ["bridge"] });
+    const list =
+      (await this.client.call("GET", "/networks", z.array(bridgeNetworkSchema), undefined, {
+        filters,
+      })) ?? [];
+    return list.map((n) => ({
+      id: n.Id,
+      name: n.Name,
+      bridge: n.Options["com.docker.network.bridge.name"] || `br-${n.Id.slice(0, 12)}`,
+    }));
+  }
+
   inspectService(name: string): Promise<EngineService | null> {
     return this.client.call("GET", `/services/${encodeURIComponent(name)}`, serviceSchema);
   }
@@ -123,6 +163,14 @@ export class SwarmApi {
 
   async tasks(service: string): Promise<EngineTask[]> {
     const filters = JSON.stringify({ service: [service] });
+    return (
+      (await this.client.call("GET", "/tasks", z.array(taskSchema), undefined, { filters })) ?? []
+    );
+  }
+
+  /** Every task the managers want running, cluster-wide (managers only). */
+  async runningTasks(): Promise<EngineTask[]> {
+    const filters = JSON.stringify({ "desired-state": ["running"] });
     return (
       (await this.client.call("GET", "/tasks", z.array(taskSchema), undefined, { filters })) ?? []
     );

@@ -4,8 +4,11 @@
 // The steps build on each other, in order.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { useSwarmLab, type SwarmLab, type Container } from "./lab/index.js";
+import { join } from "node:path";
+import { UNDERLAY_PREFIX, sleep, useSwarmLab, type Container, type SwarmLab } from "./lab/index.js";
+import { overlayMac } from "../../src/swarm/protocol.js";
 import {
+  PAIR_SCRIPT,
   SwarmTrafficJam,
   deployBackendsAndProxy,
   loadBalancerOf,
@@ -13,6 +16,7 @@ import {
   type LogLine,
 } from "./lab/swarm-trafficjam.js";
 import { waitFor } from "./lab/util.js";
+import { REPO_ROOT } from "./lab/paths.js";
 
 const NET = "appnet";
 const NET2 = "othernet";
@@ -58,6 +62,136 @@ describe(
 
     const tcp = (from: Container, node: number, to: string) =>
       swarm.node(node).tcp(from, to, 80, 1000);
+    const nodeAddr = (n: number) => `${UNDERLAY_PREFIX}.${n}`;
+    /** The overlay's VNI and data-path port, as node1's VXLAN link says. */
+    let vx = { vni: 0, port: 0 };
+    const PUBLISHED = 18080;
+
+    /**
+     * Backend[1], on the proxy's node, wraps in VXLAN (an ordinary UDP socket) datagrams claiming
+     * the proxy's address and node1's load-balancer address, to backend[2] on node2: which arrive
+     * (read through a marker the real proxy sends after them).
+     */
+    async function vxlanForgeries(tag: string): Promise<string[]> {
+      const n1 = swarm.node(1);
+      const lb1 = await loadBalancerOf(swarm, 1, NET);
+      const to = backend[2]!.ipv4;
+      for (const [src, what] of [
+        [proxy.ipv4, "proxy"],
+        [lb1, "lb"],
+      ] as const)
+        await n1.vxlanSend(
+          backend[1]!,
+          nodeAddr(2),
+          vx.port,
+          vx.vni,
+          "udp",
+          src,
+          to,
+          overlayMac(to),
+          3,
+          `${tag}-${what}`,
+        );
+      await n1.spoofUdp(proxy, proxy.ipv4, to, 9000, `${tag}-marker`);
+      const log = await swarm.node(2).udpLogThrough(backend[2]!, `${tag}-marker`);
+      return ["proxy", "lb"].filter((what) => log.some((l) => l.endsWith(` ${tag}-${what}`)));
+    }
+
+    /**
+     * Backend[1] claims, in a VXLAN-wrapped ARP reply to backend[2], that the proxy's address is
+     * at its own MAC: whether backend[2]'s entry for the proxy ever pointed to it.
+     */
+    async function vxlanArpClaim(): Promise<{ poisoned: boolean; seen: string }> {
+      const n2 = swarm.node(2);
+      await n2.flushNeighbours(backend[2]!);
+      await swarm.node(1).ping(proxy, backend[2]!.ipv4); // backend[2] learns the proxy's MAC
+      const before = await n2.neighbour(backend[2]!, proxy.ipv4);
+      assert.equal(
+        before?.mac,
+        overlayMac(proxy.ipv4),
+        `backend[2]'s entry for the proxy: ${before?.line}`,
+      );
+      await sleep(1300); // ARP ignores a different answer for an entry updated < 1 s ago
+      const attacker = overlayMac(backend[1]!.ipv4);
+      const sent = swarm
+        .node(1)
+        .vxlanSend(
+          backend[1]!,
+          nodeAddr(2),
+          vx.port,
+          vx.vni,
+          "arp",
+          proxy.ipv4,
+          backend[2]!.ipv4,
+          overlayMac(backend[2]!.ipv4),
+          30,
+          attacker,
+        );
+      let poisoned = false;
+      const states: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        const e = await n2.neighbour(backend[2]!, proxy.ipv4);
+        const state = e
+          ? `${e.mac === attacker ? "attacker" : e.mac === overlayMac(proxy.ipv4) ? "proxy" : e.mac} ${e.state}`
+          : "none";
+        if (states.at(-1) !== state) states.push(state);
+        if (e?.mac === attacker) poisoned = true;
+        await sleep(100);
+      }
+      await sent;
+      await n2.flushNeighbours(backend[2]!);
+      return { poisoned, seen: states.join(" → ") };
+    }
+
+    /**
+     * A "pair" service on othernet: two tasks on node2 that, from their first instant, look each
+     * other up (tasks.pair) and connect, again and again for about 8 s; how many attempts each
+     * made and how many connected. The service is removed after.
+     */
+    async function pairProbes(): Promise<{ tried: number; reached: number }> {
+      const script = PAIR_SCRIPT;
+      await swarm.createService([
+        ...["--name", "pair", "--replicas", "2", "--network", NET2],
+        ...["--constraint", `node.hostname==${swarm.node(2).hostname}`],
+        ...["tj-test", "sh", "-c", script],
+      ]);
+      try {
+        const tasks = await waitFor(
+          async () => {
+            const found = await swarm.taskContainers("pair", 2);
+            return found.length === 2 ? found : false;
+          },
+          { timeoutMs: 30_000, intervalMs: 250, what: "the pair's two tasks on node2" },
+        );
+        await sleep(8_000);
+        let tried = 0;
+        let reached = 0;
+        for (const t of tasks) {
+          const count = async (file: string) => {
+            const r = await swarm.node(2).exec(t, ["sh", "-c", `cat ${file} 2>/dev/null | wc -l`]);
+            return Number(r.stdout.trim()) || 0;
+          };
+          tried += await count("/tmp/tried");
+          reached += await count("/tmp/reached");
+        }
+        return { tried, reached };
+      } finally {
+        await swarm.removeService("pair");
+      }
+    }
+
+    /** What backend[1] reaches of its node: an address, the gateway, a published port, the channel ports. */
+    async function nodeReach(): Promise<Record<string, boolean>> {
+      const n1 = swarm.node(1);
+      const b = backend[1]!;
+      return {
+        "node1's address": await n1.tcp(b, nodeAddr(1), 80, 1000),
+        "node1's docker_gwbridge address": await n1.tcp(b, "172.18.0.1", 80, 1000),
+        "a port published on node1": await n1.tcp(b, nodeAddr(1), PUBLISHED, 1000),
+        "node1's channel port": await n1.tcp(b, nodeAddr(1), 7390, 1000),
+        "node2's channel port": await n1.tcp(b, nodeAddr(2), 7390, 1000),
+      };
+    }
 
     before(async () => {
       swarm = lab();
@@ -79,12 +213,44 @@ describe(
       // Rules and services go with the lab's engines; the daemon container too.
     });
 
-    it("before TrafficJam, backends reach each other on one node and across nodes (the tests can fail)", async () => {
+    it("before TrafficJam, backends reach each other, their node, and forge through the tunnel (the tests can fail)", async (tc) => {
       assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), true, "node1 → node2");
       assert.equal(
         await tcp(backend[2]!, 2, standalone.ipv4),
         true,
         "task → plain container on node2",
+      );
+      const link = JSON.parse(
+        await swarm.overlayExec(1, netId, ["ip", "-d", "-j", "link", "show", "type", "vxlan"]),
+      ) as Array<{ linkinfo: { info_data: { id: number; port: number } } }>;
+      vx = { vni: link[0]!.linkinfo.info_data.id, port: link[0]!.linkinfo.info_data.port };
+      // From an ordinary UDP socket, VXLAN datagrams claiming the proxy or a load balancer arrive.
+      const forged = await vxlanForgeries("vx-before");
+      tc.diagnostic(
+        `without TrafficJam: VXLAN-wrapped UDP delivered, claiming: ${forged.join(", ")}`,
+      );
+      assert.deepEqual(forged, ["proxy", "lb"]);
+      const arp = await vxlanArpClaim();
+      tc.diagnostic(`without TrafficJam: VXLAN-wrapped ARP claim of the proxy: ${arp.seen}`);
+      assert.equal(arp.poisoned, true, `control: ${arp.seen}`);
+      // The node's services, and another service's port published on it, are open to its tasks.
+      await swarm.node(1).startHostServer();
+      await swarm.createService([
+        ...["--name", "pub", "--replicas", "1"],
+        ...["--publish", `mode=host,target=80,published=${PUBLISHED}`],
+        ...["--constraint", `node.hostname==${swarm.node(1).hostname}`],
+        "tj-test",
+      ]);
+      await swarm.waitServiceRunning("pub", 1);
+      const reach = await nodeReach();
+      tc.diagnostic(`without TrafficJam, backend[1] reaches: ${JSON.stringify(reach)}`);
+      assert.deepEqual(
+        [
+          reach["node1's address"],
+          reach["node1's docker_gwbridge address"],
+          reach["a port published on node1"],
+        ],
+        [true, true, true],
       );
     });
 
@@ -114,6 +280,13 @@ describe(
         );
       }
       await tj.waitWorker(2, (l) => l.event === "host.sysctls.enabled", "br_netfilter switched on");
+      // The node guard, in each node's own namespace.
+      for (const n of [1, 2])
+        assert.match(
+          await swarm.node(n).nsExec(["nft", "list", "tables"]),
+          /table inet trafficjam-node_sw1/,
+          `node${n}'s own namespace`,
+        );
       const sysctl = ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"];
       assert.equal((await swarm.overlayExec(2, netId, sysctl)).trim(), "1");
       const bound = await swarm.overlayExec(2, netId, ["iptables-save", "-t", "filter"]);
@@ -173,8 +346,47 @@ describe(
       assert.ok(!plainLog.some((l) => l.includes("forged-lb")), plainLog.join(" | "));
     });
 
+    it("no container sends into the data path: VXLAN forgeries from the proxy's node arrive nowhere", async (tc) => {
+      const forged = await vxlanForgeries("vx-after");
+      tc.diagnostic(
+        `with TrafficJam: VXLAN-wrapped UDP delivered, claiming: ${forged.join(", ") || "nothing"}`,
+      );
+      assert.deepEqual(forged, []);
+      const arp = await vxlanArpClaim();
+      tc.diagnostic(`with TrafficJam: VXLAN-wrapped ARP claim of the proxy: ${arp.seen}`);
+      assert.equal(arp.poisoned, false, arp.seen);
+    });
+
+    it("members cannot reach their node (its addresses, a published port) nor any node's channel port", async (tc) => {
+      const n1 = swarm.node(1);
+      const reach = await nodeReach();
+      tc.diagnostic(`with TrafficJam, backend[1] reaches: ${JSON.stringify(reach)}`);
+      assert.deepEqual(Object.values(reach), [false, false, false, false, false]);
+      // The channel listens: node1 itself connects to it.
+      assert.equal(
+        await n1.tcp(n1.host, nodeAddr(1), 7390, 1000),
+        true,
+        "node1 → its channel port",
+      );
+      // And it is the node guard that closes it: without it, the backend connects; the worker's
+      // next resync puts the guard back.
+      await n1.nsExec(["nft", "delete", "table", "inet", "trafficjam-node_sw1"]);
+      assert.equal(
+        await n1.tcp(backend[1]!, nodeAddr(1), 7390, 1000),
+        true,
+        "control: guard removed",
+      );
+      await waitFor(
+        async () => /inet trafficjam-node_sw1/.test(await n1.nsExec(["nft", "list", "tables"])),
+        { timeoutMs: 20_000, intervalMs: 250, what: "node1's worker to put its guard back" },
+      );
+      assert.equal(await n1.tcp(backend[1]!, nodeAddr(1), 7390, 1000), false, "closed again");
+    });
+
     it("the proxy rescheduled to node2 regains access to every backend", async () => {
       const old = proxy.ipv4;
+      const marks: Record<number, number> = {};
+      for (const n of [1, 2]) marks[n] = (await tj.workerLog(n)).length;
       await swarm.manager.docker(
         ...["service", "update", "--detach", "--no-resolve-image"],
         ...["--constraint-rm", `node.hostname==${swarm.node(1).hostname}`],
@@ -188,7 +400,8 @@ describe(
       assert.equal(await tcp(proxy, 2, backend[1]!.ipv4), true, "proxy (node2) → node1");
       assert.equal(await tcp(proxy, 2, backend[2]!.ipv4), true, "proxy (node2) → node2");
       // The old address is no longer allowed anywhere once its task is gone.
-      for (const n of [1, 2]) await tj.waitWorker(n, allowedLacks(old), `${old} revoked`);
+      for (const n of [1, 2])
+        await tj.waitWorker(n, allowedLacks(old), `${old} revoked`, 30_000, marks[n]);
       assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), false, "backends still isolated");
       // No worker was restarted for these changes.
       for (const n of [1, 2])
@@ -212,12 +425,14 @@ describe(
       const n1 = swarm.node(1);
       const n3 = swarm.node(3);
       const tag = (t: string) => `${t}-${Date.now()}`;
+      // (A node's root can do this: its own guard goes too, so nothing stops its packets at home.)
       const unguard1 = async () => {
         await swarm.overlayExec(1, netId, [
           "sh",
           "-c",
           "nft delete table bridge trafficjam-l2_sw1; iptables -D FORWARD -j TRAFFICJAM; true",
         ]);
+        await swarm.node(1).nsRun(["nft", "delete", "table", "inet", "trafficjam-node_sw1"]);
       };
       /** Whether backend[3] logged `payload` within `ms` (polled). */
       const received = async (payload: string, ms: number) => {
@@ -235,25 +450,28 @@ describe(
         .join("")}`.replace(/^0x0+/, "0x");
       await waitFor(
         async () =>
-          (
-            await n3.nsRun(["nft", "list", "table", "inet", "trafficjam-vxlan_sw1"])
-          ).stdout.includes(proxyHex),
+          (await n3.nsRun(["nft", "list", "table", "inet", "trafficjam-node_sw1"])).stdout.includes(
+            proxyHex,
+          ),
         { timeoutMs: 20_000, intervalMs: 250, what: "node3's tunnel check to name the proxy" },
       );
       await unguard1();
       const forged = tag("forged-tunnel");
       await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, forged);
-      assert.equal(
-        await received(forged, 1500),
-        false,
-        "node3 dropped the proxy's address sent by node1",
+      // The real proxy's datagram after it, through the tunnel too: the log holds what came before.
+      const marker = tag("after-forged");
+      await swarm.node(proxyNode).spoofUdp(proxy, proxy.ipv4, backend[3]!.ipv4, 9000, marker);
+      const log = await n3.udpLogThrough(backend[3]!, marker);
+      assert.ok(
+        !log.some((l) => l.includes(forged)),
+        `node3 dropped the proxy's address sent by node1: ${log.join(" | ")}`,
       );
       // Control: without node3's check of the tunnel's sender, the same packet gets through (node1's
       // worker repairs its rules at its next resync: the control is tried again if it did).
       let through = false;
       for (let attempt = 0; attempt < 3 && !through; attempt++) {
         await unguard1();
-        await n3.nsRun(["nft", "delete", "table", "inet", "trafficjam-vxlan_sw1"]); // gone already: fine
+        await n3.nsRun(["nft", "delete", "table", "inet", "trafficjam-node_sw1"]); // gone already: fine
         const control = tag("control");
         await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, control);
         through = await received(control, 2000);
@@ -261,7 +479,7 @@ describe(
       assert.equal(through, true, "the control got through: the test can fail");
       // Both repaired by the workers' next resync.
       await waitFor(
-        async () => /trafficjam-vxlan_sw1/.test(await n3.nsExec(["nft", "list", "tables"])),
+        async () => /trafficjam-node_sw1/.test(await n3.nsExec(["nft", "list", "tables"])),
         { timeoutMs: 20_000, intervalMs: 250, what: "node3's worker to put its tunnel check back" },
       );
       await waitFor(
@@ -270,6 +488,77 @@ describe(
             await swarm.overlayExec(1, netId, ["iptables-save", "-t", "filter"]),
           ),
         { timeoutMs: 20_000, intervalMs: 250, what: "node1's worker to repair its rules" },
+      );
+    });
+
+    it("a node's root, with its worker's channel key, cannot make another node allow anything", async (tc) => {
+      const n2 = swarm.node(2);
+      const worker2 = (await tj.workerContainer(2))!;
+      const worker3 = (await tj.workerContainer(3))!;
+      const savedOf = async (n: number, container: string) =>
+        JSON.parse(
+          await swarm
+            .node(n)
+            .docker("exec", container, "cat", "/var/lib/trafficjam/sw1.allowed.json"),
+        ) as { seq: number; last: Record<string, unknown> & { seq: number; entries: unknown[] } };
+      // What node2's root has: the channel's key, and a set the daemon signed (node2 took it).
+      const psk = (await n2.docker("exec", worker2, "cat", "/run/secrets/trafficjam_key")).trim();
+      const old = (await savedOf(2, worker2)).last;
+      // node3 took that set too (one broadcast), or a newer one since: the old one is no news.
+      assert.ok((await savedOf(3, worker3)).seq >= old.seq);
+      const peer = join(REPO_ROOT, "test", "e2e", "lab", "channel-peer.mjs");
+      const send = async (message: unknown) => {
+        const r = await n2.nsRun(
+          [process.execPath, peer, psk, nodeAddr(3), "7390", JSON.stringify(message)],
+          20_000,
+        );
+        return `${r.stdout}${r.stderr}`.trim();
+      };
+      const mark = (await tj.workerLog(3)).length;
+      // 1. A set allowing node2's backend, signed with a key of its own: the channel takes it, the worker does not.
+      const fake = {
+        ...old,
+        seq: old.seq + 1_000_000_000,
+        entries: [
+          ...old.entries,
+          {
+            node: n2.swarmNodeId,
+            hostIp: nodeAddr(2),
+            ipv4: backend[2]!.ipv4,
+            name: "fake",
+            kind: "container",
+          },
+        ],
+        signature: Buffer.alloc(64, 7).toString("base64"),
+      };
+      const answer = await send(fake);
+      tc.diagnostic(`node3's worker answered the stranger: ${answer.slice(0, 120)}`);
+      assert.match(answer, /"type":"report"/, "the channel's key lets the stranger talk");
+      // 2. A set the daemon did sign, but older than node3's last: replayed.
+      await send(old);
+      const rejected = await waitFor(
+        async () => {
+          const lines = (await tj.workerLog(3))
+            .slice(mark)
+            .filter((l) => l.event === "swarm.allowed.rejected");
+          return lines.length >= 2 ? lines : false;
+        },
+        { timeoutMs: 10_000, intervalMs: 200, what: "node3's worker to reject both sets" },
+      );
+      tc.diagnostic(`node3's worker: ${rejected.map((l) => String(l.reason)).join("; ")}`);
+      assert.deepEqual(
+        rejected.map((l) => l.reason),
+        ["bad signature", "replayed or out of order"],
+      );
+      const last = await lastApplied(3);
+      assert.ok(
+        !(Array.isArray(last?.allowed) && last.allowed.includes(backend[2]!.ipv4)),
+        JSON.stringify(last),
+      );
+      assert.equal(
+        await tcp(backend[2]!, 2, backend[3]!.ipv4),
+        false,
+        "node2's backend → node3: still blocked",
       );
     });
 
@@ -283,9 +572,49 @@ describe(
         true,
         "standalone proxy on node3 → node1",
       );
+      const marks = await Promise.all([1, 2].map(async (n) => (await tj.workerLog(n)).length));
       await swarm.node(3).docker("rm", "-f", "proxy2");
       for (const n of [1, 2])
-        await tj.waitWorker(n, allowedLacks(extra.ipv4), "its address revoked");
+        await tj.waitWorker(
+          n,
+          allowedLacks(extra.ipv4),
+          "its address revoked",
+          30_000,
+          marks[n - 1],
+        );
+    });
+
+    it("one node's worker silent, the daemon restarted: a proxy removed elsewhere loses its allowance on the others", async (tc) => {
+      const worker3 = (await tj.workerContainer(3))!;
+      await swarm.node(3).docker("pause", worker3);
+      try {
+        const restartedAt = Date.now();
+        await swarm.manager.docker("restart", tj.container);
+        await tj.waitDaemon(
+          (l) =>
+            l.event === "swarm.allowed.changed" && Date.parse(String(l.time)) >= restartedAt - 1000,
+          "a set after the restart",
+        );
+        const extra = await swarm
+          .node(1)
+          .run({ name: "proxy3", network: NET, labels: { role: "proxy" } });
+        await waitAllowedOn(2, extra.ipv4);
+        const from = (await tj.workerLog(2)).length;
+        const removedAt = Date.now();
+        await swarm.node(1).docker("rm", "-f", "proxy3");
+        await tj.waitWorker(
+          2,
+          allowedLacks(extra.ipv4),
+          "node2 to revoke proxy3 though node3 is silent",
+          20_000,
+          from,
+        );
+        tc.diagnostic(
+          `proxy3 removed on node1 → revoked on node2 in ${Date.now() - removedAt} ms, node3's worker paused`,
+        );
+      } finally {
+        await swarm.node(3).docker("unpause", worker3);
+      }
     });
 
     it("the daemon stopped: the rules stay, and new containers are still isolated", async () => {
@@ -321,7 +650,12 @@ describe(
       );
       // Its key was kept: no new secret, no service update, so no worker restarted.
       const log = await tj.daemonLog();
-      assert.equal(log.filter((l) => l.event === "swarm.key.created").length, 1, "one key");
+      for (const key of ["channel", "signing"])
+        assert.equal(
+          log.filter((l) => l.event === "swarm.key.created" && l.key === key).length,
+          1,
+          `one ${key} key`,
+        );
       assert.equal(log.filter((l) => l.event === "swarm.service.updated").length, 0);
     });
 
@@ -339,21 +673,31 @@ describe(
       assert.equal(await tcp(backend[3]!, 3, backend[1]!.ipv4), false, "backends still isolated");
     });
 
-    it("two instances on two overlays stay independent; a recreated network is protected again", async () => {
+    it("two instances on two overlays stay independent; a recreated network is protected again", async (tc) => {
       const other = await swarm.createOverlay(NET2, { subnet: "10.21.0.0/24" });
       const a = await swarm.node(1).run({ name: "o1", network: NET2 });
       const b = await swarm.node(2).run({ name: "o2", network: NET2 });
       const p = await swarm
         .node(3)
         .run({ name: "oproxy", network: NET2, labels: { role: "edge" } });
+      // Control: two tasks on one node, probing each other from their first instant, connect on
+      // an unprotected overlay.
+      const before = await pairProbes();
+      tc.diagnostic(`unprotected othernet, a pair of tasks on node2: ${JSON.stringify(before)}`);
+      assert.ok(
+        before.reached > 0,
+        `control: the pair's tasks reached each other: ${JSON.stringify(before)}`,
+      );
       // This one the way the original's README deploys it: a one-replica service on a manager,
-      // the socket mounted, no host networking, no SWARM_IMAGE (its own image is deployed).
+      // the socket mounted, no host networking, no SWARM_IMAGE (its own image is deployed); its
+      // members may reach their node (ALLOW_HOST_TRAFFIC), still not the data path.
       await swarm.createService([
         ...["--name", "tj2", "--replicas", "1", "--constraint", "node.role==manager"],
         ...["--mount", "type=bind,source=/var/run/docker.sock,destination=/var/run/docker.sock"],
         ...["--env", `NETWORK=${NET2}`, "--env", "WHITELIST_FILTER=label=role=edge"],
         ...["--env", "SWARM_DAEMON=true", "--env", "INSTANCE_ID=sw2", "--env", "POLL_INTERVAL=5"],
         ...["--env", "SWARM_CHANNEL_PORT=7391", "--env", "FIREWALL_BACKEND=nftables"],
+        ...["--env", "ALLOW_HOST_TRAFFIC=true"],
         // exit 0 after SIGUSR1 is the end (a restart would deploy the workers again)
         ...["--restart-condition", "on-failure"],
         "trafficjam:e2e",
@@ -365,6 +709,19 @@ describe(
       }
       assert.equal(await tcp(a, 1, b.ipv4), false, "othernet: node1 → node2");
       assert.equal(await tcp(p, 3, a.ipv4), true, "othernet: its proxy → node1");
+      // ALLOW_HOST_TRAFFIC: its members reach their node and a port published on it; never a
+      // channel port, nor the data path.
+      const n1 = swarm.node(1);
+      const open = {
+        "node1's address": await n1.tcp(a, nodeAddr(1), 80, 1000),
+        "a port published on node1": await n1.tcp(a, nodeAddr(1), PUBLISHED, 1000),
+        "node1's channel port (sw2)": await n1.tcp(a, nodeAddr(1), 7391, 1000),
+        "node2's channel port (sw1)": await n1.tcp(a, nodeAddr(2), 7390, 1000),
+      };
+      tc.diagnostic(
+        `ALLOW_HOST_TRAFFIC, othernet's member on node1 reaches: ${JSON.stringify(open)}`,
+      );
+      assert.deepEqual(Object.values(open), [true, true, false, false]);
       // appnet's proxy is nobody on othernet, and othernet's rules are elsewhere.
       assert.equal(await tcp(proxy, proxyNode, backend[1]!.ipv4), true, "appnet unchanged");
       const nft = await swarm.overlayExec(1, other.id, ["nft", "list", "tables"]);
@@ -405,6 +762,11 @@ describe(
           },
         );
       assert.equal(await tcp(a2, 1, b2.ipv4), false, "new othernet: node1 → node2");
+      // Two tasks started together on one node of the new network: isolated from their first probes.
+      const after = await pairProbes();
+      tc.diagnostic(`protected new othernet, a pair of tasks on node2: ${JSON.stringify(after)}`);
+      assert.ok(after.tried > 0, `the pair's tasks probed each other: ${JSON.stringify(after)}`);
+      assert.equal(after.reached, 0, JSON.stringify(after));
       await waitFor(async () => tcp(p2, 3, a2.ipv4), {
         timeoutMs: 30_000,
         intervalMs: 250,
@@ -454,6 +816,8 @@ describe(
         assert.doesNotMatch(rules, /TRAFFICJAM|TJF_/, `node${n}: no chain left`);
         const tables = await swarm.overlayExec(n, netId, ["nft", "list", "tables"]);
         assert.doesNotMatch(tables, /trafficjam/, `node${n}: no table left`);
+        const own = await swarm.node(n).nsExec(["nft", "list", "tables"]);
+        assert.doesNotMatch(own, /trafficjam/, `node${n}: no node guard left`);
       }
       assert.equal(await tcp(backend[1]!, 1, backend[2]!.ipv4), true, "open again across nodes");
     });

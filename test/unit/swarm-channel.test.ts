@@ -16,12 +16,16 @@ const REPORT: Report = {
   networkId: "n".repeat(25),
   whitelisted: [{ name: "proxy.1.abc", ipv4: "10.20.0.3" }],
   loadBalancer: "10.20.0.2",
-  known: [],
+  known: null,
 };
 const allowed = (...ipv4s: string[]): AllowedMessage => ({
   type: "allowed",
+  instanceId: "web",
   networkId: "n".repeat(25),
+  seq: 1,
   complete: true,
+  vouched: [NODE],
+  signature: "",
   entries: ipv4s.map((ipv4) => ({
     node: NODE,
     hostIp: "192.168.0.1",

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { AllowedLedger, UNLISTED_GRACE_MS } from "../../src/swarm/ledger.js";
 import type { ClusterEndpoint } from "../../src/swarm/swarm-api.js";
-import type { AllowedEntry, Report } from "../../src/swarm/protocol.js";
+import type { AllowedEntry, AllowedMessage, Report } from "../../src/swarm/protocol.js";
 
 const NETWORK = "n".repeat(25);
 const T0 = 1_000_000;
@@ -13,12 +13,7 @@ const T0 = 1_000_000;
 const HOST: Record<string, string> = { a: "192.168.0.1", b: "192.168.0.2", c: "192.168.0.3" };
 const node = (n: string) => `node${n}`.padEnd(25, "0");
 
-function report(
-  n: string,
-  whitelisted: string[],
-  loadBalancer: string | null = null,
-  known: AllowedEntry[] = [],
-): Report {
+function report(n: string, whitelisted: string[], loadBalancer: string | null = null): Report {
   return {
     type: "report",
     node: node(n),
@@ -26,9 +21,21 @@ function report(
     networkId: NETWORK,
     whitelisted: whitelisted.map((ipv4) => ({ name: `proxy@${ipv4}`, ipv4 })),
     loadBalancer,
-    known,
+    known: null,
   };
 }
+
+/** A set this daemon signed before (its signature checked by the caller), vouching for `vouched`. */
+const signed = (entries: AllowedEntry[], vouched: string[]): AllowedMessage => ({
+  type: "allowed",
+  instanceId: "web",
+  networkId: NETWORK,
+  seq: 1,
+  entries,
+  vouched: vouched.map(node),
+  complete: false,
+  signature: "",
+});
 
 const container = (n: string, ipv4: string): AllowedEntry => ({
   node: node(n),
@@ -239,12 +246,16 @@ test("a load-balancer address not listed stays, however long (it leaves with a r
 test("a report's known set adds the parts of nodes not heard from directly (hearsay)", () => {
   // A daemon that just started: a's worker still enforces what it was told of b.
   const ledger = new AllowedLedger(NETWORK);
-  const known = [
-    container("a", "10.20.0.99"), // the reporter's own part in `known`: its report says better
-    container("b", "10.20.0.7"),
-    lb("b", "10.20.0.6"),
-  ];
-  assert.equal(ledger.report(report("a", ["10.20.0.3"], null, known), T0), true);
+  const known = signed(
+    [
+      container("a", "10.20.0.99"), // the reporter's own part in `known`: its report says better
+      container("b", "10.20.0.7"),
+      lb("b", "10.20.0.6"),
+      container("c", "10.20.0.11"), // c was not vouched for then: not hearsay now
+    ],
+    ["a", "b"],
+  );
+  assert.equal(ledger.report(report("a", ["10.20.0.3"]), T0, known), true);
   assert.deepEqual(ledger.entries(), [
     container("a", "10.20.0.3"),
     lb("b", "10.20.0.6"),
@@ -252,15 +263,17 @@ test("a report's known set adds the parts of nodes not heard from directly (hear
   ]);
   // b reports itself: its report replaces the hearsay, and later hearsay about b is ignored.
   assert.equal(ledger.report(report("b", ["10.20.0.8"], null), T0 + 1), true);
-  ledger.report(report("a", ["10.20.0.3"], null, known), T0 + 2);
+  ledger.report(report("a", ["10.20.0.3"]), T0 + 2, known);
   assert.deepEqual(ledger.entries(), [container("a", "10.20.0.3"), container("b", "10.20.0.8")]);
+  assert.deepEqual(ledger.vouched(), [node("a"), node("b")]);
 });
 
 test("hearsay is pruned like a report: never listed, it goes after the grace period", () => {
   const ledger = new AllowedLedger(NETWORK);
   ledger.report(
-    report("a", [], null, [container("b", "10.20.0.7"), container("c", "10.20.0.11")]),
+    report("a", []),
     T0,
+    signed([container("b", "10.20.0.7"), container("c", "10.20.0.11")], ["b", "c"]),
   );
   ledger.prune([listed("b", "10.20.0.7")], ALL, T0 + 1);
   assert.equal(ledger.prune([listed("b", "10.20.0.7")], ALL, T0 + UNLISTED_GRACE_MS + 1), true);

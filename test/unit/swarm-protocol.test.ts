@@ -23,24 +23,20 @@ const REPORT: Report = {
   networkId: "n".repeat(25),
   whitelisted: [{ name: "proxy.1.abc", ipv4: "10.20.0.3" }],
   loadBalancer: "10.20.0.2",
-  known: [
-    {
-      node: "othernode0000000000000000",
-      hostIp: "192.168.0.2",
-      ipv4: "10.20.0.7",
-      name: "proxy.2.def",
-      kind: "container",
-    },
-  ],
+  known: null,
 };
 const ALLOWED: AllowedMessage = {
   type: "allowed",
+  instanceId: "web",
   networkId: "n".repeat(25),
+  seq: 1_700_000_000_000,
   complete: true,
+  vouched: [NODE],
   entries: [
     { node: NODE, hostIp: "192.168.0.1", ipv4: "10.20.0.2", name: "lb", kind: "load-balancer" },
     { node: NODE, hostIp: "192.168.0.1", ipv4: "10.20.0.3", name: "proxy", kind: "container" },
   ],
+  signature: "c2lnbmF0dXJl",
 };
 
 /** The error of a line that must be refused. */
@@ -59,8 +55,11 @@ test("a valid report and a valid allowed message parse back to themselves", () =
   // What each end reads is what the other sends.
   assert.equal(workerMessageSchema, reportSchema);
   assert.equal(daemonMessageSchema, allowedSchema);
-  const noLb = { ...REPORT, loadBalancer: null, whitelisted: [], known: [] };
+  const noLb = { ...REPORT, loadBalancer: null, whitelisted: [], known: ALLOWED };
   assert.deepEqual(parseLine(reportSchema, JSON.stringify(noLb)), { ok: true, message: noLb });
+  // A node without the network answers all the same, with nothing.
+  const away = { ...REPORT, networkId: null, whitelisted: [], loadBalancer: null };
+  assert.deepEqual(parseLine(reportSchema, JSON.stringify(away)), { ok: true, message: away });
 });
 
 test("a line that is not JSON is refused", () => {
@@ -91,7 +90,7 @@ test("an address that is not IPv4 is refused, naming where it is", () => {
 test("a message of another type, or another end's, is refused", () => {
   assert.match(refused(reportSchema, JSON.stringify({ ...REPORT, type: "hello" })), /^type: /);
   // A worker never takes a report for an allowed set, nor the daemon an allowed set for a report.
-  assert.match(refused(allowedSchema, JSON.stringify(REPORT)), /^type: /);
+  assert.match(refused(allowedSchema, JSON.stringify(REPORT)), /^(type|instanceId): /);
   assert.match(refused(reportSchema, JSON.stringify(ALLOWED)), /^type: /);
   const kind = { ...ALLOWED.entries[0]!, kind: "router" };
   assert.match(

@@ -151,7 +151,8 @@ export function validated<T>(
 /** A JSON element value → the normalised text form; throws on a shape nft does not print. */
 function elementText(value: unknown): string {
   if (typeof value === "string") return normaliseElement(value);
-  if (typeof value === "number") return String(value);
+  // Raw payload values (typeof @th,…): nft prints them as numbers; we write them in hex.
+  if (typeof value === "number") return `0x${value.toString(16)}`;
   if (typeof value === "object" && value !== null) {
     const v = value as Record<string, unknown>;
     if (Array.isArray(v.concat)) return v.concat.map(elementText).join(" . ");

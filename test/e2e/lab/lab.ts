@@ -284,6 +284,25 @@ export class Lab implements Disposable {
     return probes.spoofUdp(this.runner(from), src, dst, port, payload, srcPort);
   }
 
+  /** COUNT VXLAN datagrams from an ordinary UDP socket of `from` (see probes.vxlanSend). */
+  vxlanSend(
+    from: Origin,
+    host: string,
+    port: number,
+    vni: number,
+    kind: "udp" | "arp",
+    innerSrc: string,
+    innerDst: string,
+    dstMac: string,
+    count: number,
+    payloadOrSenderMac: string,
+  ): Promise<void> {
+    return probes.vxlanSend(
+      this.runner(from),
+      ...([host, port, vni, kind, innerSrc, innerDst, dstMac, count, payloadOrSenderMac] as const),
+    );
+  }
+
   /**
    * COUNT ARP replies (~50 ms apart) from `iface` of `from` to `dstMac`/`dstIp`, saying
    * `claimedIp` is at `senderMac` (default: that interface's own MAC).

@@ -124,6 +124,32 @@ export async function spoofUdp(
   if (r.code !== 0) throw new Error(`spoofudp ${src} -> ${dst}:${port} failed: ${r.stderr.trim()}`);
 }
 
+/**
+ * COUNT VXLAN datagrams from an ordinary UDP socket to `host`:`port` (a node's data path), each
+ * wrapping a frame to `dstMac`: "udp", an IPv4 datagram `innerSrc` → `innerDst`:9000 carrying
+ * `payloadOrSenderMac`; "arp", an ARP reply claiming `innerSrc` is at `payloadOrSenderMac`.
+ */
+export async function vxlanSend(
+  run: Runner,
+  host: string,
+  port: number,
+  vni: number,
+  kind: "udp" | "arp",
+  innerSrc: string,
+  innerDst: string,
+  dstMac: string,
+  count: number,
+  payloadOrSenderMac: string,
+): Promise<void> {
+  const cmd = ["tjprobe", "vxlan", host, String(port), String(vni), kind, innerSrc, innerDst];
+  await send(
+    run,
+    [...cmd, dstMac, String(count), payloadOrSenderMac],
+    `vxlan ${kind} ${innerSrc} -> ${host}`,
+    count * 50,
+  );
+}
+
 /** Runs a sender that must exit 0 and print "sent..."; returns its stdout. */
 async function send(run: Runner, cmd: string[], what: string, timeoutMs: number): Promise<string> {
   const r = await run(cmd, timeoutMs + EXEC_MARGIN_MS);

@@ -90,8 +90,10 @@ export class SwarmTrafficJam {
     pred: (l: LogLine) => boolean,
     what: string,
     timeoutMs = 30_000,
+    /** Only lines from this index of the worker's log on (see workerLog().length). */
+    from = 0,
   ): Promise<LogLine> {
-    return waitFor(async () => (await this.workerLog(index)).find(pred) ?? false, {
+    return waitFor(async () => (await this.workerLog(index)).slice(from).find(pred) ?? false, {
       timeoutMs,
       intervalMs: 200,
       what: `node${index}'s worker: ${what}`,
@@ -201,3 +203,22 @@ export async function loadBalancerOf(
   const out = await swarm.node(index).docker("network", "inspect", network, "--format", format);
   return out.trim().split("/")[0] ?? "";
 }
+
+/**
+ * A task of the "pair" service: from its first instant it looks the other task up and connects,
+ * again and again; /tmp/tried and /tmp/reached count the attempts and the connections.
+ */
+export const PAIR_SCRIPT = [
+  "tjprobe serve &",
+  "me=$(hostname -i)",
+  "i=0",
+  "while [ $i -lt 400 ]; do",
+  "  for ip in $(nslookup tasks.pair 2>/dev/null | sed -n 's/^Address:[[:space:]]*\\([0-9.]*\\)$/\\1/p'); do",
+  '    [ "$ip" = "$me" ] && continue',
+  '    echo "$ip" >> /tmp/tried',
+  '    tjprobe tcp "$ip" 80 100 >/dev/null 2>&1 && echo "$ip" >> /tmp/reached',
+  "  done",
+  "  i=$((i+1)); sleep 0.02",
+  "done",
+  "sleep 600",
+].join("\n");

@@ -44,6 +44,14 @@
  *   tjprobe ethsend IFACE DST_MAC ETHERTYPE COUNT
  *                                               COUNT raw Ethernet frames (~10 ms apart) of any
  *                                               ETHERTYPE (e.g. 0x88b5) from IFACE's MAC
+ *   tjprobe vxlan HOST PORT VNI udp|arp INNER_SRC INNER_DST DST_MAC COUNT [PAYLOAD|SENDER_MAC]
+ *                                               COUNT VXLAN datagrams (~50 ms apart) from an ordinary
+ *                                               UDP socket (no capability) to HOST:PORT, each wrapping
+ *                                               an Ethernet frame to DST_MAC: "udp", from Docker's
+ *                                               overlay MAC of INNER_SRC (02:42:<its IPv4>), an IPv4
+ *                                               datagram INNER_SRC -> INNER_DST:9000 carrying PAYLOAD;
+ *                                               "arp", from SENDER_MAC (default that overlay MAC), an
+ *                                               ARP reply claiming INNER_SRC is at SENDER_MAC
  *   tjprobe ethlisten IFACE ETHERTYPE SECONDS   counts frames of ETHERTYPE arriving on IFACE for
  *                                               SECONDS, then prints "received N" and exits 0.
  *                                               /tmp/ethlisten-IFACE-ETHERTYPE.ready (ETHERTYPE as
@@ -698,6 +706,93 @@ static int cmd_ethlisten(int argc, char **argv) {
   return 0;
 }
 
+
+/* Docker's overlay MAC of an IPv4 address: 02:42 and the address. */
+static void overlay_mac(struct in_addr a, uint8_t mac[6]) {
+  const uint8_t *b = (const uint8_t *)&a.s_addr;
+  mac[0] = 0x02;
+  mac[1] = 0x42;
+  memcpy(mac + 2, b, 4);
+}
+
+static int cmd_vxlan(int argc, char **argv) {
+  long port, vni, count;
+  struct in_addr isrc, idst;
+  uint8_t dst_mac[6], src_mac[6];
+  if ((argc != 10 && argc != 11) || parse_int(argv[3], 1, 65535, &port) ||
+      parse_int(argv[4], 0, 0xffffff, &vni) || (strcmp(argv[5], "udp") && strcmp(argv[5], "arp")) ||
+      inet_pton(AF_INET, argv[6], &isrc) != 1 || inet_pton(AF_INET, argv[7], &idst) != 1 ||
+      parse_mac(argv[8], dst_mac) || parse_int(argv[9], 1, 10000, &count))
+    return fprintf(stderr, "usage: tjprobe vxlan HOST PORT VNI udp|arp INNER_SRC INNER_DST DST_MAC COUNT [PAYLOAD|SENDER_MAC]\n"), 2;
+  int arp_kind = !strcmp(argv[5], "arp");
+  const char *payload = argc == 11 && !arp_kind ? argv[10] : "vxlan";
+  size_t plen = strlen(payload);
+  if (plen > 1000) return fprintf(stderr, "tjprobe: payload too long\n"), 2;
+  overlay_mac(isrc, src_mac);
+  if (arp_kind && argc == 11 && parse_mac(argv[10], src_mac))
+    return fprintf(stderr, "tjprobe: bad SENDER_MAC\n"), 2;
+  uint8_t pkt[1200];
+  memset(pkt, 0, sizeof(pkt));
+  /* VXLAN header: flags (I bit), 3 reserved bytes, VNI (24 bits), 1 reserved byte */
+  pkt[0] = 0x08;
+  pkt[4] = (uint8_t)(vni >> 16);
+  pkt[5] = (uint8_t)(vni >> 8);
+  pkt[6] = (uint8_t)vni;
+  struct ether_header *eth = (struct ether_header *)(pkt + 8);
+  memcpy(eth->ether_dhost, dst_mac, 6);
+  memcpy(eth->ether_shost, src_mac, 6);
+  size_t len = 8 + sizeof(*eth);
+  if (arp_kind) {
+    eth->ether_type = htons(ETHERTYPE_ARP);
+    struct ether_arp *arp = (struct ether_arp *)(pkt + len);
+    arp->arp_hrd = htons(ARPHRD_ETHER);
+    arp->arp_pro = htons(ETHERTYPE_IP);
+    arp->arp_hln = 6;
+    arp->arp_pln = 4;
+    arp->arp_op = htons(ARPOP_REPLY);
+    memcpy(arp->arp_sha, src_mac, 6);
+    memcpy(arp->arp_spa, &isrc, 4);
+    memcpy(arp->arp_tha, dst_mac, 6);
+    memcpy(arp->arp_tpa, &idst, 4);
+    len += 46; /* an ARP frame padded to Ethernet's minimum payload */
+  } else {
+    eth->ether_type = htons(ETHERTYPE_IP);
+    struct iphdr *ip = (struct iphdr *)(pkt + len);
+    struct udphdr *udp = (struct udphdr *)(pkt + len + sizeof(*ip));
+    size_t total = sizeof(*ip) + sizeof(*udp) + plen;
+    memcpy(pkt + len + sizeof(*ip) + sizeof(*udp), payload, plen);
+    ip->version = 4;
+    ip->ihl = 5;
+    ip->ttl = 64;
+    ip->protocol = IPPROTO_UDP;
+    ip->tot_len = htons((uint16_t)total);
+    ip->id = htons((uint16_t)getpid());
+    ip->saddr = isrc.s_addr;
+    ip->daddr = idst.s_addr;
+    ip->check = htons(csum_fold(csum_add(0, ip, sizeof(*ip))));
+    udp->source = htons((uint16_t)(40000 + getpid() % 20000));
+    udp->dest = htons(9000);
+    udp->len = htons((uint16_t)(sizeof(*udp) + plen));
+    uint32_t sum = csum_add(0, &ip->saddr, 8);
+    sum += IPPROTO_UDP + (uint32_t)(sizeof(*udp) + plen);
+    sum = csum_add(sum, udp, sizeof(*udp) + plen);
+    udp->check = htons(csum_fold(sum));
+    if (udp->check == 0) udp->check = 0xffff;
+    len += total;
+  }
+  struct sockaddr_storage to;
+  socklen_t tolen;
+  if (parse_addr(argv[2], (int)port, &to, &tolen)) return fprintf(stderr, "tjprobe: bad HOST\n"), 2;
+  int fd = socket(to.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail("udp socket: %s", strerror(errno));
+  for (long i = 0; i < count; i++) {
+    if (i) sleep_ms(50);
+    if (sendto(fd, pkt, len, 0, (struct sockaddr *)&to, tolen) < 0) return fail("vxlan sendto: %s", strerror(errno));
+  }
+  printf("sent %ld\n", count);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "";
   if (!strcmp(cmd, "serve")) return cmd_serve();
@@ -711,11 +806,13 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "mlisten")) return cmd_mlisten(argc, argv);
   if (!strcmp(cmd, "ethsend")) return cmd_ethsend(argc, argv);
   if (!strcmp(cmd, "ethlisten")) return cmd_ethlisten(argc, argv);
+  if (!strcmp(cmd, "vxlan")) return cmd_vxlan(argc, argv);
   fprintf(stderr, "usage: tjprobe serve | tcp HOST PORT TIMEOUT_MS | udp HOST PORT TIMEOUT_MS [PAYLOAD] |\n"
                   "       watch HOST PORT INTERVAL_MS COUNT [TIMEOUT_MS] | spoofudp SRC DST PORT [PAYLOAD [SRCPORT]] |\n"
                   "       arpspoof IFACE CLAIMED_IP DST_IP DST_MAC COUNT [SENDER_MAC] |\n"
                   "       naspoof IFACE TARGET_ADDR DST COUNT [LLADDR] | sendudp DST PORT PAYLOAD [IFACE] |\n"
                   "       mlisten GROUP PORT IFACE SECONDS | ethsend IFACE DST_MAC ETHERTYPE COUNT |\n"
-                  "       ethlisten IFACE ETHERTYPE SECONDS\n");
+                  "       ethlisten IFACE ETHERTYPE SECONDS |\n"
+                  "       vxlan HOST PORT VNI udp|arp INNER_SRC INNER_DST DST_MAC COUNT [PAYLOAD|SENDER_MAC]\n");
   return 2;
 }
