@@ -1,5 +1,6 @@
 // What bench/run.ts and bench/lean.ts share: environment numbers, percentiles, tables, /proc.
 import { readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
 import { sleep, type DaemonProcess, type LogEntry } from "../test/e2e/lab/index.js";
 
 export function envInt(name: string, fallback: number, min: number, max: number): number {
@@ -62,3 +63,25 @@ export const hasReason = (e: LogEntry, reason: string): boolean =>
   String(e.reason ?? "")
     .split(",")
     .includes(reason);
+
+/** CPU time of a cgroup so far, in µs: cgroup v2 cpu.stat usage_usec, else v1 cpuacct.usage. */
+export function cgroupCpu(pid: number): { where: string; usec: () => number } {
+  const lines = readProc(`/proc/${pid}/cgroup`).split("\n");
+  const v2 = lines.find((l) => l.startsWith("0::"))?.slice(3);
+  if (v2)
+    for (const root of ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]) {
+      const file = join(root, v2, "cpu.stat");
+      if (/^usage_usec /m.test(readProc(file)))
+        return {
+          where: file,
+          usec: () => Number(/^usage_usec (\d+)/m.exec(readProc(file))?.[1] ?? NaN),
+        };
+    }
+  const v1 = lines.map((l) => l.split(":")).find((f) => f[1]?.split(",").includes("cpuacct"));
+  if (v1?.[2]) {
+    const file = join("/sys/fs/cgroup", v1[1]!, v1[2], "cpuacct.usage");
+    if (readProc(file) !== "")
+      return { where: file, usec: () => Number(readProc(file).trim()) / 1000 };
+  }
+  throw new Error(`no CPU accounting found for the cgroup of pid ${pid}`);
+}

@@ -41,7 +41,16 @@ import { NODE_BASE_IMAGE, loadNodeBase, nodeBaseTarball } from "../test/e2e/lab/
 import { startBuildProxy } from "../test/e2e/lab/build-proxy.js";
 import { LOG_BASE } from "../test/e2e/lab/paths.js";
 import { BENCH_TMP, baselineVariant, currentVariant, type Variant } from "./baseline.js";
-import { envInt, hasReason, pct, readProc, readlinkSafe, stopDaemon, table } from "./figures.js";
+import {
+  cgroupCpu,
+  envInt,
+  hasReason,
+  pct,
+  readProc,
+  readlinkSafe,
+  stopDaemon,
+  table,
+} from "./figures.js";
 
 export type Backend = "iptables" | "nftables";
 
@@ -301,28 +310,6 @@ async function productImage(ctx: Ctx, v: Variant): Promise<string> {
   await runOk(DOCKER_BIN, ["-H", host, "save", "-o", tmp, tag], { timeoutMs: 300_000 });
   renameSync(tmp, cached);
   return tag;
-}
-
-/** CPU time of a cgroup so far, in µs: cgroup v2 cpu.stat usage_usec, else v1 cpuacct.usage. */
-function cgroupCpu(pid: number): { where: string; usec: () => number } {
-  const lines = readProc(`/proc/${pid}/cgroup`).split("\n");
-  const v2 = lines.find((l) => l.startsWith("0::"))?.slice(3);
-  if (v2)
-    for (const root of ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]) {
-      const file = join(root, v2, "cpu.stat");
-      if (/^usage_usec /m.test(readProc(file)))
-        return {
-          where: file,
-          usec: () => Number(/^usage_usec (\d+)/m.exec(readProc(file))?.[1] ?? NaN),
-        };
-    }
-  const v1 = lines.map((l) => l.split(":")).find((f) => f[1]?.split(",").includes("cpuacct"));
-  if (v1?.[2]) {
-    const file = join("/sys/fs/cgroup", v1[1]!, v1[2], "cpuacct.usage");
-    if (readProc(file) !== "")
-      return { where: file, usec: () => Number(readProc(file).trim()) / 1000 };
-  }
-  throw new Error(`no CPU accounting found for the cgroup of pid ${pid}`);
 }
 
 interface ImageIdle {

@@ -95,7 +95,12 @@ export interface DaemonVariant {
   monitor?: boolean;
   observer?: Pick<ObserverOptions, "bridgeOf" | "sandboxOf">;
   /** Completes a pass's snapshot (null: nothing to enforce here); `fresh`: a full pass. */
-  refine?(snapshot: NetworkSnapshot | null, fresh: boolean): Promise<NetworkSnapshot | null>;
+  /** fresh: a full pass (read Docker again); kernelFresh: the rules may have changed under us. */
+  refine?(
+    snapshot: NetworkSnapshot | null,
+    fresh: boolean,
+    kernelFresh: boolean,
+  ): Promise<NetworkSnapshot | null>;
   /**
    * What makes the rules bypassed in the rules' namespace, read at every full pass; default: the
    * br_netfilter sysctls there.
@@ -211,9 +216,9 @@ export async function runDaemon(
       health.record(outcome);
       variant.passed?.(outcome);
     },
-    observe: async (fresh) => {
+    observe: async (fresh, kernelFresh) => {
       const snapshot = await observer.observe(fresh);
-      return variant.refine ? variant.refine(snapshot, fresh) : snapshot;
+      return variant.refine ? variant.refine(snapshot, fresh, kernelFresh) : snapshot;
     },
   });
 
@@ -292,6 +297,8 @@ export async function runDaemon(
     health.close();
     client.close();
   };
+  // A change somebody else made to the rules (nft monitor names who commits): repaired now.
+  monitor.onChange(() => reconciler.request("rules:changed"));
   process.on("SIGTERM", () => void shutdown(false));
   process.on("SIGINT", () => void shutdown(false));
   process.on("SIGUSR1", () => void shutdown(true));

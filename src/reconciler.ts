@@ -12,8 +12,11 @@ export interface ReconcilerDeps {
   networkRef: string;
   allowHostTraffic: boolean;
   pollIntervalMs: number;
-  /** fresh: read everything again (resync); otherwise what the Docker events may have changed. */
-  observe(fresh: boolean): Promise<NetworkSnapshot | null>;
+  /**
+   * fresh: read everything again (resync); otherwise what the Docker events may have changed.
+   * kernelFresh: the rules may have changed under us (fresh, or nft monitor saw somebody's commit).
+   */
+  observe(fresh: boolean, kernelFresh: boolean): Promise<NetworkSnapshot | null>;
   backend: FirewallBackend;
   /** The kernel's tracked flows: what the rules forbid is cut (conntrack). */
   flows: FlowCutter;
@@ -124,10 +127,12 @@ export class Reconciler {
     let enforcedAt: number | null = null;
     // Docker events (a port lookup tried again, a Swarm peer's news) take the fast path; anything else (startup,
     // resync, a failed pass retried) re-reads all.
-    const fresh = !reasons.every((r) => /^(container|network|port|swarm|flows):/.test(r));
+    const fresh = !reasons.every((r) => /^(container|network|port|swarm|flows|rules):/.test(r));
+    // Somebody else's commit (nft monitor): the kernel is read again, Docker need not be.
+    const kernelFresh = fresh || reasons.includes("rules:changed");
     try {
-      this.deps.backend.warm?.(fresh); // the kernel is read while Docker answers
-      const snapshot = await this.deps.observe(fresh);
+      this.deps.backend.warm?.(kernelFresh); // the kernel is read while Docker answers
+      const snapshot = await this.deps.observe(fresh, kernelFresh);
       // Where a slow pass spends its time: reading Docker and the host, or the firewall.
       const observeMs = Math.round((performance.now() - started) * 10) / 10;
       if (this.stopped) return; // stopped while Docker answered: leave the firewall alone
@@ -143,7 +148,7 @@ export class Reconciler {
       // admit the address's next owner until the deletion runs.
       const early = await this.deleteFlows(ruleset, withdrawnBound(this.applied, ruleset));
       const result = await this.deps.backend.sync(ruleset, {
-        fresh,
+        fresh: kernelFresh,
         onEnforced: () => (enforcedAt = Date.now()),
       });
       const previous = this.applied;

@@ -48,6 +48,8 @@ export interface KernelView<S> {
 
 /** How long a view begun by warm() counts as fresh for the pass that began it. */
 const WARM_FOR_MS = 2_000;
+/** The longest a quiet `nft monitor` spares a resync its read of the kernel. */
+const TRUST_QUIET_FOR_MS = 10 * 60_000;
 
 export class Converger<S, P extends KernelPlan, D = Ruleset> {
   private cache: { state: S; readAt: number } | null = null;
@@ -55,6 +57,11 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
   private viewing: Promise<KernelView<S>> | null = null;
   /** The view warm() began for a pass: its next fresh view, which must not read again. */
   private warmed: { view: Promise<KernelView<S>>; at: number } | null = null;
+  /**
+   * The last pass that found (or left) the kernel as desired: on that same view, the same
+   * desired state needs no plan again (an idle resync with nothing changed plans nothing).
+   */
+  private settled: { readAt: number; key: string; location: string } | null = null;
 
   constructor(
     private readonly kernel: Kernel<S, P, D>,
@@ -100,6 +107,7 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
   invalidate(): void {
     this.cache = null;
     this.warmed = null;
+    this.settled = null;
   }
 
   /**
@@ -113,15 +121,19 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
     view?: KernelView<S>,
   ): Promise<SyncResult> {
     let current = view ?? (await this.view(options.fresh));
+    const key = JSON.stringify(desired);
+    const settled = this.settled;
+    if (current.cached && settled?.readAt === current.readAt && settled.key === key)
+      return { changed: false, differences: [], revoked: [], location: settled.location };
     if (current.cached) {
       try {
-        return await this.pass(current.state, desired, options);
+        return await this.pass(current, desired, options);
       } catch (error) {
         this.onStaleView(error);
       }
       current = await this.readNow();
     }
-    return this.pass(current.state, desired, options);
+    return this.pass(current, desired, options);
   }
 
   /** Compares a read made now with `desired`, changing nothing. */
@@ -136,18 +148,26 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
 
   private quietSince(cache: { state: S; readAt: number }): boolean {
     if (!this.monitor || !(this.kernel.monitored?.(cache.state) ?? true)) return false;
+    // A backstop: however quiet the monitor, the kernel is read again now and then.
+    if (this.now() - cache.readAt > TRUST_QUIET_FOR_MS) return false;
     return this.monitor.quietSince(cache.readAt);
   }
 
   private async readNow(): Promise<KernelView<S>> {
     this.cache = null;
+    this.settled = null;
     const readAt = this.now();
     const state = await this.kernel.read();
     this.cache = { state, readAt };
     return { state, readAt, cached: false };
   }
 
-  private async pass(state: S, desired: D | null, options: SyncOptions): Promise<SyncResult> {
+  private async pass(
+    view: KernelView<S>,
+    desired: D | null,
+    options: SyncOptions,
+  ): Promise<SyncResult> {
+    const { state } = view;
     const plan = this.kernel.plan(state, desired);
     const result: SyncResult = {
       changed: plan.changed,
@@ -155,16 +175,24 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
       revoked: plan.revoked,
       location: plan.location,
     };
-    if (!plan.changed) return result;
+    const key = JSON.stringify(desired);
+    if (!plan.changed) {
+      const readAt = this.cache?.state === state ? this.cache.readAt : null;
+      this.settled = readAt === null ? null : { readAt, key, location: plan.location };
+      return result;
+    }
+    this.settled = null;
     this.cache = null; // until this pass has read back what it changed
     await this.kernel.apply(plan);
     options.onEnforced?.();
-    // Read back what we changed: the kernel, not our intent, is the truth.
-    const readAt = this.now();
+    // Read back what we changed: the kernel, not our intent, is the truth. A read-back may read
+    // only what the plan touched: the rest is as old as the view the plan was made on.
+    const readAt = view.readAt;
     const after = await (this.kernel.readBack?.(state, plan) ?? this.kernel.read());
     const left = this.kernel.plan(after, desired).outstanding;
     if (left.length > 0) throw new VerificationError(plan.location, left);
     this.cache = { state: after, readAt };
+    this.settled = { readAt, key, location: plan.location };
     return result;
   }
 }

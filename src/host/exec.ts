@@ -1,6 +1,7 @@
 // Running the firewall tools. Errors carry the command, what it printed and why, up to the caller.
 // Where a tool runs (which network namespace) is the business of host.ts, not of this module.
 import { spawn } from "node:child_process";
+import { noteToolRun } from "./own-tools.js";
 
 /** Why a command failed: its program is not installed, it exited non-zero, or it hung. */
 export type CommandFailure = "not-installed" | "exit" | "timeout" | "spawn";
@@ -44,11 +45,13 @@ export function spawnTool(
       timeout: TIMEOUT_MS,
       killSignal: "SIGKILL",
     });
+    const ended = noteToolRun(child.pid, file, args);
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    child.on("error", (error: NodeJS.ErrnoException) =>
+    child.on("error", (error: NodeJS.ErrnoException) => {
+      ended();
       reject(
         new CommandError(
           command,
@@ -56,9 +59,10 @@ export function spawnTool(
           null,
           error.message,
         ),
-      ),
-    );
+      );
+    });
     child.on("close", (code, signal) => {
+      ended();
       if (signal === "SIGKILL") {
         reject(new CommandError(command, "timeout", null, `killed after ${TIMEOUT_MS} ms`));
       } else {

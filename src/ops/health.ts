@@ -65,6 +65,14 @@ export function statePath(dir: string, instanceId: string, netns = netnsKey()): 
   return join(dir, `${instanceId}.${netns}.json`);
 }
 
+/**
+ * The verdict file beside the state file: one line, `<until> <healthy|unhealthy> <reason>`, where
+ * `until` (ms since the epoch) is when it goes stale without a newer pass. The image's HEALTHCHECK
+ * reads it with a shell script (healthcheck.sh), starting no Node process: the verdict itself is
+ * the daemon's, computed by assessHealth below.
+ */
+export const verdictPath = (statePathname: string) => statePathname.replace(/\.json$/, ".verdict");
+
 export function processStartTime(pid: number): string | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -91,6 +99,7 @@ export function assessHealth(
   now: number,
   alive: boolean,
   kernel?: string[],
+  describeAge: (ageMs: number) => string = (ageMs) => `${(ageMs / 1000).toFixed(1)} s ago`,
 ): HealthVerdict {
   if (!alive) return { healthy: false, reason: `daemon (pid ${state.pid}) is not running` };
   const limit = STALE_AFTER_INTERVALS * state.pollIntervalMs;
@@ -99,7 +108,7 @@ export function assessHealth(
     return { healthy: false, reason: `no successful reconcile yet${why}` };
   }
   const age = now - state.lastSuccessAt;
-  const ago = `${(age / 1000).toFixed(1)} s ago`;
+  const ago = describeAge(age);
   if (age > limit) {
     const why = state.lastPass && !state.lastPass.ok ? `; last error: ${state.lastPass.error}` : "";
     return {
@@ -212,6 +221,15 @@ export class HealthPublisher {
       mkdirSync(join(this.path, ".."), { recursive: true, mode: 0o755 });
       writeFileSync(tmp, JSON.stringify(this.state) + "\n", { mode: 0o644 });
       renameSync(tmp, this.path);
+      // The file is read later: it names the time of the last success rather than an age.
+      const success = this.state.lastSuccessAt;
+      const at = success === null ? "" : `at ${new Date(success).toISOString()}`;
+      const verdict = assessHealth(this.state, outcome.at, true, undefined, () => at);
+      const limit = STALE_AFTER_INTERVALS * this.state.pollIntervalMs;
+      const until = (this.state.lastSuccessAt ?? outcome.at) + limit;
+      const line = `${until} ${verdict.healthy ? "healthy" : "unhealthy"} ${verdict.reason}`;
+      writeFileSync(tmp, `${line.replace(/\n/g, " ")}\n`, { mode: 0o644 });
+      renameSync(tmp, verdictPath(this.path));
       this.warned = false;
     } catch (error) {
       if (!this.warned) this.onError(error as Error);
@@ -227,6 +245,7 @@ export class HealthPublisher {
 
   private remove(): void {
     rmSync(this.path, { force: true });
+    rmSync(verdictPath(this.path), { force: true });
   }
 }
 

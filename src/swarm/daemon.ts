@@ -45,6 +45,10 @@ export const INSTANCE_LABEL = "trafficjam.instance";
 export const WORKER_KEY_FILE = "/run/secrets/trafficjam_key";
 export const WORKER_STATE_DIR = "/var/lib/trafficjam";
 const CLEAR_TIMEOUT_MS = 90_000;
+/** How often the daemon tells every worker the set again, as a heartbeat. */
+const KEEPALIVE_MS = 10_000;
+/** The worker service's spec and the node list (both sending events) are read at least this often. */
+const RARE_CHECK_MS = 30_000;
 
 export interface SwarmDaemonSettings {
   channelPort: number;
@@ -249,9 +253,12 @@ class SwarmDaemon {
   private seq = 0;
   private failures = 0;
   private readonly refusals = new LogRate();
-  private readonly passes = new PassQueue(() => this.pass());
+  private serviceCheckedAt = 0;
+  private nodeList: { nodes: EngineNode[]; at: number } | null = null;
+  private readonly passes = new PassQueue((reasons) => this.pass(reasons));
   private readonly dialer: DaemonDialer;
   private timer: NodeJS.Timeout | null = null;
+  private keepalive: NodeJS.Timeout | null = null;
   private retry: NodeJS.Timeout | null = null;
 
   constructor(
@@ -372,9 +379,17 @@ class SwarmDaemon {
   }
 
   /** One pass: the service kept deployed, the cluster read, the set shrunk by what it says. */
-  private async pass(): Promise<void> {
+  private async pass(reasons: readonly string[]): Promise<void> {
     try {
-      await this.ensureService();
+      // The service and the nodes send events: a quiet resync checks them only now and then.
+      const now = Date.now();
+      const quiet = reasons.every((r) => r === "resync");
+      if (!quiet || now - this.serviceCheckedAt >= RARE_CHECK_MS) {
+        await this.ensureService();
+        this.serviceCheckedAt = now;
+      }
+      const nodeNews = reasons.some((r) => !/^(resync|network:|worker:|report:)/.test(r));
+      if (nodeNews || now - (this.nodeList?.at ?? 0) >= RARE_CHECK_MS) this.nodeList = null;
       await this.prune();
       this.failures = 0;
       this.health.record({
@@ -427,9 +442,10 @@ class SwarmDaemon {
   private async prune(): Promise<void> {
     const [view, nodes, tasks] = await Promise.all([
       this.api.clusterEndpoints(this.config.network),
-      this.api.nodes(),
+      this.nodeList?.nodes ?? this.api.nodes(),
       this.api.runningTasks(),
     ]);
+    this.nodeList ??= { nodes, at: Date.now() };
     // Dial the nodes whose worker runs: a node without one (drained, down) is not dialled in a
     // loop; it is once its worker's task runs.
     const workerNodes = new Set(
@@ -456,10 +472,10 @@ class SwarmDaemon {
   async run(client: EngineClient): Promise<number> {
     await this.ensureService();
     this.passes.request("startup");
-    this.timer = setInterval(() => {
-      this.passes.request("resync");
-      this.dialer.keepalive();
-    }, this.config.pollIntervalMs);
+    this.timer = setInterval(() => this.passes.request("resync"), this.config.pollIntervalMs);
+    // The heartbeat, on its own clock: a worker is alive when it answers; a dead link is found
+    // within KEEPALIVE_MS + the answer's 5 s, whatever POLL_INTERVAL is.
+    this.keepalive = setInterval(() => this.dialer.keepalive(), KEEPALIVE_MS);
     const watcher = new EventWatcher(
       client,
       {
@@ -480,6 +496,7 @@ class SwarmDaemon {
         if (stopping) return;
         stopping = true;
         if (this.timer) clearInterval(this.timer);
+        if (this.keepalive) clearInterval(this.keepalive);
         if (this.retry) clearTimeout(this.retry);
         watcher.stop();
         this.passes.halt();

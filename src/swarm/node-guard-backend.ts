@@ -27,7 +27,12 @@ interface Plan extends KernelPlan {
 export class NodeGuardBackend {
   private readonly converger: Converger<State, Plan, NodeGuard>;
 
-  constructor(instanceId: string, host: Host, monitor: ChangeMonitor | null = null) {
+  constructor(
+    instanceId: string,
+    host: Host,
+    /** Tells whether netfilter changed since a moment (nft monitor of the node's namespace). */
+    monitor: ChangeMonitor | null = null,
+  ) {
     const name = nodeGuardName(instanceId);
     const kernel: Kernel<State, Plan, NodeGuard> = {
       async read() {

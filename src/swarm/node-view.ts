@@ -3,6 +3,7 @@
 // way out (their docker_gwbridge endpoints), each bound to its bridge port. The Engine and the
 // node's own namespace are read here; what changes only with the node's setup is read at full
 // passes.
+import { networkInterfaces } from "node:os";
 import type { Member, PortIdentity } from "../model.js";
 import type { EngineClient, EngineNetworkMember } from "../observe/engine-api.js";
 import { BridgePortFinder } from "../observe/bridge-ports.js";
@@ -37,9 +38,24 @@ export interface NodeFacts {
   members: PortIdentity[];
 }
 
+/** How long what changes only with the node's setup is kept between full passes. */
+const SETUP_TTL_MS = 60_000;
+/** How long the members' and the daemon's endpoints are kept when no event says they changed. */
+const ENDPOINTS_TTL_MS = 30_000;
+
 export class NodeView {
-  private bridges: Array<{ id: string; name: string; bridge: string }> | null = null;
-  private addresses: string[] | null = null;
+  private bridges: {
+    at: number;
+    list: Array<{ id: string; name: string; bridge: string }>;
+  } | null = null;
+  private addresses: { at: number; list: string[] } | null = null;
+  /** The endpoints bound last, for which members (a change of members reads them again). */
+  private endpoints: {
+    key: string;
+    at: number;
+    daemon: (PortIdentity & { bridge: string }) | null;
+    members: PortIdentity[];
+  } | null = null;
   /** A port finder per bridge of the node (its cache: what a port says is fixed for its life). */
   private readonly finders = new Map<string, BridgePortFinder>();
 
@@ -52,29 +68,54 @@ export class NodeView {
     private readonly onPortUnknown: (member: Member, reason: string) => void,
   ) {}
 
+  /** A network was created or removed on the node: its bridges are read at the next call. */
+  bridgesChanged(): void {
+    this.bridges = null;
+  }
+
   /**
    * The node's facts. `members`: the overlay's members on this node (container IDs) whose way out
-   * is guarded (none with ALLOW_HOST_TRAFFIC). `fresh`: read what changes with the node's setup.
+   * is guarded (none with ALLOW_HOST_TRAFFIC). What changes only with the node's setup is read
+   * again at a full pass (`fresh`) once a minute; the endpoints when the members change, or at a
+   * full pass every 30 s: an idle resync reads next to nothing.
    */
   async facts(fresh: boolean, members: readonly string[]): Promise<NodeFacts> {
-    if (fresh || this.bridges === null) this.bridges = await this.api.bridgeNetworks();
-    if (fresh || this.addresses === null) this.addresses = await hostAddresses(this.host);
-    const gateway = await this.client.inspectNetwork(GATEWAY_BRIDGE);
-    const onGateway = gateway?.Containers ?? {};
-    const [daemon, bound] = await Promise.all([
-      this.daemonIdentity(onGateway),
-      this.bind(
-        "members",
-        GATEWAY_BRIDGE,
-        members.flatMap((id) => (onGateway[id] ? [toMember(id, onGateway[id])] : [])),
-      ),
-    ]);
+    const now = Date.now();
+    const due = (at: number, ttl: number) => fresh && now - at >= ttl;
+    if (this.bridges === null || due(this.bridges.at, SETUP_TTL_MS))
+      this.bridges = { at: now, list: await this.api.bridgeNetworks() };
+    const addresses = await this.nodeAddresses(fresh, now);
+    const key = [...members].sort().join(",");
+    if (this.endpoints?.key !== key || due(this.endpoints.at, ENDPOINTS_TTL_MS)) {
+      const gateway = await this.client.inspectNetwork(GATEWAY_BRIDGE);
+      const onGateway = gateway?.Containers ?? {};
+      const [daemon, bound] = await Promise.all([
+        this.daemonIdentity(onGateway),
+        this.bind(
+          "members",
+          GATEWAY_BRIDGE,
+          members.flatMap((id) => (onGateway[id] ? [toMember(id, onGateway[id])] : [])),
+        ),
+      ]);
+      this.endpoints = { key, at: now, daemon, members: bound };
+    }
     return {
-      bridges: [...new Set(this.bridges.map((b) => b.bridge))],
-      nodeAddresses: this.addresses,
-      daemon,
-      members: bound,
+      bridges: [...new Set(this.bridges.list.map((b) => b.bridge))],
+      nodeAddresses: addresses,
+      daemon: this.endpoints.daemon,
+      members: this.endpoints.members,
     };
+  }
+
+  /** Every address of the node: ours are read in-process; another namespace's with `ip`. */
+  private async nodeAddresses(fresh: boolean, now: number): Promise<string[]> {
+    if (this.host.netns === null)
+      return Object.values(networkInterfaces()).flatMap((list) =>
+        (list ?? []).map((a) => a.address.split("%")[0]!),
+      );
+    if (this.addresses === null || (fresh && now - this.addresses.at >= SETUP_TTL_MS))
+      this.addresses = { at: now, list: await hostAddresses(this.host) };
+    return this.addresses.list;
   }
 
   /** The daemon's container here, if any: its endpoint on the bridge it reaches nodes through. */
@@ -96,7 +137,7 @@ export class NodeView {
       const [bound] = await this.bind("daemon", GATEWAY_BRIDGE, [toMember(container.Id, endpoint)]);
       return bound ? { ...bound, bridge: GATEWAY_BRIDGE } : null;
     }
-    const byId = new Map((this.bridges ?? []).map((b) => [b.id, b.bridge]));
+    const byId = new Map((this.bridges?.list ?? []).map((b) => [b.id, b.bridge]));
     for (const e of Object.values(container.NetworkSettings.Networks)) {
       const bridge = e.NetworkID ? byId.get(e.NetworkID) : undefined;
       if (!bridge || !e.IPAddress || !e.MacAddress) continue;

@@ -26,7 +26,7 @@ import { z } from "zod/v3";
 import { ConfigError, type Config } from "../config.js";
 import type { Log } from "../log.js";
 import type { NetworkSnapshot, Ruleset } from "../model.js";
-import { runDaemon } from "../daemon.js";
+import { onceThenDebug, runDaemon } from "../daemon.js";
 import { createBackend, type SelectingOptions } from "../firewall/index.js";
 import type { FirewallBackend, SyncOptions, SyncResult } from "../firewall/backend.js";
 import { localHost, runChecked, type Host } from "../host/host.js";
@@ -39,6 +39,8 @@ import { NodeGuardBackend } from "./node-guard-backend.js";
 import type { NodeGuard } from "./node-guard.js";
 import { NodeView, parseDaemonRef, type DaemonRef } from "./node-view.js";
 import { LogRate } from "./rate-limit.js";
+import { NftChangeMonitor } from "../host/nft-monitor.js";
+import type { ChangeMonitor } from "../firewall/converger.js";
 import { Conntrack } from "../host/conntrack.js";
 import { publicKeyOf, verifyMessage } from "./signing.js";
 import { SwarmApi, connectSwarm, type ClusterEndpoint } from "./swarm-api.js";
@@ -123,6 +125,11 @@ const loadBalancerNamespace = (netnsDir: string, networkId: string) =>
  */
 const SETTLE_LIMIT_MS = 30_000;
 
+/** How often, at most, a worker reads the cluster's view at its full passes. */
+const VIEW_TTL_MS = 10_000;
+/** How often, at most, it checks the overlay namespace's br_netfilter sysctls. */
+const SYSCTLS_TTL_MS = 60_000;
+
 function loadSaved(path: string, log: Log): SavedSet | null {
   try {
     return savedSetSchema.parse(JSON.parse(readFileSync(path, "utf8")));
@@ -148,9 +155,20 @@ function save(path: string, state: SavedSet): void {
  * no namespace here, so nothing is ever written to the node's own namespace by it.
  */
 class OverlayBackend implements FirewallBackend {
-  private current: { netns: string; backend: FirewallBackend } | null = null;
+  private current: { netns: string; backend: FirewallBackend; monitor: NftChangeMonitor } | null =
+    null;
 
-  constructor(private readonly make: (host: Host) => FirewallBackend) {}
+  constructor(
+    private readonly make: (host: Host, monitor: ChangeMonitor) => FirewallBackend,
+    private readonly onMonitorLost: (reason: string) => void,
+    /** Somebody else changed the rules in the overlay namespace. */
+    private readonly onChange: () => void,
+  ) {}
+
+  /** Stops watching the namespace's rules (the worker stops). */
+  close(): void {
+    this.current?.monitor.stop();
+  }
 
   /** The backend of `netns` (undefined: the last one's, for clear). */
   private backend(netns?: string | null): { backend: FirewallBackend; renewed: boolean } | null {
@@ -158,7 +176,12 @@ class OverlayBackend implements FirewallBackend {
       return this.current ? { backend: this.current.backend, renewed: false } : null;
     if (netns === null) return null;
     if (this.current?.netns === netns) return { backend: this.current.backend, renewed: false };
-    this.current = { netns, backend: this.make(localHost.in(netns)) };
+    // A watch of the namespace's own rules (nft monitor there): a quiet resync reads nothing.
+    this.current?.monitor.stop();
+    const monitor = new NftChangeMonitor(this.onMonitorLost, netns);
+    monitor.onChange(this.onChange);
+    monitor.start();
+    this.current = { netns, backend: this.make(localHost.in(netns), monitor), monitor };
     return { backend: this.current.backend, renewed: true };
   }
 
@@ -204,6 +227,9 @@ class SwarmWorker {
   private readonly publicKey: KeyObject;
   private readonly channel: WorkerListener;
   private readonly guard: NodeGuardBackend;
+  /** The watch of the node's own rules (the daemon's, started after its first pass). */
+  private ownMonitor: ChangeMonitor | null = null;
+  private overlay: OverlayBackend | null = null;
   private readonly nodeView: NodeView;
   private readonly refusals = new LogRate();
   private network: OverlayHere | null = null;
@@ -212,7 +238,10 @@ class SwarmWorker {
   /** This node's data-path address, as the cluster's view names it (learnt from a local endpoint). */
   private hostIp: string | null = null;
   /** The cluster's view of the overlay, read at full passes. */
-  private view: { networkId: string; endpoints: ClusterEndpoint[] } | null = null;
+  private view: { networkId: string; endpoints: ClusterEndpoint[]; at: number } | null = null;
+  /** When the overlay namespace's br_netfilter sysctls were last checked, and what was wrong. */
+  private sysctlsCheckedAt = 0;
+  private sysctlsProblems: string[] = [];
   /** Until a complete set is held, other nodes' endpoints are let in as the view lists them. */
   private settled: boolean;
   private settleTimer: NodeJS.Timeout | null = null;
@@ -235,7 +264,9 @@ class SwarmWorker {
     pskKey: Buffer,
   ) {
     this.publicKey = publicKeyOf(settings.daemonKey);
-    this.guard = new NodeGuardBackend(config.instanceId, localHost);
+    this.guard = new NodeGuardBackend(config.instanceId, localHost, {
+      quietSince: (since) => this.ownMonitor?.quietSince(since) ?? false,
+    });
     this.set = new AllowedSet(loadSaved(settings.stateFile, log), settings.daemonKey);
     this.settled = this.set.complete;
     this.lastNetworkId = this.set.networkId;
@@ -349,11 +380,12 @@ class SwarmWorker {
   private readonly refine = async (
     snapshot: NetworkSnapshot | null,
     fresh: boolean,
+    kernelFresh: boolean,
   ): Promise<NetworkSnapshot | null> => {
     const current = this.network;
     if (snapshot === null || current === null || !snapshot.bridge) {
       this.report(snapshot === null ? null : snapshot.id, [], null);
-      await this.syncGuard(null, [], fresh); // no container sends into the data path, overlay or not
+      await this.syncGuard(null, [], fresh, kernelFresh); // no container sends into the data path, overlay or not
       return null;
     }
     const overlayHost = localHost.in(current.netns);
@@ -369,15 +401,23 @@ class SwarmWorker {
           },
         );
       this.sysctlsSetIn = current.netns;
+      this.sysctlsCheckedAt = Date.now();
     }
     if (this.vxlan?.netns !== current.netns)
       this.vxlan = { netns: current.netns, ...(await vxlanLink(overlayHost)) };
     const lb = `lb-${current.name}`;
     const members = snapshot.members.map((m) => (m.id === lb ? { ...m, whitelisted: true } : m));
     const local = members.flatMap((m) => (m.ipv4 ? [m.ipv4] : []));
-    if (fresh || this.view?.networkId !== snapshot.id) {
+    // The cluster's view changes with other nodes, which send no event here: read at full
+    // passes, at most every VIEW_TTL_MS (and always while settling, or for a new network).
+    const viewAge = Date.now() - (this.view?.at ?? 0);
+    if (
+      this.view?.networkId !== snapshot.id ||
+      !this.settled ||
+      (fresh && viewAge >= VIEW_TTL_MS)
+    ) {
       const read = await this.api.clusterEndpoints(snapshot.id);
-      this.view = { networkId: snapshot.id, endpoints: read?.endpoints ?? [] };
+      this.view = { networkId: snapshot.id, endpoints: read?.endpoints ?? [], at: Date.now() };
     }
     const view = this.view?.endpoints ?? [];
     const ownContainers = new Set(members.flatMap((m) => (m.id !== lb && m.ipv4 ? [m.ipv4] : [])));
@@ -423,6 +463,7 @@ class SwarmWorker {
       },
       this.config.allowHostTraffic ? [] : members.filter((m) => m.id !== lb).map((m) => m.id),
       fresh,
+      kernelFresh,
     );
     return {
       ...snapshot,
@@ -434,11 +475,44 @@ class SwarmWorker {
     };
   };
 
+  /**
+   * The overlay namespace's br_netfilter sysctls, Docker's namespace that the worker set up: checked
+   * every SYSCTLS_TTL_MS (a process entered there each time), switched back on where they were
+   * turned off, a problem only where that fails. The node's own sysctls are not the worker's:
+   * its node guard matches routed traffic, which needs none.
+   */
+  private async overlaySysctls(ruleset: Ruleset): Promise<string[]> {
+    if (ruleset.netns === null) return [];
+    if (Date.now() - this.sysctlsCheckedAt < SYSCTLS_TTL_MS) return this.sysctlsProblems;
+    this.sysctlsCheckedAt = Date.now();
+    this.sysctlsProblems = await this.ensureSysctls(ruleset.netns);
+    return this.sysctlsProblems;
+  }
+
+  private async ensureSysctls(netns: string): Promise<string[]> {
+    try {
+      const { changed } = await ensureBridgeNetfilterIn(localHost.in(netns));
+      if (changed.length > 0)
+        this.log.warn(
+          "host.sysctls.enabled",
+          "br_netfilter sysctls were off in the overlay namespace: switched back on",
+          {
+            sysctls: changed,
+            netns,
+          },
+        );
+      return [];
+    } catch (error) {
+      return [(error as Error).message];
+    }
+  }
+
   /** The node's guard: its tunnel part from the overlay here (null: none here), always the rest. */
   private async syncGuard(
     overlay: Pick<NodeGuard, "vni" | "dataPort" | "remote" | "local"> | null,
     members: readonly string[],
     fresh: boolean,
+    kernelFresh: boolean,
   ): Promise<void> {
     const dataPort = overlay?.dataPort ?? this.settings.dataPort;
     if (dataPort === null)
@@ -458,7 +532,7 @@ class SwarmWorker {
       members: this.config.allowHostTraffic ? null : facts.members,
       nodeAddresses: facts.nodeAddresses,
     };
-    const result = await this.guard.sync(guard, fresh);
+    const result = await this.guard.sync(guard, kernelFresh);
     await this.cutMemberFlows(guard);
     if (result.changed)
       this.log.info("swarm.node.guarded", "the node's guard applied in its own namespace", {
@@ -548,20 +622,36 @@ class SwarmWorker {
     });
     return runDaemon(this.config, this.log, {
       ownSysctls: false,
-      monitor: false,
-      backend: (options: SelectingOptions) =>
-        new OverlayBackend((host) =>
-          createBackend(this.config.firewallBackend, this.config.instanceId, {
-            ...options,
-            host,
-            overlay: true,
-          }),
-        ),
+      backend: (options: SelectingOptions) => {
+        this.ownMonitor = options.monitor ?? null;
+        const warn = onceThenDebug(this.log, "warn");
+        this.overlay = new OverlayBackend(
+          (host, monitor) =>
+            createBackend(this.config.firewallBackend, this.config.instanceId, {
+              ...options,
+              host,
+              monitor,
+              overlay: true,
+            }),
+          (reason) =>
+            warn(
+              "host.monitor.unavailable",
+              "nft monitor unavailable in the overlay namespace: every resync re-reads the rules",
+              { reason },
+            ),
+          () => this.request("rules:changed"),
+        );
+        return this.overlay;
+      },
       observer: { bridgeOf: this.bridgeOf, sandboxOf: this.sandboxOf },
       refine: this.refine,
+      hostProblems: (ruleset) => this.overlaySysctls(ruleset),
       // A bridge network created on the node: its bridge joins the guarded ones at once.
       event: (event) => {
-        if (event.Type === "network" && event.Action === "create") this.request("node:network");
+        if (event.Type === "network" && (event.Action === "create" || event.Action === "destroy")) {
+          this.nodeView.bridgesChanged();
+          if (event.Action === "create") this.request("node:network");
+        }
       },
       started: (requestPass) => {
         this.requestPass = requestPass;
@@ -571,6 +661,7 @@ class SwarmWorker {
       },
       stopping: () => {
         this.netnsWatch?.close();
+        this.overlay?.close();
         void this.channel.close();
       },
       cleared: async () => {

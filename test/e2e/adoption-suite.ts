@@ -34,6 +34,8 @@ export interface AdoptionSetup {
   labName: string;
   /** FIREWALL_BACKEND, … */
   env: Record<string, string>;
+  /** Changes another tool might make to instance `web`'s rules that open the network. */
+  vandalism: string[][];
 }
 
 /** ARP ignores a different answer for an entry updated less than locktime (1 s) ago. */
@@ -473,6 +475,56 @@ export function adoptionSuite(setup: AdoptionSetup): void {
       } finally {
         rmSync(flag, { force: true });
         await stopAndClear(d, "cnet");
+      }
+    });
+
+    it("a change another tool makes is repaired at once, not at the next resync (POLL_INTERVAL=60); our own commits start no pass", async (tc) => {
+      const [b1, b2] = t.backends;
+      const d = await start({
+        NETWORK: t.net,
+        WHITELIST_FILTER: "label=tj.role=proxy",
+        INSTANCE_ID: "web",
+        POLL_INTERVAL: "60",
+        DEBUG: "true",
+      });
+      const extra = `late-${Date.now()}`;
+      try {
+        // A change of ours first: a new backend, its rules committed by the daemon itself.
+        const first = d.mark();
+        await lab.run({ name: extra, network: t.net });
+        await d.waitForLog((e) => e.event === "rules.applied", 5_000, first);
+        const from = d.mark();
+        for (const vandalism of setup.vandalism) {
+          const mark = d.mark();
+          const at = Date.now();
+          await lab.nsExec(vandalism);
+          const e = await d.waitForLog((x) => x.event === "rules.repaired", 5_000, mark);
+          tc.diagnostic(
+            `${vandalism.join(" ")}: repaired ${Date.now() - at} ms later (reason ${String(e.reason)})`,
+          );
+          // nft monitor's news, not the resync timer (60 s away).
+          assert.match(String(e.reason), /\brules:changed\b/);
+          assert.equal(await lab.tcp(b2, b1.ipv4, 80, 500), false, "b2 → b1 after the repair");
+        }
+        // A harmless commit of somebody else's: one pass, which finds nothing to do. The daemon's
+        // own commits (each repair) started none: that pass is the only other one told of changes.
+        const barrier = d.mark();
+        await lab.nsExec(["nft", "add", "table", "inet", "tj_barrier"]);
+        await d.waitForLog(
+          (x) => x.event === "rules.verified" && /rules:changed/.test(String(x.reason)),
+          5_000,
+          barrier,
+        );
+        await lab.nsExec(["nft", "delete", "table", "inet", "tj_barrier"]);
+        const told = d.entriesFrom(from).filter((x) => /rules:changed/.test(String(x.reason)));
+        tc.diagnostic(`passes told of changes: ${told.map((x) => String(x.event)).join(", ")}`);
+        assert.deepEqual(
+          told.map((x) => x.event),
+          [...setup.vandalism.map(() => "rules.repaired"), "rules.verified"],
+        );
+      } finally {
+        await lab.docker("rm", "-f", extra);
+        await stopAndClear(d, "web");
       }
     });
 

@@ -88,7 +88,8 @@ describe("the container image (Dockerfile), used like the original's", () => {
         PRODUCT_IMAGE,
       ),
     ) as { Test: string[] };
-    assert.deepEqual(check.Test, ["CMD", "/usr/local/bin/trafficjam", "healthcheck"]);
+    // The image's check reads the daemon's verdict with a shell script: no Node process.
+    assert.deepEqual(check.Test, ["CMD", "/usr/local/bin/trafficjam-healthcheck"]);
     const sizes = await lab.docker(
       ...["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"],
     );
@@ -127,6 +128,10 @@ describe("the container image (Dockerfile), used like the original's", () => {
     const ok = await lab.exec("trafficjam", ["trafficjam", "healthcheck"]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /^healthy: rules in force/);
+    // The image's own check says the same, from the verdict file.
+    const image = await lab.exec("trafficjam", ["/usr/local/bin/trafficjam-healthcheck"]);
+    assert.equal(image.code, 0, image.stderr);
+    assert.match(image.stdout, /^healthy: rules in force/);
   });
 
   it("with the netns folder and no CAP_SYS_ADMIN, allowances are bound to bridge ports: forgeries are dropped", async () => {
@@ -274,8 +279,8 @@ networks:
     try {
       const up = await compose("up", "-d");
       assert.equal(up.code, 0, up.stderr);
-      // The image's default HEALTHCHECK (first check after its 10 s interval).
-      await waitHealth(lab, "trafficjam", "healthy", 40_000);
+      // The image's default HEALTHCHECK (first check after its 30 s interval).
+      await waitHealth(lab, "trafficjam", "healthy", 60_000);
       const [proxy, w1, w2] = await Promise.all(
         ["traefik", "whoami", "whoami2"].map((n) => lab.inspect(n)),
       );

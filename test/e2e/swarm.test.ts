@@ -346,6 +346,33 @@ describe(
       assert.ok(!plainLog.some((l) => l.includes("forged-lb")), plainLog.join(" | "));
     });
 
+    it("a chain flushed by hand in the overlay namespace is repaired at once (nft monitor there), and logged", async (tc) => {
+      // The repair comes from the worker's watch of that namespace, not its resync timer
+      // (POLL_INTERVAL 5 s): a resync that happens to fall within the watch's 100 ms wins that
+      // race, so the flush is tried again (three times at most) until the watch's pass repairs it.
+      let reason = "";
+      for (let attempt = 0; attempt < 3 && !reason.includes("rules:changed"); attempt++) {
+        const from = (await tj.workerLog(1)).length;
+        await swarm.overlayExec(1, netId, ["iptables", "-F", "TRAFFICJAM"]);
+        const repaired = await tj.waitWorker(
+          1,
+          (l) => l.event === "rules.repaired",
+          "the flushed chain repaired",
+          20_000,
+          from,
+        );
+        reason = String(repaired.reason);
+        tc.diagnostic(`attempt ${attempt + 1}: rules.repaired, reason ${reason}`);
+      }
+      assert.match(reason, /\brules:changed\b/);
+      assert.match(
+        await swarm.overlayExec(1, netId, ["iptables-save", "-t", "filter"]),
+        /-A TRAFFICJAM /,
+      );
+      assert.equal(await tcp(backend[2]!, 2, backend[1]!.ipv4), false, "node2 → node1 again");
+      assert.equal(await tcp(proxy, proxyNode, backend[1]!.ipv4), true, "the proxy still");
+    });
+
     it("no container sends into the data path: VXLAN forgeries from the proxy's node arrive nowhere", async (tc) => {
       const forged = await vxlanForgeries("vx-after");
       tc.diagnostic(

@@ -178,6 +178,39 @@ test("a resync trusts the last read-back while the monitor saw nothing change, a
   assert.deepEqual(kernel.log, ["read", "apply +172.20.0.2 -", "read"]);
 });
 
+test("a change told while our own apply ran counts against the view the plan was made on", async () => {
+  const { kernel, impl } = fakeKernel();
+  const monitor = fakeMonitor();
+  let t = 1000;
+  const apply = impl.apply.bind(impl);
+  // Somebody's commit, told while ours ran: after our read, before our read-back began.
+  impl.apply = async (plan) => {
+    t += 10;
+    monitor.changedAt = t;
+    await apply(plan);
+    t += 10;
+  };
+  const engine = new Converger(impl, monitor, undefined, () => t);
+  await engine.converge(ruleset(["172.20.0.2"]), { fresh: true });
+  kernel.log.length = 0;
+  // A read-back may read only what the plan touched: the resync reads the rest again.
+  assert.equal((await engine.view(true)).cached, false);
+  assert.deepEqual(kernel.log, ["read"]);
+});
+
+test("a quiet monitor spares a resync its read for ten minutes at most", async () => {
+  const { kernel, impl } = fakeKernel();
+  let t = 1000;
+  const engine = new Converger(impl, fakeMonitor(), undefined, () => t);
+  await engine.converge(ruleset(["172.20.0.2"]), { fresh: true });
+  kernel.log.length = 0;
+  t += 10 * 60_000;
+  assert.equal((await engine.view(true)).cached, true, "ten minutes: still trusted");
+  t += 1;
+  assert.equal((await engine.view(true)).cached, false, "then read again");
+  assert.deepEqual(kernel.log, ["read"]);
+});
+
 test("without a monitor, or on state it cannot see (legacy tables), every resync reads", async () => {
   for (const setup of ["no monitor", "unmonitored state"]) {
     const { kernel, impl } = fakeKernel();

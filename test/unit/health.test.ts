@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, existsSync, readdirSync, rmSync } from "node:fs";
@@ -154,10 +155,12 @@ test("HealthPublisher writes atomically, keeps the last success across a failure
     assert.equal(s.location, "nftables");
     assert.deepEqual(s.lastPass, { ok: false, at: 20, error: "docker down" });
     assert.deepEqual(s.ruleset, ruleset);
-    assert.deepEqual(readdirSync(join(dir, "sub")), ["web.net1.json"]); // no temp file left
+    // The state and the image's verdict; no temp file left.
+    assert.deepEqual(readdirSync(join(dir, "sub")).sort(), ["web.net1.json", "web.net1.verdict"]);
     pub.close();
     pub.record({ ok: true, at: 30, ruleset });
     assert.equal(existsSync(path), false);
+    assert.equal(existsSync(join(dir, "sub", "web.net1.verdict")), false);
     assert.deepEqual(errors, []);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -198,4 +201,43 @@ test("the reconciler reports every pass to onPass: the ruleset on success, the e
   assert.deepEqual(outcomes[0]!.ruleset, ruleset);
   assert.equal(outcomes[1]!.ok, false);
   assert.equal(outcomes[1]!.error, "docker down");
+});
+
+test("the image's shell check (image/healthcheck.sh) says what the daemon's verdict says, and that it is stale", () => {
+  const dir = mkdtempSync(join(tmpdir(), "tj-health-sh-"));
+  const script = new URL("../../image/healthcheck.sh", import.meta.url).pathname;
+  const check = () =>
+    spawnSync("sh", [script], {
+      env: { PATH: process.env.PATH, INSTANCE_ID: "web", TRAFFICJAM_STATE_DIR: dir },
+      encoding: "utf8",
+    });
+  try {
+    const missing = check();
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /^unhealthy: state file .*web\.net\d+\.json: missing/);
+    const pub = new HealthPublisher(
+      statePath(dir, "web"),
+      { instanceId: "web", firewallBackend: "auto", pollIntervalMs: 60_000 },
+      () => undefined,
+    );
+    pub.record({ ok: true, at: Date.now(), ruleset, location: "iptables-nft" });
+    const ok = check();
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(
+      ok.stdout,
+      /^healthy: rules in force in iptables-nft.*last reconcile at \d{4}-\d\d-\d\dT/,
+    );
+    pub.record({ ok: false, at: Date.now(), error: "docker down" });
+    const failed = check();
+    assert.equal(failed.status, 1);
+    assert.match(failed.stderr, /^unhealthy: the last reconcile failed .*docker down/);
+    // A success older than 3 × POLL_INTERVAL: the verdict went stale, whatever it said.
+    pub.record({ ok: true, at: Date.now() - 200_000, ruleset, location: "iptables-nft" });
+    const stale = check();
+    assert.equal(stale.status, 1);
+    assert.match(stale.stderr, /^unhealthy: no successful reconcile within 3 × POLL_INTERVAL/);
+    pub.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

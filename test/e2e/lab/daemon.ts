@@ -149,6 +149,14 @@ export class DaemonProcess {
     });
   }
 
+  /** Parsed JSON lines from line `fromLine` (a mark()) on. */
+  entriesFrom(fromLine: number): LogEntry[] {
+    return this.lines.slice(fromLine).flatMap((l): LogEntry[] => {
+      const e = parseLine(l);
+      return e ? [e] : [];
+    });
+  }
+
   /** Index to pass as `fromLine` to only consider lines logged after this point. */
   mark(): number {
     return this.lines.length;
