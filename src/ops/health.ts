@@ -276,8 +276,10 @@ export async function checkHealth(
     const { createBackend } = await import("../firewall/index.js");
     const { localHost } = await import("../host/host.js");
     // Where the daemon put them: a Swarm worker's are in the overlay's namespace.
+    const netns = state.ruleset.netns ?? null;
     const backend = createBackend(state.firewallBackend, instanceId, {
-      host: localHost.in(state.ruleset.netns ?? null),
+      host: localHost.in(netns),
+      overlay: netns !== null,
     });
     differences = (await backend.check(state.ruleset)).differences;
   } catch (error) {

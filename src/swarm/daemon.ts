@@ -440,12 +440,17 @@ class SwarmDaemon {
   }
 
   private async prune(): Promise<void> {
-    const [view, nodes, tasks] = await Promise.all([
+    const [view, kept, tasks] = await Promise.all([
       this.api.clusterEndpoints(this.config.network),
       this.nodeList?.nodes ?? this.api.nodes(),
       this.api.runningTasks(),
     ]);
-    this.nodeList ??= { nodes, at: Date.now() };
+    let nodes = kept;
+    // A task on a node the kept list lacks: a node joined (its event may come later, or never).
+    const listed = new Set(nodes.map((n) => n.ID));
+    if (this.nodeList && tasks.some((t) => t.NodeID !== "" && !listed.has(t.NodeID)))
+      nodes = await this.api.nodes();
+    this.nodeList = this.nodeList?.nodes === nodes ? this.nodeList : { nodes, at: Date.now() };
     // Dial the nodes whose worker runs: a node without one (drained, down) is not dialled in a
     // loop; it is once its worker's task runs.
     const workerNodes = new Set(

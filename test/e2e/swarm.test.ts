@@ -287,6 +287,16 @@ describe(
           /table inet trafficjam-node_sw1/,
           `node${n}'s own namespace`,
         );
+      // The deep health check reads the rules where the worker put them (the overlay namespace:
+      // the node's own holds none of them, so a check there would find them all missing).
+      for (const n of [1, 2]) {
+        const worker = (await tj.workerContainer(n))!;
+        const deep = await swarm
+          .node(n)
+          .dockerResult(["exec", worker, "trafficjam", "healthcheck", "--deep"]);
+        assert.equal(deep.code, 0, `node${n}: ${deep.stdout}${deep.stderr}`);
+        assert.match(deep.stdout, /^healthy: rules in force in iptables-nft/);
+      }
       const sysctl = ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"];
       assert.equal((await swarm.overlayExec(2, netId, sysctl)).trim(), "1");
       const bound = await swarm.overlayExec(2, netId, ["iptables-save", "-t", "filter"]);
@@ -522,12 +532,20 @@ describe(
       const n2 = swarm.node(2);
       const worker2 = (await tj.workerContainer(2))!;
       const worker3 = (await tj.workerContainer(3))!;
-      const savedOf = async (n: number, container: string) =>
-        JSON.parse(
-          await swarm
-            .node(n)
-            .docker("exec", container, "cat", "/var/lib/trafficjam/sw1.allowed.json"),
-        ) as { seq: number; last: Record<string, unknown> & { seq: number; entries: unknown[] } };
+      const savedOf = async (n: number, container: string) => {
+        const r = await swarm
+          .node(n)
+          .dockerResult(["exec", container, "cat", "/var/lib/trafficjam/sw1.allowed.json"]);
+        if (r.code !== 0) {
+          const log = (await tj.workerLog(n)).slice(-40).map((l) => JSON.stringify(l));
+          const ps = await swarm.node(n).docker("ps", "-a", "--format", "{{.Names}} {{.Status}}");
+          assert.fail(`node${n}: ${r.stderr}\n${ps}\n${log.join("\n")}`);
+        }
+        return JSON.parse(r.stdout) as {
+          seq: number;
+          last: Record<string, unknown> & { seq: number; entries: unknown[] };
+        };
+      };
       // What node2's root has: the channel's key, and a set the daemon signed (node2 took it).
       const psk = (await n2.docker("exec", worker2, "cat", "/run/secrets/trafficjam_key")).trim();
       const old = (await savedOf(2, worker2)).last;
