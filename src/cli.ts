@@ -11,6 +11,8 @@ const USAGE = `usage: trafficjam                     run the daemon (configured 
        trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
                                       verified the rules in force, recently; else 1 (one line says why).
                                       --deep: also read the rules back from the kernel now
+       trafficjam status [--json]     every instance here: network, mode, rules, whitelisted containers
+                                      and their ports, last pass, repairs, drop counters, attempts
        trafficjam boot-guard unit     print the systemd unit of the opt-in boot guard (BOOT_GUARD)
        trafficjam boot-guard open     delete this INSTANCE_ID's boot guard table now
        trafficjam --version           print the version`;
@@ -108,6 +110,10 @@ async function daemon(): Promise<number> {
     allowHostTraffic: config.allowHostTraffic,
     firewallBackend: config.firewallBackend,
     bootGuard: config.bootGuard,
+    mode: config.mode,
+    metricsAddress: config.metricsAddress
+      ? `${config.metricsAddress.host}:${config.metricsAddress.port}`
+      : null,
   });
   const guard = bootGuard.bootGuardVariant({
     instanceId: config.instanceId,
@@ -116,7 +122,7 @@ async function daemon(): Promise<number> {
     version: VERSION,
     log,
   });
-  return runDaemon(config, log, guard);
+  return runDaemon(config, log, { ...guard, operations: true });
 }
 
 /** `boot-guard unit`: the systemd unit; `boot-guard open`: this instance's guard table deleted. */
@@ -162,13 +168,15 @@ async function main(argv: string[]): Promise<number> {
         ? clear
         : args[0] === "swarm-worker" && args.length <= 2 && (args[1] ?? "--clear") === "--clear"
           ? () => swarmWorker(args[1] === "--clear")
-          : args[0] === "boot-guard" &&
-              args.length === 2 &&
-              (args[1] === "unit" || args[1] === "open")
-            ? () => bootGuardCommand(args[1] as "unit" | "open")
-            : args.length === 0
-              ? daemon
-              : null;
+          : args[0] === "status" && args.length <= 2 && (args[1] ?? "--json") === "--json"
+            ? async () => (await import("./ops/status.js")).runStatus(args[1] === "--json")
+            : args[0] === "boot-guard" &&
+                args.length === 2 &&
+                (args[1] === "unit" || args[1] === "open")
+              ? () => bootGuardCommand(args[1] as "unit" | "open")
+              : args.length === 0
+                ? daemon
+                : null;
   if (command === null) {
     process.stderr.write(`trafficjam: unknown argument ${args.join(" ")}\n${USAGE}\n`);
     return 2;

@@ -111,6 +111,11 @@ export interface DaemonVariant {
   started?(request: (reason: string) => void): void;
   /** The daemon is stopping (cleared: after its rules were removed). */
   stopping?(): void;
+  /**
+   * The operations side (ops/runtime.ts: the blocked-attempt log, MODE, metrics, `status`): the
+   * daemon on one host has it; a Swarm worker does not yet (its rules are written without log).
+   */
+  operations?: boolean;
 }
 
 /** Runs until a signal; resolves with the exit code. */
@@ -121,6 +126,11 @@ export async function runDaemon(
 ): Promise<number> {
   const client = createEngineClient(process.env);
   const host: Host = localHost;
+  // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
+  const health = healthPublisher(config, log);
+  const ops = variant.operations
+    ? new (await import("./ops/runtime.js")).Operations(config, log, host, health)
+    : null;
   if (variant.ownSysctls !== false) {
     const bridge = await ensureBridgeNetfilter();
     if (bridge.changed.length > 0)
@@ -159,7 +169,8 @@ export async function runDaemon(
     host,
     network: config.network,
     whitelist: config.whitelistFilter,
-    onPortUnknown: (member, reason) =>
+    onPortUnknown: (member, reason) => {
+      ops?.portUnknown(member, reason);
       portWarn(
         "port.unbound",
         "cannot find the bridge port of a member: its port is not bound to its MAC and " +
@@ -169,7 +180,8 @@ export async function runDaemon(
           "read-only at /run/netns (-v /var/run/docker/netns:/run/netns:ro,rslave); run the " +
           "host command as root. See docs/troubleshooting.md",
         { container: member.name, whitelisted: member.whitelisted, reason },
-      ),
+      );
+    },
     onPortRetry: (member, reason, retryInMs) => {
       log.debug("port.retry", "bridge port not found yet: trying again", {
         container: member.name,
@@ -188,13 +200,11 @@ export async function runDaemon(
     ...variant.observer,
   });
 
-  // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
-  const health = healthPublisher(config, log);
-
   const reconciler = new Reconciler({
     instanceId: config.instanceId,
     networkRef: config.network,
     allowHostTraffic: config.allowHostTraffic,
+    policy: ops?.policy,
     pollIntervalMs: config.pollIntervalMs,
     backend,
     flows: new ConntrackFlowCutter(host),
@@ -206,12 +216,15 @@ export async function runDaemon(
       }),
     log,
     onPass: (outcome) => {
+      ops?.passed(outcome);
       health.record(outcome);
       variant.passed?.(outcome);
     },
     observe: async (fresh) => {
       const snapshot = await observer.observe(fresh);
-      return variant.refine ? variant.refine(snapshot, fresh) : snapshot;
+      const refined = variant.refine ? await variant.refine(snapshot, fresh) : snapshot;
+      ops?.observed(refined);
+      return refined;
     },
   });
 
@@ -285,6 +298,7 @@ export async function runDaemon(
     }
   };
   const finish = () => {
+    ops?.stop();
     monitor.stop();
     health.close();
     client.close();
@@ -295,6 +309,7 @@ export async function runDaemon(
 
   if (!variant.dockerReady) await waitForDocker(client, log, () => stopping);
   if (stopping) return exited;
+  await ops?.beforeFirstPass();
   // Rules first: the initial pass runs before anything else, then events and the timer.
   await reconciler.runOnce("startup");
   if (!stopping) {
@@ -303,6 +318,7 @@ export async function runDaemon(
     // Only resyncs use it, and a watcher needs a moment to be trusted: not before the rules.
     if (useMonitor) monitor.start();
     variant.started?.((reason) => reconciler.request(reason));
+    void ops?.started();
   }
   return exited;
 }

@@ -14,6 +14,7 @@ import { readFileSync, readlinkSync, renameSync, rmSync, mkdirSync, writeFileSyn
 import { join } from "node:path";
 import type { Ruleset } from "../model.js";
 import type { PassOutcome } from "../reconciler.js";
+import type { OpsState } from "./state.js";
 
 type BackendMode = "auto" | "iptables" | "nftables";
 
@@ -39,6 +40,8 @@ export interface HealthState {
   ruleset: Ruleset | null;
   /** What the last pass found wrong although the rules are in force (see PassOutcome.problems). */
   problems: string[];
+  /** What `trafficjam status` shows beyond health (see ops/state.ts); absent: not yet known. */
+  ops?: OpsState;
 }
 
 export interface HealthVerdict {
@@ -137,9 +140,10 @@ export function assessHealth(
   }
   const checked = kernel ? "read back now" : "verified by the daemon";
   const where = state.location ? ` in ${state.location}` : "";
+  const mode = state.ruleset.mode === "audit" ? "mode audit: nothing is dropped" : "mode enforce";
   return {
     healthy: true,
-    reason: `rules in force${where} (${checked}), last reconcile ${ago}`,
+    reason: `rules in force${where} (${checked}), last reconcile ${ago}, ${mode}`,
   };
 }
 
@@ -189,6 +193,17 @@ export class HealthPublisher {
     this.remove(); // a previous run's file says nothing about this one
   }
 
+  /** The state as last recorded (what the file says, or will once written). */
+  get current(): HealthState {
+    return this.state;
+  }
+
+  /** What `status` shows beyond health, written with the next write (or now: `write`). */
+  setOps(ops: OpsState, write = false): void {
+    this.state = { ...this.state, ops };
+    if (write && !this.closed) this.write();
+  }
+
   record(outcome: PassOutcome): void {
     if (this.closed) return;
     this.state = {
@@ -207,6 +222,11 @@ export class HealthPublisher {
           }
         : {}),
     };
+    this.write();
+  }
+
+  /** The current state as the file, atomically (temporary file + rename). */
+  private write(): void {
     const tmp = `${this.path}.${process.pid}.tmp`;
     try {
       mkdirSync(join(this.path, ".."), { recursive: true, mode: 0o755 });
