@@ -51,6 +51,11 @@ export const LOG_LIMITS = {
   perRuleBurst: 100,
   /** Bytes of each packet copied to the log: the IP and transport headers. */
   snaplen: 128,
+  /**
+   * Each logged packet goes to the reader at once: the kernel's default queues up to 100 of them
+   * for up to a second (measured: attempts then reached the log ~1 s late).
+   */
+  queueThreshold: 1,
 } as const;
 
 /** A short name of the kernel's per-source table (iptables hashlimit: at most 15 characters). */

@@ -208,7 +208,7 @@ export function evalNftRule(
     }
     if (word === "log") {
       i++;
-      while (i < words.length && ["group", "snaplen"].includes(words[i]!)) {
+      while (i < words.length && ["group", "snaplen", "queue-threshold"].includes(words[i]!)) {
         if (words[i] === "group") logs.push(Number(words[i + 1]));
         i += 2;
       }
@@ -407,6 +407,7 @@ export function evalIptablesRule(line: string, p: TracePacket): IptRuleEffect {
         i++;
         break;
       case "--nflog-size":
+      case "--nflog-threshold":
         i++;
         break;
       default:

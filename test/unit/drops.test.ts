@@ -54,7 +54,10 @@ test("iptables: every DROP follows its rate-limited NFLOG rule, to the group of 
       : line.startsWith("-A TJF_")
         ? "member-to-member"
         : "member-to-host";
-    assert.match(log, new RegExp(`-j NFLOG --nflog-group ${groups[kind]} --nflog-size 128$`));
+    assert.match(
+      log,
+      new RegExp(`-j NFLOG --nflog-group ${groups[kind]} --nflog-size 128 --nflog-threshold 1$`),
+    );
     assert.match(log, /-m hashlimit --hashlimit-upto 5\/sec .*--hashlimit-mode srcip/);
     assert.match(log, /-m limit --limit 100\/sec --limit-burst 100/);
     // the same matches as the drop it precedes
@@ -111,7 +114,7 @@ test("nftables: the guard's drops go to one chain per kind, which logs per port 
     assert.match(
       rules[0]!,
       new RegExp(
-        `^add @logport \\{ iifname limit rate 5/second .* log group ${groups[kind]} snaplen 128$`,
+        `^add @logport \\{ iifname limit rate 5/second .* log group ${groups[kind]} snaplen 128 queue-threshold 1$`,
       ),
     );
     assert.equal(rules[1], "counter drop");

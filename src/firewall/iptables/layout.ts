@@ -84,7 +84,9 @@ function drop(
     `--hashlimit-mode srcip --hashlimit-name ${limitTableName(rules.instanceId, kind)} ` +
     `--hashlimit-htable-max ${L.sources} --hashlimit-htable-expire ${L.sourceTtlS * 1000} ` +
     `-m limit --limit ${L.perRule}/sec --limit-burst ${L.perRuleBurst}`;
-  const target = `NFLOG --nflog-group ${rules.log.groups[kind]} --nflog-size ${L.snaplen}`;
+  const target =
+    `NFLOG --nflog-group ${rules.log.groups[kind]} --nflog-size ${L.snaplen} ` +
+    `--nflog-threshold ${L.queueThreshold}`;
   return [commentedRule(chains, chain, `${matches} ${limits}`, target), dropping];
 }
 

@@ -55,7 +55,7 @@ export function logStatements(set: string, key: string, group: number): string {
   return (
     `add @${set} { ${key} limit rate ${L.perSource}/second burst ${L.perSourceBurst} packets } ` +
     `limit rate ${L.perRule}/second burst ${L.perRuleBurst} packets ` +
-    `log group ${group} snaplen ${L.snaplen}`
+    `log group ${group} snaplen ${L.snaplen} queue-threshold ${L.queueThreshold}`
   );
 }
 
