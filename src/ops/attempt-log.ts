@@ -71,6 +71,8 @@ export class AttemptLog {
   private namesKey = "";
   reading = false;
   reason: string | undefined = "not started";
+  /** Packets read from the kernel's log since the start (what the kernel's limits let through). */
+  packets = 0;
 
   constructor(private readonly options: AttemptLogOptions) {
     this.reporter = options.reporter ?? new AttemptReporter();
@@ -194,6 +196,7 @@ export class AttemptLog {
   ): void {
     const kind = kindOfGroup(this.options.groups, packet.group);
     if (kind === null) return;
+    this.packets++;
     const headers = headersOf(packet);
     if (isAmbient(headers)) return;
     let attempt = attemptOf(packet, headers, kind, this.view());

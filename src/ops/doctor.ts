@@ -657,7 +657,10 @@ export async function gatherFacts(
     ip6tables: { nft: v6nft, legacy: v6legacy },
     ipv6Kernel: existsSync("/proc/sys/net/ipv6"),
     mountinfo: read("/proc/self/mountinfo"),
-    inContainer: existsSync("/.dockerenv"),
+    // A container of Docker's (its marker file, and an overlay root: a machine built from an
+    // image may keep the marker on a disk of its own)
+    inContainer:
+      existsSync("/.dockerenv") && / \/ \/ .* - overlay /.test(read("/proc/self/mountinfo")),
     processes: processNames(),
     boundGroups: bound,
     liveInstances: live,

@@ -51,6 +51,7 @@ export class Operations {
         byKind: { "member-to-member": 0, "member-to-host": 0, forged: 0 },
         reported: 0,
         suppressed: 0,
+        packets: 0,
       },
       metrics: config.metricsAddress ? addressText(config.metricsAddress) : null,
     };
@@ -61,8 +62,7 @@ export class Operations {
       log,
       network: config.network,
       onAttempt: (attempt, verdict) => {
-        if (verdict === "known") return;
-        this.metrics?.attempt(attempt.kind);
+        if (verdict !== "known") this.metrics?.attempt(attempt.kind);
         this.noteAttempts();
       },
       onState: (reading, reason) => {
@@ -185,6 +185,7 @@ export class Operations {
       ) as OpsState["attempts"]["byKind"],
       reported: r.reported,
       suppressed: r.suppressedTotal,
+      packets: this.attemptLog.packets,
     };
     return structuredClone(this.state);
   }

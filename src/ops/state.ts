@@ -25,8 +25,16 @@ export interface OpsState {
   whitelisted: WhitelistedState[];
   /** The blocked-attempt log: its NFLOG groups, and whether it is being read (else why not). */
   attemptLog: { groups: LogGroups; reading: boolean; reason?: string };
-  /** New blocked attempts since the start, by kind; how many were reported and suppressed. */
-  attempts: { byKind: Record<DropKind, number>; reported: number; suppressed: number };
+  /**
+   * New blocked attempts since the start, by kind; how many were reported and suppressed; and
+   * the packets read from the kernel's log (what its limits let through) they came from.
+   */
+  attempts: {
+    byKind: Record<DropKind, number>;
+    reported: number;
+    suppressed: number;
+    packets: number;
+  };
   /** METRICS_ADDRESS where the metrics are served, or null. */
   metrics: string | null;
 }

@@ -195,7 +195,7 @@ export function renderStatus(instances: readonly InstanceStatus[]): string {
     if (s.attempts)
       row(
         "attempts",
-        `${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${s.attempts!.byKind[k]}`).join(", ")} (new since start); ${s.attempts.reported} reported, ${s.attempts.suppressed} over the rate limit`,
+        `${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${s.attempts!.byKind[k]}`).join(", ")} (new since start); ${s.attempts.reported} reported, ${s.attempts.suppressed} over the rate limit; ${s.attempts.packets ?? 0} packets read from the kernel's log`,
       );
     if (s.attemptLog) {
       const groups = DROP_KINDS.map((k) => `${s.attemptLog!.groups[k]} (${k})`).join(", ");
