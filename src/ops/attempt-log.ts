@@ -69,6 +69,8 @@ export class AttemptLog {
   /** Bridge port name by interface index, for the members' ports. */
   private names = new Map<number, string>();
   private namesKey = "";
+  /** When the names were last read for an unknown port (at most once a second: a flood). */
+  private namesReadAt = 0;
   reading = false;
   reason: string | undefined = "not started";
   /** Packets read from the kernel's log since the start (what the kernel's limits let through). */
@@ -200,8 +202,12 @@ export class AttemptLog {
     const headers = headersOf(packet);
     if (isAmbient(headers)) return;
     let attempt = attemptOf(packet, headers, kind, this.view());
-    if (!attempt.source.container && (packet.physindev ?? packet.indev) !== undefined) {
+    const now = Date.now();
+    const unknownPort =
+      !attempt.source.container && (packet.physindev ?? packet.indev) !== undefined;
+    if (unknownPort && now - this.namesReadAt >= 1000) {
       // A port not seen yet (a member started since the names were read): read them again.
+      this.namesReadAt = now;
       this.refreshNames();
       attempt = attemptOf(packet, headers, kind, this.view());
     }

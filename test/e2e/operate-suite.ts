@@ -410,6 +410,8 @@ export function operateSuite(setup: OperateSetup): void {
             3,
             "enforce would change the rules",
           );
+          // A flow the audit lets open (UDP, its echo: tracked 30 s, longer than the switch takes)
+          assert.equal(await lab.udp(b1, b2.ipv4, 9000, 1000), true, "audit: a UDP exchange");
           await restart("enforce");
           const back = await daemon!.waitForLog((e) => e.event === "mode.changed", 1000);
           assert.deepEqual([back.from, back.to], ["audit", "enforce"]);

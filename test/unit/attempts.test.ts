@@ -14,7 +14,8 @@ import {
   type Attempt,
 } from "../../src/ops/attempts.js";
 import { PcapError, PcapReader, headersOf } from "../../src/ops/nflog.js";
-import { tcpdumpArgs } from "../../src/ops/attempt-log.js";
+import { AttemptLog, tcpdumpArgs } from "../../src/ops/attempt-log.js";
+import { localHost } from "../../src/host/host.js";
 
 // `tcpdump -i nflog:40001,40002 -w - -U` while an iptables-nft rule in a throwaway namespace
 // logged three UDP datagrams to 127.0.0.1:5555 (OUTPUT, group 40001).
@@ -231,4 +232,43 @@ test("tcpdump reads the instance's three groups, writing pcap to stdout, flushed
     "-U",
     "-n",
   ]);
+});
+
+test("the reader's lines: attempt.blocked (warn) in enforce mode, attempt.audited (info) in audit mode", () => {
+  const pcap = readFileSync(new URL("./fixtures/nflog-iptables-nft.pcap", import.meta.url));
+  for (const mode of ["enforce", "audit"] as const) {
+    const lines: Array<{ level: string; event: string; fields: Record<string, unknown> }> = [];
+    const emit =
+      (level: string) =>
+      (event: string, _msg: string, fields: Record<string, unknown> = {}) =>
+        lines.push({ level, event, fields });
+    const reader = new AttemptLog({
+      host: localHost,
+      groups: FIXTURE.groups,
+      mode,
+      network: "web",
+      log: { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") },
+      interfaceIndex: (name) => FIXTURE.members.find((m) => m.port === name)?.ifindex ?? null,
+    });
+    reader.setMembers(MEMBERS);
+    for (const packet of new PcapReader().push(pcap)) reader.packet(packet);
+    const event = mode === "audit" ? "attempt.audited" : "attempt.blocked";
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.event]),
+      Array(3).fill([mode === "audit" ? "info" : "warn", event]),
+      "three attempts (the IPv6 one is the same attempt as the first: once)",
+    );
+    assert.deepEqual(lines[0]!.fields, {
+      kind: "member-to-member",
+      network: "web",
+      source: "web-b1",
+      sourceAddress: "172.28.0.21",
+      bridgePort: "vethe1f8ec6",
+      destination: "web-b2",
+      destinationAddress: "172.28.0.22",
+      protocol: "tcp",
+      port: 80,
+    });
+    assert.equal(reader.packets > lines.length, true, "every packet of its groups read");
+  }
 });
