@@ -89,6 +89,7 @@ async function daemon(): Promise<number> {
   // waiting for the configuration's before loading it would add to every start-up.
   const daemonCode = import("./daemon.js");
   daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
+  import("./ops/runtime.js").catch(() => undefined); // the daemon's operations side, loaded alike
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
   const [{ createLog }, { runDaemon }, { VERSION }, bootGuard] = await Promise.all([

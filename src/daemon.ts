@@ -131,6 +131,8 @@ export async function runDaemon(
   const ops = variant.operations
     ? new (await import("./ops/runtime.js")).Operations(config, log, host, health)
     : null;
+  /** The mode of the rules in force, read by the first pass beside Docker's answers. */
+  let opsReady: Promise<void> | undefined;
   if (variant.ownSysctls !== false) {
     const bridge = await ensureBridgeNetfilter();
     if (bridge.changed.length > 0)
@@ -221,8 +223,10 @@ export async function runDaemon(
       variant.passed?.(outcome);
     },
     observe: async (fresh) => {
+      opsReady ??= ops?.beforeFirstPass();
       const snapshot = await observer.observe(fresh);
       const refined = variant.refine ? await variant.refine(snapshot, fresh) : snapshot;
+      await opsReady; // before the first pass changes them
       ops?.observed(refined);
       return refined;
     },
@@ -309,7 +313,6 @@ export async function runDaemon(
 
   if (!variant.dockerReady) await waitForDocker(client, log, () => stopping);
   if (stopping) return exited;
-  await ops?.beforeFirstPass();
   // Rules first: the initial pass runs before anything else, then events and the timer.
   await reconciler.runOnce("startup");
   if (!stopping) {
