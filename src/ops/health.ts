@@ -101,7 +101,7 @@ export function assessHealth(
     const why = state.lastPass?.error ? `: ${state.lastPass.error}` : "";
     return { healthy: false, reason: `no successful reconcile yet${why}` };
   }
-  const age = now - state.lastSuccessAt;
+  const age = Math.max(0, now - state.lastSuccessAt); // a file written after `now` was taken
   const ago = `${(age / 1000).toFixed(1)} s ago`;
   if (age > limit) {
     const why = state.lastPass && !state.lastPass.ok ? `; last error: ${state.lastPass.error}` : "";

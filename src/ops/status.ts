@@ -42,7 +42,7 @@ export interface InstanceStatus {
   metrics?: string | null;
 }
 
-const ago = (ms: number) => `${(ms / 1000).toFixed(1)} s ago`;
+const ago = (ms: number) => `${(Math.max(0, ms) / 1000).toFixed(1)} s ago`;
 
 /** The state files of this network namespace's instances. */
 function stateFiles(dir: string): HealthState[] {
@@ -65,12 +65,13 @@ function stateFiles(dir: string): HealthState[] {
 export async function collectStatus(
   env: Record<string, string | undefined>,
   host: Host = localHost,
-  now = Date.now(),
+  clock: () => number = Date.now,
 ): Promise<InstanceStatus[]> {
   const tz = env.TZ?.trim() || "UTC";
   const time = (ms: number) => formatTimestamp(new Date(ms), tz);
   const kernel = instancesIn(await readKernelView(host));
   const states = stateFiles(stateDir(env));
+  const now = clock(); // after the files were read: no pass in them is from the future
   // A state file whose daemon is gone says nothing (a killed daemon leaves it): only the kernel.
   const live = states.filter((s) => writerAlive(s));
   const ids = [...new Set([...live.map((s) => s.instanceId), ...kernel.map((k) => k.id)])].sort();
