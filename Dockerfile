@@ -20,10 +20,11 @@ FROM ${BASE}
 # iptables package; nft for the nftables backend, for the bridge guard table of both backends and
 # for change notifications; conntrack to delete the flows of revoked allowances; iproute2's ip to
 # find each member's bridge port (from the namespace ids of Docker's netns folder, mounted at
-# /run/netns); tini as PID 1, forwarding SIGTERM/SIGUSR1.
+# /run/netns); tcpdump to read the blocked-attempt log's NFLOG groups; tini as PID 1, forwarding
+# SIGTERM/SIGUSR1.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      iptables nftables conntrack iproute2 tini \
+      iptables nftables conntrack iproute2 tcpdump tini \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

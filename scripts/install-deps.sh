@@ -36,8 +36,11 @@ demo=(
 # The tests also compile tjprobe, their probe for UDP, forged packets, multicast... (the demo's
 # image is busybox alone), delete flows (conntrack), build the product image on a debootstrapped
 # Node base, run the compose files (docker-compose, read back with python3-yaml), look at
-# processes (ps) and push the product image to a private registry for the Swarm quick start
-# (docker-registry, run inside a lab namespace; its own service is never started).
+# processes (ps), push the product image to a private registry for the Swarm quick start
+# (docker-registry, run inside a lab namespace; its own service is never started), read the
+# blocked-attempt log's NFLOG groups as TrafficJam does (tcpdump) and scrape its metrics with a
+# real Prometheus (prometheus and its promtool, run inside a lab namespace; never started as a
+# service).
 test_only=(
   "gcc: gcc"                                       # tjprobe, the probe in every test container,
   "libc6-dev: static-libc"                         # is compiled with gcc -static
@@ -47,6 +50,8 @@ test_only=(
   "python3-yaml: python3-yaml"
   "procps: ps"
   "docker-registry: docker-registry"               # the Swarm quick start's registry
+  "tcpdump: tcpdump"                               # the blocked-attempt log's reader
+  "prometheus: prometheus promtool"                # scrapes the metrics; checks the alert rules
 )
 case "${1:-}" in
   demo) entries=("${demo[@]}") ;;

@@ -11,6 +11,14 @@ const USAGE = `usage: trafficjam                     run the daemon (configured 
        trafficjam healthcheck [--deep] exit 0 if this INSTANCE_ID's daemon is alive and its last pass
                                       verified the rules in force, recently; else 1 (one line says why).
                                       --deep: also read the rules back from the kernel now
+       trafficjam status [--json]     every instance here: network, mode, rules, whitelisted containers
+                                      and their ports, last pass, repairs, drop counters, attempts
+       trafficjam plan                the rules this configuration installs, and how the kernel differs
+                                      now (changes nothing): exit 0 in sync, 3 when a change is pending
+       trafficjam explain FROM TO [PORT/PROTO] [--json]
+                                      whether TrafficJam lets a new connection FROM → TO through, and
+                                      the rule that decides (containers by name or ID, or addresses)
+       trafficjam doctor [--json]     check the host: one line per check, exit 1 when one fails
        trafficjam boot-guard unit     print the systemd unit of the opt-in boot guard (BOOT_GUARD)
        trafficjam boot-guard open     delete this INSTANCE_ID's boot guard table now
        trafficjam --version           print the version`;
@@ -82,6 +90,7 @@ async function daemon(): Promise<number> {
   // waiting for the configuration's before loading it would add to every start-up.
   const daemonCode = import("./daemon.js");
   daemonCode.catch(() => undefined); // awaited below, once the configuration is valid
+  import("./ops/runtime.js").catch(() => undefined); // the daemon's operations side, loaded alike
   const { parseConfig } = await import("./config.js");
   const config = parseConfig(process.env);
   const [{ createLog }, { runDaemon }, { VERSION }, bootGuard] = await Promise.all([
@@ -109,6 +118,10 @@ async function daemon(): Promise<number> {
     allowHostTraffic: config.allowHostTraffic,
     firewallBackend: config.firewallBackend,
     bootGuard: config.bootGuard,
+    mode: config.mode,
+    metricsAddress: config.metricsAddress
+      ? `${config.metricsAddress.host}:${config.metricsAddress.port}`
+      : null,
   });
   const guard = bootGuard.bootGuardVariant({
     instanceId: config.instanceId,
@@ -117,7 +130,7 @@ async function daemon(): Promise<number> {
     version: VERSION,
     log,
   });
-  return runDaemon(config, log, guard);
+  return runDaemon(config, log, { ...guard, operations: true });
 }
 
 /** `boot-guard unit`: the systemd unit; `boot-guard open`: this instance's guard table deleted. */
@@ -145,6 +158,61 @@ async function bootGuardCommand(what: "unit" | "open"): Promise<number> {
   return 0;
 }
 
+/** A command that reads the daemon's whole configuration (NETWORK, WHITELIST_FILTER…). */
+async function withConfig(run: (config: Config) => Promise<number>): Promise<number> {
+  const { parseConfig } = await import("./config.js");
+  return run(parseConfig(process.env));
+}
+
+type Config = import("./config.js").Config;
+
+/** argv → the command to run; null: an unknown argument. */
+function commandOf(args: readonly string[]): (() => Promise<number>) | null {
+  const [name, ...rest] = args;
+  const flags = (...allowed: string[]) => rest.every((a) => allowed.includes(a));
+  const json = rest.includes("--json");
+  switch (name) {
+    case undefined:
+      return daemon;
+    case "--clear":
+      return rest.length === 0 ? clear : null;
+    case "healthcheck":
+      return rest.length <= 1 && flags("--deep") ? () => healthcheck(rest[0] === "--deep") : null;
+    case "swarm-worker":
+      return rest.length <= 1 && flags("--clear") ? () => swarmWorker(rest[0] === "--clear") : null;
+    case "status":
+      return flags("--json") ? async () => (await import("./ops/status.js")).runStatus(json) : null;
+    case "plan":
+      return rest.length === 0
+        ? () => withConfig(async (c) => (await import("./ops/plan.js")).runPlan(c))
+        : null;
+    case "explain": {
+      const ends = rest.filter((a) => a !== "--json");
+      return ends.length >= 2 && ends.length <= 3
+        ? () =>
+            withConfig(async (c) => {
+              const explain = await import("./ops/explain.js");
+              try {
+                return await explain.runExplain(c, ends, json);
+              } catch (error) {
+                if (!(error instanceof explain.ExplainUsageError)) throw error;
+                process.stderr.write(`trafficjam explain: ${error.message}\n`);
+                return 2;
+              }
+            })
+        : null;
+    }
+    case "doctor":
+      return flags("--json") ? async () => (await import("./ops/doctor.js")).runDoctor(json) : null;
+    case "boot-guard":
+      return rest.length === 1 && (rest[0] === "unit" || rest[0] === "open")
+        ? () => bootGuardCommand(rest[0] as "unit" | "open")
+        : null;
+    default:
+      return null;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const args = argv.filter((a) => a !== "");
   if (args.includes("--help") || args.includes("-h")) {
@@ -156,20 +224,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`trafficjam ${VERSION}\n`);
     return 0;
   }
-  const command =
-    args[0] === "healthcheck" && args.length <= 2 && (args[1] ?? "--deep") === "--deep"
-      ? () => healthcheck(args[1] === "--deep")
-      : args.length === 1 && args[0] === "--clear"
-        ? clear
-        : args[0] === "swarm-worker" && args.length <= 2 && (args[1] ?? "--clear") === "--clear"
-          ? () => swarmWorker(args[1] === "--clear")
-          : args[0] === "boot-guard" &&
-              args.length === 2 &&
-              (args[1] === "unit" || args[1] === "open")
-            ? () => bootGuardCommand(args[1] as "unit" | "open")
-            : args.length === 0
-              ? daemon
-              : null;
+  const command = commandOf(args);
   if (command === null) {
     process.stderr.write(`trafficjam: unknown argument ${args.join(" ")}\n${USAGE}\n`);
     return 2;

@@ -1,6 +1,8 @@
 // Environment → validated Config. Every error names the variable, the bad value and what is expected,
 // and nothing here touches the firewall, so a bad configuration exits 2 before any change.
+import { isIPv4, isIPv6 } from "node:net";
 import { z } from "zod/v3";
+import type { Mode } from "./drops.js";
 import { DEFAULT_INSTANCE_ID, INSTANCE_ID_PATTERN } from "./instance.js";
 
 /** Container filter keys the Docker Engine accepts on GET /containers/json. */
@@ -45,6 +47,16 @@ export interface Config {
   firewallBackend: FirewallBackendChoice;
   /** BOOT_GUARD: save the boot guard's ruleset for the next boot (ops/boot-guard.ts). */
   bootGuard: boolean;
+  /** MODE: enforce, or audit (what would be dropped is logged and accepted). */
+  mode: Mode;
+  /** METRICS_ADDRESS: where the Prometheus metrics are served; null (default): nowhere. */
+  metricsAddress: MetricsAddress | null;
+}
+
+export interface MetricsAddress {
+  /** An IP address (IPv6 without brackets). */
+  host: string;
+  port: number;
 }
 
 /** Unset: the Swarm daemon deploys its own container's image. */
@@ -150,6 +162,41 @@ const firewallBackend = z
     }),
   );
 
+const mode = z
+  .string()
+  .optional()
+  .transform((raw) =>
+    raw === undefined || raw.trim() === "" ? "enforce" : raw.trim().toLowerCase(),
+  )
+  .pipe(
+    z.enum(["enforce", "audit"], {
+      errorMap: () => ({
+        message:
+          "expected enforce, or audit (the rules log what they would drop, and drop nothing)",
+      }),
+    }),
+  );
+
+const METRICS_ADDRESS_EXPECTED =
+  "expected an IP address and a TCP port, such as 127.0.0.1:9469 or [::1]:9469 (or empty: no metrics)";
+
+const metricsAddress = z
+  .string()
+  .optional()
+  .transform((raw, ctx): MetricsAddress | null => {
+    const text = (raw ?? "").trim();
+    if (text === "") return null;
+    const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+    const host = match?.[1] ?? match?.[2] ?? "";
+    const port = Number(match?.[3]);
+    const hostOk = match?.[1] !== undefined ? isIPv6(host) : isIPv4(host);
+    if (!match || !hostOk || !(port >= 1 && port <= 65535)) {
+      ctx.addIssue({ code: "custom", message: METRICS_ADDRESS_EXPECTED });
+      return z.NEVER;
+    }
+    return { host, port };
+  });
+
 const swarmImage = z
   .string()
   .optional()
@@ -201,6 +248,8 @@ const daemonSchema = z.object({
   FIREWALL_BACKEND: firewallBackend,
   DOCKER_HOST: dockerHost,
   BOOT_GUARD: strictBoolean,
+  MODE: mode,
+  METRICS_ADDRESS: metricsAddress,
 });
 
 /** The variables the daemon's configuration reads (the README's table documents each). */
@@ -235,6 +284,8 @@ export function parseConfig(env: Env): Config {
     swarmChannelPort: c.SWARM_CHANNEL_PORT,
     firewallBackend: c.FIREWALL_BACKEND,
     bootGuard: c.BOOT_GUARD,
+    mode: c.MODE,
+    metricsAddress: c.METRICS_ADDRESS,
   };
 }
 

@@ -118,6 +118,11 @@ export interface DaemonVariant {
   started?(request: (reason: string) => void): void;
   /** The daemon is stopping (cleared: after its rules were removed). */
   stopping?(): void;
+  /**
+   * The operations side (ops/runtime.ts: the blocked-attempt log, MODE, metrics, `status`): the
+   * daemon on one host has it; a Swarm worker does not yet (its rules are written without log).
+   */
+  operations?: boolean;
 }
 
 /** Runs until a signal; resolves with the exit code. */
@@ -128,6 +133,13 @@ export async function runDaemon(
 ): Promise<number> {
   const client = createEngineClient(process.env);
   const host: Host = localHost;
+  // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
+  const health = healthPublisher(config, log);
+  const ops = variant.operations
+    ? new (await import("./ops/runtime.js")).Operations(config, log, host, health)
+    : null;
+  /** The mode of the rules in force, read by the first pass beside Docker's answers. */
+  let opsReady: Promise<void> | undefined;
   if (variant.ownSysctls !== false) {
     const bridge = await ensureBridgeNetfilter();
     if (bridge.changed.length > 0)
@@ -166,7 +178,8 @@ export async function runDaemon(
     host,
     network: config.network,
     whitelist: config.whitelistFilter,
-    onPortUnknown: (member, reason) =>
+    onPortUnknown: (member, reason) => {
+      ops?.portUnknown(member, reason);
       portWarn(
         "port.unbound",
         "cannot find the bridge port of a member: its port is not bound to its MAC and " +
@@ -176,7 +189,8 @@ export async function runDaemon(
           "read-only at /run/netns (-v /var/run/docker/netns:/run/netns:ro,rslave); run the " +
           "host command as root. See docs/troubleshooting.md",
         { container: member.name, whitelisted: member.whitelisted, reason },
-      ),
+      );
+    },
     onPortRetry: (member, reason, retryInMs) => {
       log.debug("port.retry", "bridge port not found yet: trying again", {
         container: member.name,
@@ -195,13 +209,11 @@ export async function runDaemon(
     ...variant.observer,
   });
 
-  // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
-  const health = healthPublisher(config, log);
-
   const reconciler = new Reconciler({
     instanceId: config.instanceId,
     networkRef: config.network,
     allowHostTraffic: config.allowHostTraffic,
+    policy: ops?.policy,
     pollIntervalMs: config.pollIntervalMs,
     backend,
     flows: new ConntrackFlowCutter(host),
@@ -213,12 +225,19 @@ export async function runDaemon(
       }),
     log,
     onPass: (outcome) => {
+      ops?.passed(outcome);
       health.record(outcome);
       variant.passed?.(outcome);
     },
     observe: async (fresh, kernelFresh) => {
+      opsReady ??= ops?.beforeFirstPass();
       const snapshot = await observer.observe(fresh);
-      return variant.refine ? variant.refine(snapshot, fresh, kernelFresh) : snapshot;
+      const refined = variant.refine
+        ? await variant.refine(snapshot, fresh, kernelFresh)
+        : snapshot;
+      await opsReady; // before the first pass changes them
+      ops?.observed(refined);
+      return refined;
     },
   });
 
@@ -293,6 +312,7 @@ export async function runDaemon(
     }
   };
   const finish = () => {
+    ops?.stop();
     monitor.stop();
     health.close();
     client.close();
@@ -313,6 +333,7 @@ export async function runDaemon(
     // Only resyncs use it, and a watcher needs a moment to be trusted: not before the rules.
     if (useMonitor) monitor.start();
     variant.started?.((reason) => reconciler.request(reason));
+    void ops?.started();
   }
   return exited;
 }

@@ -1,4 +1,5 @@
 // Plain data passed along the flow: Docker state → snapshot → policy → ruleset → backend.
+import type { LogGroups, Mode } from "./drops.js";
 
 export type Family = 4 | 6;
 
@@ -91,6 +92,17 @@ export interface Ruleset {
   tunnelIdentities: PortIdentity[];
   /** The gateway's identity (the bridge's own), which no port may claim; null: unknown. */
   gateway: Identity | null;
+  /** `audit`: every rule that would drop accepts instead (after logging it). */
+  mode: Mode;
+  /**
+   * The blocked-attempt log and the drop counters: each drop is preceded by a rate-limited log
+   * rule to its kind's NFLOG group, and counted. null: neither (a Swarm worker, for now).
+   */
+  log: DropLog | null;
+}
+
+export interface DropLog {
+  groups: LogGroups;
 }
 
 export interface FamilyRuleset {

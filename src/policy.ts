@@ -7,6 +7,7 @@
 // connection from a whitelisted member's own port; and every known port may carry only its own
 // member's MAC and addresses.
 import { familyOf, linkLocalOf } from "./addresses.js";
+import { logGroupsOf, type Mode } from "./drops.js";
 import type {
   Family,
   FamilyRuleset,
@@ -20,6 +21,10 @@ import type {
 export interface PolicyOptions {
   instanceId: string;
   allowHostTraffic: boolean;
+  /** MODE; default enforce. */
+  mode?: Mode;
+  /** Log and count the drops (the blocked-attempt log); default off. */
+  log?: boolean;
 }
 
 const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -92,6 +97,8 @@ export function computeRuleset(snapshot: NetworkSnapshot | null, options: Policy
     ports: members.flatMap((m) => identityOf(m) ?? []).sort((a, b) => byText(a.port, b.port)),
     tunnelIdentities,
     gateway: bridge === null ? null : (snapshot?.gateway ?? null),
+    mode: options.mode ?? "enforce",
+    log: options.log ? { groups: logGroupsOf(options.instanceId) } : null,
   };
 }
 

@@ -4,13 +4,15 @@ import type { Log } from "./log.js";
 import type { Family, NetworkSnapshot, Ruleset } from "./model.js";
 import type { FirewallBackend, SyncResult } from "./firewall/backend.js";
 import type { FlowCutter } from "./host/flow-cutter.js";
-import { computeRuleset } from "./policy.js";
+import { computeRuleset, type PolicyOptions } from "./policy.js";
 import { PassQueue } from "./pass-queue.js";
 
 export interface ReconcilerDeps {
   instanceId: string;
   networkRef: string;
   allowHostTraffic: boolean;
+  /** MODE and the blocked-attempt log's rules (see PolicyOptions); default: enforce, no log. */
+  policy?: Pick<PolicyOptions, "mode" | "log">;
   pollIntervalMs: number;
   /**
    * fresh: read everything again (resync); otherwise what the Docker events may have changed.
@@ -44,6 +46,11 @@ export interface PassOutcome {
    * the daemon is unhealthy until it is mended.
    */
   problems?: string[];
+  /** The pass changed the kernel; `repaired`: to put back what another tool changed. */
+  changed?: boolean;
+  repaired?: boolean;
+  /** From the Docker event that triggered the pass to the rules in force (rules.applied's). */
+  eventToEnforcedMs?: number;
 }
 
 export class Reconciler {
@@ -140,6 +147,7 @@ export class Reconciler {
       const ruleset = computeRuleset(snapshot, {
         instanceId: this.deps.instanceId,
         allowHostTraffic: this.deps.allowHostTraffic,
+        ...this.deps.policy,
       });
       this.noteWhitelist(snapshot, ruleset);
       // A port-bound allowance about to go has its flows deleted before the commit as well as
@@ -160,13 +168,14 @@ export class Reconciler {
       await this.sweepFlows(ruleset, snapshot?.members ?? []);
       const problems = [...this.flowProblems(), ...(await this.checkHost(ruleset, fresh))];
       const ms = Math.round((performance.now() - started) * 10) / 10;
+      // Same desired rules in the same place as last time, yet the kernel had to change:
+      // someone else changed it. (A move to another backend is not a repair.)
+      const repair =
+        result.changed &&
+        previous !== null &&
+        previousLocation === result.location &&
+        JSON.stringify(previous) === JSON.stringify(ruleset);
       if (result.changed) {
-        // Same desired rules in the same place as last time, yet the kernel had to change:
-        // someone else changed it. (A move to another backend is not a repair.)
-        const repair =
-          previous !== null &&
-          previousLocation === result.location &&
-          JSON.stringify(previous) === JSON.stringify(ruleset);
         const fields = {
           reason: reasons.join(","),
           location: result.location,
@@ -217,6 +226,11 @@ export class Reconciler {
         ruleset,
         location: result.location,
         ...(problems.length > 0 ? { problems } : {}),
+        changed: result.changed,
+        repaired: repair,
+        ...(eventTimeMs !== null && enforcedAt !== null
+          ? { eventToEnforcedMs: enforcedAt - eventTimeMs }
+          : {}),
       };
       this.deps.onPass?.(this.lastOutcome);
     } catch (error) {
@@ -339,7 +353,9 @@ export class Reconciler {
    */
   private async sweepFlows(ruleset: Ruleset, members: NetworkSnapshot["members"]): Promise<void> {
     const key = ruleset.bridge === null ? null : `${ruleset.netns ?? ""}|${ruleset.bridge}`;
-    if (key === null || key === this.swept) return;
+    // Audit mode enforces nothing, so it cuts nothing: the first pass in enforce mode does.
+    if (ruleset.mode === "audit") this.swept = null;
+    if (key === null || key === this.swept || ruleset.mode === "audit") return;
     try {
       const { pairs, flows } = await this.deps.flows.sweep(ruleset, members);
       this.swept = key;
@@ -376,6 +392,7 @@ export class Reconciler {
     const problems: string[] = [];
     const unswept =
       this.applied?.bridge != null &&
+      this.applied.mode !== "audit" &&
       this.swept !== `${this.applied.netns ?? ""}|${this.applied.bridge}`;
     if (unswept)
       problems.push("tracked flows opened before the rules were in force are not cut yet");

@@ -1,6 +1,7 @@
 // Running the firewall tools. Errors carry the command, what it printed and why, up to the caller.
 // Where a tool runs (which network namespace) is the business of host.ts, not of this module.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcessByStdio } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
 import { noteToolRun } from "./own-tools.js";
 
 /** Why a command failed: its program is not installed, it exited non-zero, or it hung. */
@@ -72,4 +73,21 @@ export function spawnTool(
     child.stdin.on("error", () => undefined); // the child may exit before reading its input
     child.stdin.end(input ?? "");
   });
+}
+
+/** A program that runs as long as we do: its standard output read as it comes. */
+export type TiedProcess = ChildProcessByStdio<Writable, Readable, Readable>;
+
+// A long-running tool must not outlive us (a SIGKILL leaves children behind). This wrapper starts
+// it in the background and ends it when our end of its stdin closes (any exit of ours); it
+// exits with the tool's status if the tool ends first, so that we notice. The tool's own stdin
+// is /dev/null; its stdout and stderr are the wrapper's, our pipes.
+const TIED = `exec 3<&0
+"$@" </dev/null & pid=$!
+(read -r _ <&3; kill "$pid" 2>/dev/null) &
+wait "$pid"`;
+
+/** Starts `file args` tied to our life (see TIED), in our own network namespace. */
+export function spawnTied(file: string, args: readonly string[]): TiedProcess {
+  return spawn("sh", ["-c", TIED, "tied", file, ...args], { stdio: ["pipe", "pipe", "pipe"] });
 }

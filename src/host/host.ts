@@ -2,9 +2,9 @@
 // object per namespace, handed to whatever acts there (backends, the port finder, conntrack, the
 // guards), so where a command runs is decided by who holds which object, never by a call made
 // earlier; and a fake host makes any of them testable without root.
-import { CommandError, spawnTool, type RunResult } from "./exec.js";
+import { CommandError, spawnTied, spawnTool, type RunResult, type TiedProcess } from "./exec.js";
 
-export type { RunResult } from "./exec.js";
+export type { RunResult, TiedProcess } from "./exec.js";
 
 export interface Host {
   /** The network namespace the tools act in (a file such as /var/run/docker/netns/1-ab…), or null: ours. */
@@ -15,6 +15,11 @@ export interface Host {
   now(): number;
   /** The same host's tools in another network namespace (null: ours). */
   in(netns: string | null): Host;
+  /**
+   * Starts a long-running program there (a reader of the kernel's log), tied to our life: it ends
+   * when we do, and when its stdin is closed. Absent on hosts that cannot (test fakes).
+   */
+  stream?(file: string, args: readonly string[]): TiedProcess;
 }
 
 /** Like host.run, but a non-zero exit is an error (CommandError, with what the tool printed). */
@@ -50,6 +55,11 @@ export class ToolHost implements Host {
 
   in(netns: string | null): Host {
     return netns === this.netns ? this : new ToolHost(netns, this.now);
+  }
+
+  stream(file: string, args: readonly string[]): TiedProcess {
+    if (this.netns === null) return spawnTied(file, args);
+    return spawnTied("nsenter", [`--net=${this.netns}`, "--", file, ...args]);
   }
 }
 

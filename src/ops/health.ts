@@ -14,6 +14,7 @@ import { readFileSync, readlinkSync, renameSync, rmSync, mkdirSync, writeFileSyn
 import { join } from "node:path";
 import type { Ruleset } from "../model.js";
 import type { PassOutcome } from "../reconciler.js";
+import type { OpsState } from "./state.js";
 
 type BackendMode = "auto" | "iptables" | "nftables";
 
@@ -39,6 +40,8 @@ export interface HealthState {
   ruleset: Ruleset | null;
   /** What the last pass found wrong although the rules are in force (see PassOutcome.problems). */
   problems: string[];
+  /** What `trafficjam status` shows beyond health (see ops/state.ts); absent: not yet known. */
+  ops?: OpsState;
 }
 
 export interface HealthVerdict {
@@ -107,7 +110,7 @@ export function assessHealth(
     const why = state.lastPass?.error ? `: ${state.lastPass.error}` : "";
     return { healthy: false, reason: `no successful reconcile yet${why}` };
   }
-  const age = now - state.lastSuccessAt;
+  const age = Math.max(0, now - state.lastSuccessAt); // a file written after `now` was taken
   const ago = describeAge(age);
   if (age > limit) {
     const why = state.lastPass && !state.lastPass.ok ? `; last error: ${state.lastPass.error}` : "";
@@ -146,9 +149,10 @@ export function assessHealth(
   }
   const checked = kernel ? "read back now" : "verified by the daemon";
   const where = state.location ? ` in ${state.location}` : "";
+  const mode = state.ruleset.mode === "audit" ? "mode audit: nothing is dropped" : "mode enforce";
   return {
     healthy: true,
-    reason: `rules in force${where} (${checked}), last reconcile ${ago}`,
+    reason: `rules in force${where} (${checked}), last reconcile ${ago}, ${mode}`,
   };
 }
 
@@ -198,6 +202,17 @@ export class HealthPublisher {
     this.remove(); // a previous run's file says nothing about this one
   }
 
+  /** The state as last recorded (what the file says, or will once written). */
+  get current(): HealthState {
+    return this.state;
+  }
+
+  /** What `status` shows beyond health, written with the next write (or now: `write`). */
+  setOps(ops: OpsState, write = false): void {
+    this.state = { ...this.state, ops };
+    if (write && !this.closed) this.write();
+  }
+
   record(outcome: PassOutcome): void {
     if (this.closed) return;
     this.state = {
@@ -216,6 +231,11 @@ export class HealthPublisher {
           }
         : {}),
     };
+    this.write();
+  }
+
+  /** The current state as the file, atomically (temporary file + rename). */
+  private write(): void {
     const tmp = `${this.path}.${process.pid}.tmp`;
     try {
       mkdirSync(join(this.path, ".."), { recursive: true, mode: 0o755 });
@@ -224,9 +244,10 @@ export class HealthPublisher {
       // The file is read later: it names the time of the last success rather than an age.
       const success = this.state.lastSuccessAt;
       const at = success === null ? "" : `at ${new Date(success).toISOString()}`;
-      const verdict = assessHealth(this.state, outcome.at, true, undefined, () => at);
+      const now = Date.now();
+      const verdict = assessHealth(this.state, now, true, undefined, () => at);
       const limit = STALE_AFTER_INTERVALS * this.state.pollIntervalMs;
-      const until = (this.state.lastSuccessAt ?? outcome.at) + limit;
+      const until = (success ?? now) + limit;
       const line = `${until} ${verdict.healthy ? "healthy" : "unhealthy"} ${verdict.reason}`;
       writeFileSync(tmp, `${line.replace(/\n/g, " ")}\n`, { mode: 0o644 });
       renameSync(tmp, verdictPath(this.path));

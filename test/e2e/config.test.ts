@@ -115,6 +115,18 @@ const BAD: BadCase[] = [
     changes: { FIREWALL_BACKEND: "pf" },
     named: ["FIREWALL_BACKEND"],
   },
+  { title: "MODE dry-run", changes: { MODE: "dry-run" }, named: ["MODE"] },
+  {
+    title: "METRICS_ADDRESS without a port",
+    changes: { METRICS_ADDRESS: "127.0.0.1" },
+    named: ["METRICS_ADDRESS"],
+  },
+  {
+    title: "plan with MODE dry-run",
+    changes: { MODE: "dry-run" },
+    args: ["plan"],
+    named: ["MODE"],
+  },
   {
     title: "two bad variables: one line each",
     changes: { POLL_INTERVAL: "abc", DEBUG: "2" },

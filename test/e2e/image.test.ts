@@ -69,15 +69,15 @@ describe("the container image (Dockerfile), used like the original's", () => {
     await lab?.stop();
   });
 
-  it("carries both iptables flavours, ip6tables, nft, conntrack and ip, and a HEALTHCHECK; its size", async () => {
+  it("carries both iptables flavours, ip6tables, nft, conntrack, ip and tcpdump, and a HEALTHCHECK; its size", async () => {
     const tools = await lab.dockerResult([
       ...["run", "--rm", "--entrypoint", "sh", PRODUCT_IMAGE, "-ec"],
-      "iptables-nft -V; iptables-legacy -V; ip6tables-nft -V; ip6tables-legacy -V; nft -v; conntrack -V; ip -V; node -v",
+      "iptables-nft -V; iptables-legacy -V; ip6tables-nft -V; ip6tables-legacy -V; nft -v; conntrack -V; ip -V; tcpdump --version 2>&1; node -v",
     ]);
     assert.equal(tools.code, 0, tools.stderr);
     assert.match(
       tools.stdout,
-      /nf_tables[\s\S]*legacy[\s\S]*nf_tables[\s\S]*legacy[\s\S]*nftables v[\s\S]*conntrack v[\s\S]*iproute2[\s\S]*v20\./,
+      /nf_tables[\s\S]*legacy[\s\S]*nf_tables[\s\S]*legacy[\s\S]*nftables v[\s\S]*conntrack v[\s\S]*iproute2[\s\S]*tcpdump version[\s\S]*v20\./,
     );
     const check = JSON.parse(
       await lab.docker(
@@ -170,6 +170,59 @@ describe("the container image (Dockerfile), used like the original's", () => {
     );
     assert.doesNotMatch(await lab.docker("logs", "trafficjam"), /"event":"port\.unbound"/);
     await lab.docker("rm", "-f", late.name);
+  });
+
+  it("inside the image: status, plan and doctor; the blocked-attempt log read by the image's tcpdump", async () => {
+    const [b1, b2] = t.backends;
+    const logs = await lab.docker("logs", "trafficjam");
+    assert.match(logs, /"event":"attempts\.reading"/);
+    const mark = logs.length;
+    // (b1 → b2 on port 80 was tried, and reported, before: a new port is a new attempt)
+    assert.equal(await lab.tcp(b1, b2.ipv4, 8080, 300), false);
+    await waitFor(
+      async () => {
+        const lines = (await lab.docker("logs", "trafficjam")).slice(mark).split("\n");
+        return lines.some(
+          (l) =>
+            l.includes('"event":"attempt.blocked"') &&
+            l.includes(`"source":"${b1.name}"`) &&
+            l.includes(`"destination":"${b2.name}"`) &&
+            l.includes('"port":8080'),
+        );
+      },
+      { timeoutMs: 5_000, intervalMs: 100, what: "the attempt in the image's log" },
+    );
+    const status = await lab.exec("trafficjam", ["trafficjam", "status", "--json"]);
+    assert.equal(status.code, 0, status.stderr);
+    const [s] = JSON.parse(status.stdout) as Array<{
+      instanceId: string;
+      daemon: { running: boolean };
+      mode: string;
+      whitelisted: Array<{ name: string; port?: string }>;
+      drops: Record<string, number>;
+      attemptLog: { reading: boolean };
+      attempts: { byKind: Record<string, number> };
+    }>;
+    assert.equal(s?.instanceId, "DEFAULT");
+    assert.equal(s.daemon.running, true);
+    assert.equal(s.mode, "enforce");
+    assert.deepEqual(
+      s.whitelisted.map((w) => [w.name, w.port]),
+      [[t.proxy.name, await lab.hostVethOf(t.proxy)]],
+    );
+    assert.equal(s.attemptLog.reading, true);
+    assert.ok(s.drops["member-to-member"]! > 0, JSON.stringify(s.drops));
+    assert.ok(s.attempts.byKind["member-to-member"]! > 0, JSON.stringify(s.attempts));
+    const text = await lab.exec("trafficjam", ["trafficjam", "status"]);
+    assert.match(text.stdout, /^ {2}drops +member → member [1-9]\d*, /m);
+    const plan = await lab.exec("trafficjam", ["trafficjam", "plan"]);
+    assert.equal(plan.code, 0, plan.stdout + plan.stderr);
+    assert.match(plan.stdout, /^# in sync/m);
+    const doctor = await lab.exec("trafficjam", ["trafficjam", "doctor"]);
+    assert.equal(doctor.code, 0, doctor.stdout + doctor.stderr);
+    assert.match(doctor.stdout, /^pass {2}netns mount: \/run\/netns is mounted .*slave/m);
+    assert.match(doctor.stdout, /^pass {2}capabilities: CAP_NET_ADMIN, and Docker's netns folder/m);
+    assert.match(doctor.stdout, /^pass {2}tools: .*tcpdump found/m);
   });
 
   it("rules flushed by hand: healthcheck --deep sees it at once, the daemon repairs it, the image stays healthy", async () => {

@@ -29,7 +29,49 @@ test("defaults", () => {
     swarmChannelPort: 7390,
     firewallBackend: "auto",
     bootGuard: false,
+    mode: "enforce",
+    metricsAddress: null,
   });
+});
+
+test("MODE is enforce or audit, nothing else", () => {
+  assert.equal(parseConfig({ ...BASE, MODE: "audit" }).mode, "audit");
+  assert.equal(parseConfig({ ...BASE, MODE: " Enforce " }).mode, "enforce");
+  assert.equal(parseConfig({ ...BASE, MODE: "" }).mode, "enforce");
+  for (const word of ["audit-only", "dry-run", "off", "log"])
+    assert.deepEqual(problems({ MODE: word }), [
+      `MODE=${JSON.stringify(word)}: expected enforce, or audit (the rules log what they would drop, and drop nothing)`,
+    ]);
+});
+
+test("METRICS_ADDRESS is an IP address and a port, or unset: nothing listens by default", () => {
+  assert.equal(parseConfig(BASE).metricsAddress, null);
+  assert.equal(parseConfig({ ...BASE, METRICS_ADDRESS: " " }).metricsAddress, null);
+  assert.deepEqual(parseConfig({ ...BASE, METRICS_ADDRESS: "127.0.0.1:9469" }).metricsAddress, {
+    host: "127.0.0.1",
+    port: 9469,
+  });
+  assert.deepEqual(parseConfig({ ...BASE, METRICS_ADDRESS: "[::1]:9469" }).metricsAddress, {
+    host: "::1",
+    port: 9469,
+  });
+  for (const bad of [
+    "9469",
+    "localhost:9469",
+    "127.0.0.1",
+    "127.0.0.1:0",
+    "127.0.0.1:70000",
+    "::1:9469",
+    "[127.0.0.1]:9469",
+    "http://127.0.0.1:9469",
+  ]) {
+    const [problem] = problems({ METRICS_ADDRESS: bad });
+    assert.match(
+      problem ?? "",
+      /^METRICS_ADDRESS=".*": expected an IP address and a TCP port/,
+      bad,
+    );
+  }
 });
 
 test("booleans are strict: the original's ALLOW_HOST_TRAFFIC=false means off here", () => {

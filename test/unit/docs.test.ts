@@ -191,6 +191,9 @@ const README_DEFAULT: Record<string, (c: Config) => string> = {
   SWARM_CHANNEL_PORT: (c) => String(c.swarmChannelPort),
   FIREWALL_BACKEND: (c) => c.firewallBackend,
   BOOT_GUARD: (c) => onOff(c.bootGuard),
+  MODE: (c) => c.mode,
+  METRICS_ADDRESS: (c) =>
+    c.metricsAddress === null ? "unset" : `${c.metricsAddress.host}:${c.metricsAddress.port}`,
   // not part of Config: the Engine client's own default
   DOCKER_HOST: () =>
     DEFAULT_DOCKER_SOCKET === "/var/run/docker.sock" ? "local socket" : DEFAULT_DOCKER_SOCKET,

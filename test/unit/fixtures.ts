@@ -1,5 +1,6 @@
 // Scenarios shared by the golden-file tests: snapshots as the Docker adapter would build them.
-import type { Member, NetworkSnapshot } from "../../src/model.js";
+import type { Member, NetworkSnapshot, Ruleset } from "../../src/model.js";
+import { computeRuleset, type PolicyOptions } from "../../src/policy.js";
 
 /** Container n on the network: the proxy (n = 1) and proxies are whitelisted, backends not. */
 const member = (n: number, { whitelisted = n === 1, ipv6 = false, port = true } = {}): Member => ({
@@ -27,9 +28,23 @@ export interface Scenario {
   name: string;
   snapshot: NetworkSnapshot;
   allowHostTraffic: boolean;
+  /** MODE and the blocked-attempt log; a daemon on one host logs (see ONE_HOST). */
+  policy?: Pick<PolicyOptions, "mode" | "log">;
 }
 
-export const SCENARIOS: Scenario[] = [
+/** What the daemon on one host renders: the drops logged and counted, in enforce mode. */
+const ONE_HOST = { log: true } as const;
+
+/** The ruleset a scenario renders, for instance `web` as everywhere in the golden files. */
+export function rulesetOf(scenario: Scenario, instanceId = "web"): Ruleset {
+  return computeRuleset(scenario.snapshot, {
+    instanceId,
+    allowHostTraffic: scenario.allowHostTraffic,
+    ...scenario.policy,
+  });
+}
+
+const SINGLE_HOST: Scenario[] = [
   {
     name: "no-whitelisted",
     snapshot: network({ members: [member(2), member(3)] }),
@@ -85,6 +100,17 @@ export const SCENARIOS: Scenario[] = [
     name: "no-bridge",
     snapshot: network({ bridge: undefined }),
     allowHostTraffic: false,
+  },
+];
+
+export const SCENARIOS: Scenario[] = [
+  ...SINGLE_HOST.map((s) => ({ ...s, policy: ONE_HOST })),
+  {
+    // MODE=audit: the same rules, but every rule that would drop logs and accepts.
+    name: "audit",
+    snapshot: network({}),
+    allowHostTraffic: false,
+    policy: { ...ONE_HOST, mode: "audit" },
   },
 ];
 

@@ -5,10 +5,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
-import { computeRuleset } from "../../src/policy.js";
 import { planFamily } from "../../src/firewall/iptables/plan.js";
 import { parseFilterTable } from "../../src/firewall/iptables/save-format.js";
-import { SCENARIOS } from "./fixtures.js";
+import { SCENARIOS, rulesetOf } from "./fixtures.js";
 
 const DOCKER_HOST_V4 = `*filter
 :INPUT ACCEPT [0:0]
@@ -28,10 +27,7 @@ COMMIT
 
 function render(name: string): string {
   const scenario = SCENARIOS.find((s) => s.name === name)!;
-  const ruleset = computeRuleset(scenario.snapshot, {
-    instanceId: "web",
-    allowHostTraffic: scenario.allowHostTraffic,
-  });
+  const ruleset = rulesetOf(scenario);
   const sections: string[] = [];
   for (const [family, dump, anchor] of [
     [4, DOCKER_HOST_V4, "DOCKER-USER"],

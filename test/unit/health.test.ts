@@ -47,7 +47,7 @@ test("healthy: alive, the last pass verified the rules, recently (nothing read f
   assert.equal(v.healthy, true, v.reason);
   assert.equal(
     v.reason,
-    "rules in force in iptables-nft (verified by the daemon), last reconcile 1.0 s ago",
+    "rules in force in iptables-nft (verified by the daemon), last reconcile 1.0 s ago, mode enforce",
   );
 });
 

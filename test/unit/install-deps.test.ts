@@ -29,6 +29,7 @@ const TOOLS = [
   ...["iptables", "ip6tables", "iptables-nft", "iptables-legacy", "nft", "ip", "nsenter"],
   ...["sysctl", "ps", "gcc", "conntrack", "debootstrap", "docker-compose", "python3"],
   "docker-registry",
+  ...["tcpdump", "prometheus", "promtool"],
 ];
 
 /** What Docker's own packages declare (docker-ce-packaging, containerd-packaging). */
@@ -220,7 +221,7 @@ const DEMO_PACKAGES = [
   ...["procps", "busybox-static"],
 ];
 
-test("the demo profile wants only what the demo runs: no compiler, debootstrap, compose, conntrack, python3-yaml, registry", () => {
+test("the demo profile wants only what the demo runs: no compiler, debootstrap, compose, conntrack, python3-yaml, registry, tcpdump, prometheus", () => {
   assert.deepEqual(wantedOnBareHost("demo"), DEMO_PACKAGES);
 });
 
@@ -229,6 +230,7 @@ test("the test profile wants the demo's packages, then the compiler for tjprobe 
     ...DEMO_PACKAGES,
     ...["gcc", "libc6-dev", "conntrack", "debootstrap", "docker-compose", "python3-yaml"],
     "docker-registry",
+    ...["tcpdump", "prometheus"],
   ]);
 });
 

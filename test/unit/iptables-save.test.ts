@@ -7,16 +7,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { computeRuleset } from "../../src/policy.js";
 import { planFamily } from "../../src/firewall/iptables/plan.js";
 import { parseFilterTable } from "../../src/firewall/iptables/save-format.js";
-import { SCENARIOS } from "./fixtures.js";
+import { SCENARIOS, rulesetOf } from "./fixtures.js";
 
 const scenario = SCENARIOS.find((s) => s.name === "dual-stack")!;
-const ruleset = computeRuleset(scenario.snapshot, {
-  instanceId: "web",
-  allowHostTraffic: scenario.allowHostTraffic,
-});
+const ruleset = rulesetOf(scenario);
 
 for (const flavour of ["nft", "legacy"] as const) {
   for (const [family, tool, anchor] of [

@@ -7,20 +7,14 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
-import { computeRuleset } from "../../src/policy.js";
 import { desiredTables } from "../../src/firewall/nftables/backend.js";
 import { planTables } from "../../src/firewall/nftables/plan.js";
 import { parseTableJson } from "../../src/firewall/nftables/table.js";
-import { SCENARIOS } from "./fixtures.js";
+import { SCENARIOS, rulesetOf } from "./fixtures.js";
 
 function desired(name: string) {
   const scenario = SCENARIOS.find((s) => s.name === name)!;
-  return desiredTables(
-    computeRuleset(scenario.snapshot, {
-      instanceId: "web",
-      allowHostTraffic: scenario.allowHostTraffic,
-    }),
-  );
+  return desiredTables(rulesetOf(scenario));
 }
 
 function render(name: string): string {

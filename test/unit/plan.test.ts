@@ -21,6 +21,8 @@ const RULES: Ruleset = {
   ports: [],
   tunnelIdentities: [],
   gateway: null,
+  mode: "enforce",
+  log: null,
   families: {
     4: { subnets: ["172.20.0.0/16"], allowedSources: ["172.20.0.2"], portBindings: [] },
     6: { subnets: [], allowedSources: [], portBindings: [] },

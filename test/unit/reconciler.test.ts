@@ -34,6 +34,7 @@ function harness(
     /** Which flow deletions (sweeps and per address, in call order) fail: true fails. */
     flowFails?: boolean[];
     hostProblems?: () => Promise<string[]>;
+    policy?: { mode?: "enforce" | "audit"; log?: boolean };
   } = {},
 ) {
   const applied: Ruleset[] = [];
@@ -94,6 +95,7 @@ function harness(
       },
     },
     hostProblems: options.hostProblems,
+    policy: options.policy,
     observe: async () => {
       const next = snapshots[Math.min(observed++, snapshots.length - 1)];
       if (next instanceof Error) throw next;
@@ -244,6 +246,35 @@ test("the first enforcement of a bridge cuts the flows opened before it, once; a
   await h.reconciler.runOnce("resync");
   await h.reconciler.runOnce("network:create");
   assert.deepEqual(h.sweeps, [several.bridge, "br-recreated"]);
+});
+
+test("audit mode cuts no flow and says none is left to cut; its rulesets carry the mode and the log", async () => {
+  const h = harness([several], { policy: { mode: "audit", log: true } });
+  await h.reconciler.runOnce("startup");
+  await h.reconciler.runOnce("resync");
+  assert.deepEqual(h.sweeps, []);
+  assert.equal(h.reconciler.lastOutcome?.ok, true);
+  assert.equal(h.reconciler.lastOutcome?.problems, undefined);
+  assert.equal(h.applied.at(-1)?.mode, "audit");
+  assert.notEqual(h.applied.at(-1)?.log, null);
+  // an enforcing daemon's first pass on the same bridge cuts them
+  const enforce = harness([several], { policy: { mode: "enforce", log: true } });
+  await enforce.reconciler.runOnce("startup");
+  assert.deepEqual(enforce.sweeps, [several.bridge]);
+});
+
+test("the outcome says whether a pass changed the kernel, and whether that was a repair", async () => {
+  const h = harness([several, several]);
+  await h.reconciler.runOnce("startup");
+  assert.deepEqual(
+    [h.reconciler.lastOutcome?.changed, h.reconciler.lastOutcome?.repaired],
+    [true, false],
+  );
+  await h.reconciler.runOnce("resync"); // the fake kernel changes every time: a repair
+  assert.deepEqual(
+    [h.reconciler.lastOutcome?.changed, h.reconciler.lastOutcome?.repaired],
+    [true, true],
+  );
 });
 
 test("flow deletions that fail are tried again until they succeed; health says so meanwhile", async (t) => {

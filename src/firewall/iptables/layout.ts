@@ -6,6 +6,7 @@
 // the instance comment and a space, a hash of the rule as we render it, and a rule is compared
 // by that hash (as Calico Felix does), with its verdict and interfaces, never by its text.
 import { createHash } from "node:crypto";
+import { LOG_LIMITS, limitTableName, type DropKind } from "../../drops.js";
 import type { Family, Ruleset } from "../../model.js";
 import { splitArgs } from "./save-format.js";
 
@@ -59,6 +60,36 @@ function commentedRule(
 /** Neighbour discovery must cross the bridge and reach the host, or IPv6 breaks entirely. */
 const NEIGHBOUR_DISCOVERY = [135, 136] as const; // solicitation, advertisement
 
+/** What a rule that drops does: DROP, or in audit mode RETURN (to Docker's rules). */
+export const dropVerdict = (rules: Pick<Ruleset, "mode">) =>
+  rules.mode === "audit" ? "RETURN" : "DROP";
+
+/**
+ * A drop of `kind`: the rule that drops (RETURN in audit mode), and before it, when the ruleset
+ * logs, the same matches with the kernel-side limits (per source address: hashlimit; per rule:
+ * limit) sending the packet to its kind's NFLOG group. The drop rule's counter counts them all.
+ */
+function drop(
+  chains: InstanceChains,
+  chain: string,
+  matches: string,
+  kind: DropKind,
+  rules: Ruleset,
+): string[] {
+  const dropping = commentedRule(chains, chain, matches, dropVerdict(rules));
+  if (!rules.log) return [dropping];
+  const L = LOG_LIMITS;
+  const limits =
+    `-m hashlimit --hashlimit-upto ${L.perSource}/sec --hashlimit-burst ${L.perSourceBurst} ` +
+    `--hashlimit-mode srcip --hashlimit-name ${limitTableName(rules.instanceId, kind)} ` +
+    `--hashlimit-htable-max ${L.sources} --hashlimit-htable-expire ${L.sourceTtlS * 1000} ` +
+    `-m limit --limit ${L.perRule}/sec --limit-burst ${L.perRuleBurst}`;
+  const target =
+    `NFLOG --nflog-group ${rules.log.groups[kind]} --nflog-size ${L.snaplen} ` +
+    `--nflog-threshold ${L.queueThreshold}`;
+  return [commentedRule(chains, chain, `${matches} ${limits}`, target), dropping];
+}
+
 /**
  * Drops of packets carrying a whitelisted address that entered the bridge through any port but
  * the member's own (br_netfilter records the port; `physdev` matches it for bridged and routed
@@ -72,12 +103,13 @@ function spoofGuards(
   family: Family,
   rules: Ruleset,
 ): string[] {
-  return rules.families[family].portBindings.map(({ address, port }) =>
-    commentedRule(
+  return rules.families[family].portBindings.flatMap(({ address, port }) =>
+    drop(
       chains,
       chain,
       `-s ${hostPrefix(address, family)} -i ${rules.bridge} -m physdev ! --physdev-in ${port}`,
-      "DROP",
+      "forged",
+      rules,
     ),
   );
 }
@@ -124,7 +156,7 @@ export function forwardRules(chains: InstanceChains, family: Family, rules: Rule
       commentedRule(chains, chain, `-s ${hostPrefix(source, family)} ${within}${bound}`, "RETURN"),
     );
   }
-  lines.push(commentedRule(chains, chain, within, "DROP"));
+  lines.push(...drop(chains, chain, within, "member-to-member", rules));
   return lines;
 }
 
@@ -136,7 +168,7 @@ export function inputRules(chains: InstanceChains, family: Family, rules: Rulese
     ...spoofGuards(chains, chain, family, rules),
     commentedRule(chains, chain, `${from} -m conntrack --ctstate RELATED,ESTABLISHED`, "RETURN"),
     ...neighbourDiscovery(chains, chain, family, from),
-    commentedRule(chains, chain, from, "DROP"),
+    ...drop(chains, chain, from, "member-to-host", rules),
   ];
 }
 
@@ -154,7 +186,7 @@ export function outputRules(chains: InstanceChains, _family: Family, rules: Rule
       chains,
       chains.output,
       `-o ${rules.bridge} -p tcp -m conntrack --ctstate NEW -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN`,
-      "DROP",
+      dropVerdict(rules),
     ),
   ];
 }
@@ -225,6 +257,8 @@ export function allowedSourcesIn(lines: readonly string[], chains: InstanceChain
     const args = splitArgs(line);
     const ours = args[0] === "-A" && args[1] === chains.forward && isOurs(args, chains);
     if (!ours || optionValues(args, "-j").join() !== "RETURN") return [];
+    // A forgery guard (a packet with the address from another port), RETURN in audit mode.
+    if (optionValues(args, "--physdev-in").some((v) => v.startsWith("! "))) return [];
     const [source, ...others] = optionValues(args, "-s");
     const address = others.length === 0 ? /^([^!\s]\S*)\/(?:32|128)$/.exec(source ?? "") : null;
     return address?.[1] ?? [];

@@ -17,9 +17,28 @@
 // This kernel-independent form needs no `meta ibrname` (absent where nft_meta_bridge is not
 // built): the known ports themselves say which frames are the network's.
 import { ipv6Hex } from "../../addresses.js";
+import { LOG_LIMITS, type DropKind } from "../../drops.js";
 import type { PortIdentity, Ruleset } from "../../model.js";
-import { plainSet } from "./layout.js";
-import { filterHook, rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
+import { dropVerdict, logStatements, plainSet } from "./layout.js";
+import {
+  dynamicSet,
+  filterHook,
+  rule,
+  type ChainBlock,
+  type SetBlock,
+  type TableModel,
+} from "./table.js";
+
+/**
+ * With the log, the guard's drops go to one regular chain per kind, which logs (rate-limited per
+ * port: the set `logport`) and counts them, then drops (accepts in audit mode).
+ */
+export const GUARD_KIND_CHAINS: Record<DropKind, string> = {
+  forged: "forged",
+  "member-to-member": "member",
+  "member-to-host": "host",
+};
+export const LOG_PORT_SET = "logport";
 
 /** The target address of a neighbour solicitation/advertisement: bytes 8–23 of the ICMPv6 header. */
 const ND_TARGET = "@th,64,128"; // nft < 1.0.7 has no `icmpv6 taddr`
@@ -97,34 +116,42 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
     ["guardednd", rawSet("integer", ND_TARGET, [...new Set(each(claimed, nd))])],
   ]);
 
+  if (ruleset.log)
+    sets.set(LOG_PORT_SET, dynamicSet("ifname", LOG_LIMITS.sources, LOG_LIMITS.sourceTtlS));
+  // What a drop of each kind says: drop (accept in audit mode), or with the log a goto to the
+  // kind's chain.
+  const log = ruleset.log;
+  const dropAs = (kind: DropKind) =>
+    log ? `goto ${GUARD_KIND_CHAINS[kind]}` : dropVerdict(ruleset);
+  const forged = dropAs("forged");
   const fromKnown = "iifname @ports";
   const advert = "icmpv6 type nd-neighbor-advert";
   const dad = "ip6 saddr :: icmpv6 type nd-neighbor-solicit";
-  const notOwnTarget = `${ND_TARGET} . iifname != @boundnd drop`;
+  const notOwnTarget = `${ND_TARGET} . iifname != @boundnd ${forged}`;
   const prerouting = [
     // Ethernet source: what the bridge learns its forwarding table from.
-    `${fromKnown} ether saddr . iifname != @boundmac drop`,
-    `ether saddr @guardedmac ether saddr . iifname != @boundmac drop`,
+    `${fromKnown} ether saddr . iifname != @boundmac ${forged}`,
+    `ether saddr @guardedmac ether saddr . iifname != @boundmac ${forged}`,
     // ARP sender: what neighbour caches are poisoned with.
-    `${fromKnown} arp saddr ether . iifname != @boundmac drop`,
-    `arp saddr ether @guardedmac arp saddr ether . iifname != @boundmac drop`,
-    `${fromKnown} arp saddr ip . iifname != @bound4 drop`,
-    `arp saddr ip @guarded4 arp saddr ip . iifname != @bound4 drop`,
+    `${fromKnown} arp saddr ether . iifname != @boundmac ${forged}`,
+    `arp saddr ether @guardedmac arp saddr ether . iifname != @boundmac ${forged}`,
+    `${fromKnown} arp saddr ip . iifname != @bound4 ${forged}`,
+    `arp saddr ip @guarded4 arp saddr ip . iifname != @bound4 ${forged}`,
     // IP source: forged sources, and injection into another member's tracked flows.
-    `${fromKnown} ip saddr . iifname != @bound4 drop`,
-    `ip saddr @guarded4 ip saddr . iifname != @bound4 drop`,
-    `${fromKnown} ip6 saddr != :: ip6 saddr . iifname != @bound6 drop`,
-    `ip6 saddr @guarded6 ip6 saddr . iifname != @bound6 drop`,
+    `${fromKnown} ip saddr . iifname != @bound4 ${forged}`,
+    `ip saddr @guarded4 ip saddr . iifname != @bound4 ${forged}`,
+    `${fromKnown} ip6 saddr != :: ip6 saddr . iifname != @bound6 ${forged}`,
+    `ip6 saddr @guarded6 ip6 saddr . iifname != @bound6 ${forged}`,
     // The unspecified source: duplicate address detection and its listener reports only.
-    `${fromKnown} ip6 saddr :: meta l4proto != ipv6-icmp drop`,
-    `${fromKnown} ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop`,
+    `${fromKnown} ip6 saddr :: meta l4proto != ipv6-icmp ${forged}`,
+    `${fromKnown} ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } ${forged}`,
     // Neighbour discovery claims: only the port's own addresses.
     `${fromKnown} ${advert} ${notOwnTarget}`,
     `${fromKnown} ${dad} ${notOwnTarget}`,
     `${advert} ${ND_TARGET} @guardednd ${notOwnTarget}`,
     `${dad} ${ND_TARGET} @guardednd ${notOwnTarget}`,
   ];
-  const onlyIp = "ether type != { ip, ip6, arp } drop";
+  const onlyIp = (kind: DropKind) => `ether type != { ip, ip6, arp } ${dropAs(kind)}`;
   const hook = (name: string) => filterHook(name, GUARD_PRIORITY);
   const chains = new Map<string, ChainBlock>([
     ["prerouting", { hook: hook("prerouting"), rules: prerouting.map(rule) }],
@@ -132,11 +159,29 @@ function renderGuard(ruleset: Ruleset, name: string): TableModel {
       "forward",
       {
         hook: hook("forward"),
-        rules: [`${fromKnown} ${onlyIp}`, `oifname @ports ${onlyIp}`].map(rule),
+        rules: [
+          `${fromKnown} ${onlyIp("member-to-member")}`,
+          `oifname @ports ${onlyIp("member-to-member")}`,
+        ].map(rule),
       },
     ],
   ]);
   if (ruleset.protectHost)
-    chains.set("input", { hook: hook("input"), rules: [rule(`${fromKnown} ${onlyIp}`)] });
+    chains.set("input", {
+      hook: hook("input"),
+      rules: [rule(`${fromKnown} ${onlyIp("member-to-host")}`)],
+    });
+  if (log) {
+    const kinds: DropKind[] = ruleset.protectHost
+      ? ["forged", "member-to-member", "member-to-host"]
+      : ["forged", "member-to-member"];
+    for (const kind of kinds)
+      chains.set(GUARD_KIND_CHAINS[kind], {
+        rules: [
+          `${logStatements(LOG_PORT_SET, "iifname", log.groups[kind])}`,
+          `counter ${dropVerdict(ruleset)}`,
+        ].map(rule),
+      });
+  }
   return { family: "bridge", name, sets, chains };
 }

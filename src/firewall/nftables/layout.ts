@@ -6,8 +6,16 @@
 // too. The inet family cannot see bridge ports; the allowances name the whitelisted addresses,
 // which the bridge guard table (guard.ts) binds to their ports. The structure depends only on
 // ALLOW_HOST_TRAFFIC; the bridge and addresses live in sets, so a change is a set change.
+import { LOG_LIMITS, type DropKind } from "../../drops.js";
 import type { Family, Ruleset } from "../../model.js";
-import { filterHook, rule, type ChainBlock, type SetBlock, type TableModel } from "./table.js";
+import {
+  dynamicSet,
+  filterHook,
+  rule,
+  type ChainBlock,
+  type SetBlock,
+  type TableModel,
+} from "./table.js";
 
 export function tableName(instanceId: string): string {
   return `trafficjam_${instanceId}`;
@@ -31,12 +39,56 @@ export const plainSet = (type: string, elements: string[], flags: string[] = [])
 const NEIGHBOUR_DISCOVERY = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept";
 const FILTER_PRIORITY = 0;
 
+/** What a rule that drops does: drop, or in audit mode accept (this table's say ends there). */
+export const dropVerdict = (ruleset: Pick<Ruleset, "mode">) =>
+  ruleset.mode === "audit" ? "accept" : "drop";
+
+/** The per-source tables of the log rules: sets the rules fill, keyed by source address. */
+export const logSourceSet = (f: Family) => `logsrc${f}`;
+
+/**
+ * The log statements of a drop of `kind` keyed by `key` into the dynamic set `set`: a limit per
+ * key (the set element's own), then one per rule, then the kind's NFLOG group. Pure text.
+ */
+export function logStatements(set: string, key: string, group: number): string {
+  const L = LOG_LIMITS;
+  return (
+    `add @${set} { ${key} limit rate ${L.perSource}/second burst ${L.perSourceBurst} packets } ` +
+    `limit rate ${L.perRule}/second burst ${L.perRuleBurst} packets ` +
+    `log group ${group} snaplen ${L.snaplen} queue-threshold ${L.queueThreshold}`
+  );
+}
+
+/**
+ * The rules of a drop of `kind` matching `matches`: with the log, one counted and rate-limited
+ * log rule per family (the counter, first, counts every packet they drop), then the drop (accept
+ * in audit mode).
+ */
+function drop(ruleset: Ruleset, matches: string, kind: DropKind): string[] {
+  const dropping = `${matches} ${dropVerdict(ruleset)}`;
+  if (!ruleset.log) return [dropping];
+  const group = ruleset.log.groups[kind];
+  return [
+    ...FAMILIES.map(
+      (f) =>
+        `${matches} meta nfproto ipv${f} counter ${logStatements(logSourceSet(f), `${MATCH[f]} saddr`, group)}`,
+    ),
+    dropping,
+  ];
+}
+
 export function filterTable(ruleset: Ruleset): TableModel {
   const sets = new Map<string, SetBlock>([
     [BRIDGES_SET, plainSet("ifname", ruleset.bridge === null ? [] : [ruleset.bridge])],
   ]);
   for (const f of FAMILIES)
     sets.set(allowedSet(f), plainSet(ADDRESS_TYPE[f], [...ruleset.families[f].allowedSources]));
+  if (ruleset.log)
+    for (const f of FAMILIES)
+      sets.set(
+        logSourceSet(f),
+        dynamicSet(ADDRESS_TYPE[f], LOG_LIMITS.sources, LOG_LIMITS.sourceTtlS),
+      );
 
   const within = `iifname @${BRIDGES_SET} oifname @${BRIDGES_SET}`;
   const from = `iifname @${BRIDGES_SET}`;
@@ -50,7 +102,7 @@ export function filterTable(ruleset: Ruleset): TableModel {
           `${within} ct state established,related accept`,
           `${within} ${NEIGHBOUR_DISCOVERY}`,
           ...FAMILIES.map((f) => `${within} ${MATCH[f]} saddr @${allowedSet(f)} accept`),
-          `${within} drop`,
+          ...drop(ruleset, within, "member-to-member"),
         ].map(rule),
       },
     ],
@@ -61,7 +113,7 @@ export function filterTable(ruleset: Ruleset): TableModel {
       rules: [
         `${from} ct state established,related accept`,
         `${from} ${NEIGHBOUR_DISCOVERY}`,
-        `${from} drop`,
+        ...drop(ruleset, from, "member-to-host"),
       ].map(rule),
     });
     // A member → host flow TrafficJam cut must not be picked up again by the host's next
@@ -69,7 +121,7 @@ export function filterTable(ruleset: Ruleset): TableModel {
     chains.set("output", {
       hook: hook("output"),
       rules: [
-        `oifname @${BRIDGES_SET} ct state new tcp flags & (fin | syn | rst | ack) != syn drop`,
+        `oifname @${BRIDGES_SET} ct state new tcp flags & (fin | syn | rst | ack) != syn ${dropVerdict(ruleset)}`,
       ].map(rule),
     });
   }

@@ -30,6 +30,8 @@ function setDifferences(name: string, current: SetBlock | undefined, desired: Se
   if (current.type !== desired.type) structural.push(`set ${name} has type ${current.type}`);
   if (!sameList(current.flags, [...desired.flags].sort()))
     structural.push(`set ${name} has flags "${current.flags.join(", ")}"`);
+  // The rules fill a dynamic set themselves: whatever it holds is theirs.
+  if (desired.dynamic) return { structural, missing: [], unexpected: [] };
   const have = new Set(current.elements);
   const want = new Set(desired.elements);
   return {
@@ -42,15 +44,21 @@ function setDifferences(name: string, current: SetBlock | undefined, desired: Se
 function chainDifferences(name: string, current: ChainBlock | undefined, desired: ChainBlock) {
   if (!current) return [`chain ${name} missing`];
   const out: string[] = [];
-  const { type, hook, priority, policy } = current.hook;
+  const have = current.hook;
   const want = desired.hook;
-  if (
-    type !== want.type ||
-    hook !== want.hook ||
-    priority !== want.priority ||
-    policy !== want.policy
+  if (!have && want) out.push(`chain ${name} is not a base chain`);
+  else if (have && !want) out.push(`chain ${name} is hooked (${have.hook})`);
+  else if (
+    have &&
+    want &&
+    (have.type !== want.type ||
+      have.hook !== want.hook ||
+      have.priority !== want.priority ||
+      have.policy !== want.policy)
   )
-    out.push(`chain ${name} hooked as "${type} ${hook} priority ${priority} policy ${policy}"`);
+    out.push(
+      `chain ${name} hooked as "${have.type} ${have.hook} priority ${have.priority} policy ${have.policy}"`,
+    );
   const haveIds = current.rules.map((r) => r.id);
   const wantIds = desired.rules.map((r) => r.id);
   if (!sameList(haveIds, wantIds)) {

@@ -18,6 +18,11 @@ export interface SetBlock {
   flags: string[];
   /** Normalised elements (see normaliseElement); concatenations joined by " . ". */
   elements: string[];
+  /**
+   * A set the rules fill themselves (`add @set { … }`), its elements expiring: only its type and
+   * flags are ours to compare, never its elements.
+   */
+  dynamic?: { size: number; timeoutS: number };
 }
 
 export interface ChainHook {
@@ -35,7 +40,8 @@ export interface Rule {
 }
 
 export interface ChainBlock {
-  hook: ChainHook;
+  /** Absent: a regular chain, entered by `goto` or `jump` from a base chain of the table. */
+  hook?: ChainHook;
   rules: Rule[];
 }
 
@@ -50,6 +56,18 @@ export const ruleId = (text: string) =>
   `tj:${createHash("sha256").update(text).digest("hex").slice(0, 12)}`;
 
 export const rule = (text: string): Rule => ({ text, id: ruleId(text) });
+
+/**
+ * A set the rules add their packets' keys to, each element expiring after `timeoutS`: a table of
+ * per-source limits (see LOG_LIMITS in ../../drops.ts). Its flags as the JSON listing gives them.
+ */
+export const dynamicSet = (type: string, size: number, timeoutS: number): SetBlock => ({
+  declaration: `type ${type}`,
+  type,
+  flags: ["timeout"],
+  elements: [],
+  dynamic: { size, timeoutS },
+});
 
 /** A base filter chain on `hook` that accepts what it does not drop (it only ever takes away). */
 export const filterHook = (hook: string, priority: number): ChainHook => ({
@@ -94,16 +112,21 @@ export function renderTable(table: TableModel): string {
   const blocks: string[] = [];
   for (const [name, set] of table.sets) {
     const lines = [set.declaration];
-    if (set.flags.length > 0) lines.push(`flags ${set.flags.join(", ")}`);
+    if (set.dynamic) {
+      lines.push(`size ${set.dynamic.size}`, "flags dynamic,timeout");
+      lines.push(`timeout ${set.dynamic.timeoutS}s`);
+    } else if (set.flags.length > 0) lines.push(`flags ${set.flags.join(", ")}`);
     if (set.elements.length > 0) lines.push(`elements = ${renderElements(set, set.elements)}`);
     blocks.push(`\tset ${name} {\n${lines.map((l) => `\t\t${l}`).join("\n")}\n\t}`);
   }
   for (const [name, chain] of table.chains) {
-    const { type, hook, priority, policy } = chain.hook;
-    const lines = [
-      `type ${type} hook ${hook} priority ${priority}; policy ${policy};`,
-      ...chain.rules.map((r) => `${r.text} comment "${r.id}"`),
-    ];
+    const rules = chain.rules.map((r) => `${r.text} comment "${r.id}"`);
+    const lines = chain.hook
+      ? [
+          `type ${chain.hook.type} hook ${chain.hook.hook} priority ${chain.hook.priority}; policy ${chain.hook.policy};`,
+          ...rules,
+        ]
+      : rules;
     blocks.push(`\tchain ${name} {\n${lines.map((l) => `\t\t${l}`).join("\n")}\n\t}`);
   }
   return `table ${table.family} ${table.name} {\n${blocks.join("\n\n")}\n}\n`;
@@ -178,22 +201,29 @@ export function parseTableJson(text: string, family: TableFamily, name: string):
     if ("set" in entry) {
       const s = validated(setSchema, entry.set, "set");
       if (s.table !== name) continue;
+      const flags = [...(s.flags ?? [])].sort();
+      // A set the rules fill (elements with timeouts and limits): its elements are not ours.
+      const dynamic = flags.includes("timeout") || flags.includes("dynamic");
       table.sets.set(s.name, {
         declaration: "",
         type: Array.isArray(s.type) ? s.type.join(" . ") : s.type,
-        flags: [...(s.flags ?? [])].sort(),
-        elements: (s.elem ?? []).map(elementText),
+        flags,
+        elements: dynamic ? [] : (s.elem ?? []).map(elementText),
       });
     } else if ("chain" in entry) {
       const c = validated(chainSchema, entry.chain, "chain");
       if (c.table !== name) continue;
       table.chains.set(c.name, {
-        hook: {
-          type: c.type ?? "",
-          hook: c.hook ?? "",
-          priority: c.prio ?? 0,
-          policy: c.policy ?? "",
-        },
+        ...(c.hook === undefined
+          ? {}
+          : {
+              hook: {
+                type: c.type ?? "",
+                hook: c.hook,
+                priority: c.prio ?? 0,
+                policy: c.policy ?? "",
+              },
+            }),
         rules: [],
       });
     } else if ("rule" in entry) {

@@ -52,6 +52,13 @@
  *                                               datagram INNER_SRC -> INNER_DST:9000 carrying PAYLOAD;
  *                                               "arp", from SENDER_MAC (default that overlay MAC), an
  *                                               ARP reply claiming INNER_SRC is at SENDER_MAC
+ *   tjprobe stamp COMMAND ARGS...               prints "stamp <ms since the epoch>" on stdout, then
+ *                                               runs COMMAND (any of these): when a probe began,
+ *                                               by the kernel's clock (the one log lines use)
+ *   tjprobe flood DST PORT RATE SECONDS         UDP datagrams to DST:PORT, RATE a second (sent
+ *                                               every millisecond, in bursts of RATE/1000) for
+ *                                               SECONDS, from an ordinary socket; prints
+ *                                               "sent N" (send errors, e.g. ENOBUFS, not counted)
  *   tjprobe ethlisten IFACE ETHERTYPE SECONDS   counts frames of ETHERTYPE arriving on IFACE for
  *                                               SECONDS, then prints "received N" and exits 0.
  *                                               /tmp/ethlisten-IFACE-ETHERTYPE.ready (ETHERTYPE as
@@ -793,7 +800,48 @@ static int cmd_vxlan(int argc, char **argv) {
   return 0;
 }
 
-int main(int argc, char **argv) {
+static int cmd_flood(int argc, char **argv) {
+  if (argc != 6) return fprintf(stderr, "usage: tjprobe flood DST PORT RATE SECONDS\n"), 2;
+  long port, rate, seconds;
+  if (parse_int(argv[3], 1, 65535, &port) || parse_int(argv[4], 1, 1000000, &rate) ||
+      parse_int(argv[5], 1, 3600, &seconds))
+    return fprintf(stderr, "usage: tjprobe flood DST PORT RATE SECONDS\n"), 2;
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (parse_addr(argv[2], port, &ss, &len)) return fprintf(stderr, "tjprobe: bad address %s\n", argv[2]), 2;
+  int fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len) != 0) return fail("flood socket: %s", strerror(errno));
+  struct timespec tick;
+  clock_gettime(CLOCK_MONOTONIC, &tick);
+  long sent = 0, due = 0;
+  for (long ms = 0; ms < seconds * 1000; ms++) {
+    due = rate * (ms + 1) / 1000; /* datagrams due by the end of this millisecond */
+    while (sent < due) {
+      if (send(fd, "flood", 5, MSG_DONTWAIT) == 5) sent++;
+      else { due--; if (due <= sent) break; }
+    }
+    tick.tv_nsec += 1000000;
+    if (tick.tv_nsec >= 1000000000) { tick.tv_sec++; tick.tv_nsec -= 1000000000; }
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tick, NULL);
+  }
+  printf("sent %ld\n", sent);
+  return 0;
+}
+
+static int dispatch(int argc, char **argv);
+
+static int cmd_stamp(int argc, char **argv) {
+  if (argc < 3) return fprintf(stderr, "usage: tjprobe stamp COMMAND ARGS...\n"), 2;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  printf("stamp %lld\n", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+  fflush(stdout);
+  return dispatch(argc - 1, argv + 1);
+}
+
+int main(int argc, char **argv) { return dispatch(argc, argv); }
+
+static int dispatch(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "";
   if (!strcmp(cmd, "serve")) return cmd_serve();
   if (!strcmp(cmd, "tcp")) return cmd_tcp(argc, argv);
@@ -807,12 +855,15 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "ethsend")) return cmd_ethsend(argc, argv);
   if (!strcmp(cmd, "ethlisten")) return cmd_ethlisten(argc, argv);
   if (!strcmp(cmd, "vxlan")) return cmd_vxlan(argc, argv);
+  if (!strcmp(cmd, "stamp")) return cmd_stamp(argc, argv);
+  if (!strcmp(cmd, "flood")) return cmd_flood(argc, argv);
   fprintf(stderr, "usage: tjprobe serve | tcp HOST PORT TIMEOUT_MS | udp HOST PORT TIMEOUT_MS [PAYLOAD] |\n"
                   "       watch HOST PORT INTERVAL_MS COUNT [TIMEOUT_MS] | spoofudp SRC DST PORT [PAYLOAD [SRCPORT]] |\n"
                   "       arpspoof IFACE CLAIMED_IP DST_IP DST_MAC COUNT [SENDER_MAC] |\n"
                   "       naspoof IFACE TARGET_ADDR DST COUNT [LLADDR] | sendudp DST PORT PAYLOAD [IFACE] |\n"
                   "       mlisten GROUP PORT IFACE SECONDS | ethsend IFACE DST_MAC ETHERTYPE COUNT |\n"
-                  "       ethlisten IFACE ETHERTYPE SECONDS |\n"
+                  "       ethlisten IFACE ETHERTYPE SECONDS | stamp COMMAND ARGS... |\n"
+                  "       flood DST PORT RATE SECONDS |\n"
                   "       vxlan HOST PORT VNI udp|arp INNER_SRC INNER_DST DST_MAC COUNT [PAYLOAD|SENDER_MAC]\n");
   return 2;
 }
