@@ -455,7 +455,13 @@ class SwarmDaemon {
     // loop; it is once its worker's task runs.
     const workerNodes = new Set(
       tasks
-        .filter((t) => t.ServiceID === this.service.id && t.Status.State === "running")
+        // "starting" too: Swarm holds a task there until its first health check passes (30 s),
+        // while the worker listens within a second or two of its start.
+        .filter(
+          (t) =>
+            t.ServiceID === this.service.id &&
+            (t.Status.State === "running" || t.Status.State === "starting"),
+        )
         .map((t) => t.NodeID),
     );
     this.dialer.setNodes(
