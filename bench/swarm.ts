@@ -26,7 +26,7 @@ const PARTS = new Set(
   (process.env.BENCH_SWARM_PARTS ?? "idle,convergence").split(",").map((p) => p.trim()),
 );
 const IDLE_WINDOW_S = 30;
-const IDLE_WARMUP_S = 15;
+const IDLE_WARMUP_S = 60;
 
 /** The measurement (the original 2.2.2, and TrafficJam before this work), for comparison. */
 const IDLE_BEFORE = {

@@ -49,6 +49,10 @@ const CLEAR_TIMEOUT_MS = 90_000;
 const KEEPALIVE_MS = 10_000;
 /** The worker service's spec and the node list (both sending events) are read at least this often. */
 const RARE_CHECK_MS = 30_000;
+/** After the worker service is created or updated, its tasks are looked for this often… */
+const DEPLOY_POLL_MS = 500;
+/** …for at most this long. */
+const DEPLOY_WATCH_MS = 60_000;
 
 export interface SwarmDaemonSettings {
   channelPort: number;
@@ -260,6 +264,9 @@ class SwarmDaemon {
   private timer: NodeJS.Timeout | null = null;
   private keepalive: NodeJS.Timeout | null = null;
   private retry: NodeJS.Timeout | null = null;
+  /** Until then, a worker task not started yet is looked for again soon (see prune). */
+  private deployingUntil = 0;
+  private deployTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly config: Config,
@@ -383,7 +390,9 @@ class SwarmDaemon {
     try {
       // The service and the nodes send events: a quiet resync checks them only now and then.
       const now = Date.now();
-      const quiet = reasons.every((r) => r === "resync");
+      const quiet = reasons.every((r) => r === "resync" || r === "worker:deploying");
+      // A node joining (or coming back) gets a worker task: looked for soon, like a deployment.
+      if (reasons.some((r) => r.startsWith("node:"))) this.deployingUntil = now + DEPLOY_WATCH_MS;
       if (!quiet || now - this.serviceCheckedAt >= RARE_CHECK_MS) {
         await this.ensureService();
         this.serviceCheckedAt = now;
@@ -422,6 +431,7 @@ class SwarmDaemon {
     if (found === null) {
       const id = await this.api.createService(spec);
       this.service.id = id;
+      this.deployingUntil = Date.now() + DEPLOY_WATCH_MS;
       this.log.info("swarm.service.created", "deployed the worker service", {
         service: name,
         id,
@@ -433,6 +443,7 @@ class SwarmDaemon {
     const labels = (found.Spec.Labels ?? {}) as Record<string, string>;
     if (labels["trafficjam.spec"] === digest) return;
     await this.api.updateService(found.ID, found.Version.Index, spec);
+    this.deployingUntil = Date.now() + DEPLOY_WATCH_MS;
     this.log.info("swarm.service.updated", "updated the worker service to this daemon's settings", {
       service: name,
       image: imageOf(spec),
@@ -453,6 +464,21 @@ class SwarmDaemon {
     this.nodeList = this.nodeList?.nodes === nodes ? this.nodeList : { nodes, at: Date.now() };
     // Dial the nodes whose worker runs: a node without one (drained, down) is not dialled in a
     // loop; it is once its worker's task runs.
+    // While the service deploys, its tasks are looked for every 0.5 s rather than every
+    // POLL_INTERVAL: each worker is dialled as soon as it starts.
+    const waiting = tasks.some(
+      (t) =>
+        t.ServiceID === this.service.id &&
+        t.Status.State !== "running" &&
+        t.Status.State !== "starting",
+    );
+    if (waiting && Date.now() < this.deployingUntil && !this.deployTimer) {
+      this.deployTimer = setTimeout(() => {
+        this.deployTimer = null;
+        this.passes.request("worker:deploying");
+      }, DEPLOY_POLL_MS);
+      this.deployTimer.unref();
+    }
     const workerNodes = new Set(
       tasks
         // "starting" too: Swarm holds a task there until its first health check passes (30 s),
@@ -509,6 +535,7 @@ class SwarmDaemon {
         if (this.timer) clearInterval(this.timer);
         if (this.keepalive) clearInterval(this.keepalive);
         if (this.retry) clearTimeout(this.retry);
+        if (this.deployTimer) clearTimeout(this.deployTimer);
         watcher.stop();
         this.passes.halt();
         await this.passes.idle();
