@@ -18,7 +18,7 @@ import { localHost, type Host } from "./host/host.js";
 import { createBackend, type SelectingOptions } from "./firewall/index.js";
 import type { FirewallBackend } from "./firewall/backend.js";
 import { Reconciler, type PassOutcome } from "./reconciler.js";
-import { HealthPublisher, stateDir, statePath } from "./ops/health.js";
+import { HealthPublisher, stateDir, statePath, type HealthState } from "./ops/health.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -120,9 +120,11 @@ export interface DaemonVariant {
   stopping?(): void;
   /**
    * The operations side (ops/runtime.ts: the blocked-attempt log, MODE, metrics, `status`): the
-   * daemon on one host has it; a Swarm worker does not yet (its rules are written without log).
+   * daemon on one host and a Swarm worker have it.
    */
   operations?: boolean;
+  /** Once, at start: reads what the daemon publishes for `status` (the state file's content). */
+  state?(read: () => HealthState): void;
 }
 
 /** Runs until a signal; resolves with the exit code. */
@@ -135,6 +137,7 @@ export async function runDaemon(
   const host: Host = localHost;
   // For `trafficjam healthcheck` (see ops/health.ts); removed on exit.
   const health = healthPublisher(config, log);
+  variant.state?.(() => health.current);
   const ops = variant.operations
     ? new (await import("./ops/runtime.js")).Operations(config, log, host, health)
     : null;

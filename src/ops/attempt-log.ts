@@ -48,6 +48,23 @@ export function tcpdumpArgs(groups: LogGroups): string[] {
   return ["-i", `nflog:${list.join(",")}`, "-w", "-", "-U", "-n"];
 }
 
+/** `ip -j link` → index and name of each link (tool output: checked, never trusted). */
+function linksOf(json: string): Array<{ ifindex: number; ifname: string }> {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(value)) return [];
+  return value.flatMap((l: unknown) => {
+    const link = l as { ifindex?: unknown; ifname?: unknown } | null;
+    return link && Number.isInteger(link.ifindex) && typeof link.ifname === "string"
+      ? [{ ifindex: link.ifindex as number, ifname: link.ifname }]
+      : [];
+  });
+}
+
 function sysfsIndex(name: string): number | null {
   try {
     const index = Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8").trim());
@@ -88,7 +105,11 @@ export class AttemptLog {
   }
 
   private refreshNames(key = this.members.map((m) => m.port ?? "").join(",")): void {
-    const index = this.options.interfaceIndex ?? sysfsIndex;
+    this.namesKey = key;
+    const { host, interfaceIndex } = this.options;
+    // Another namespace's ports (a Swarm overlay's): our sysfs does not show them; `ip` there.
+    if (!interfaceIndex && host.netns !== null) return void this.readNames(key);
+    const index = interfaceIndex ?? sysfsIndex;
     const names = new Map<number, string>();
     for (const m of this.members) {
       if (!m.port) continue;
@@ -96,7 +117,17 @@ export class AttemptLog {
       if (i !== null) names.set(i, m.port);
     }
     this.names = names;
-    this.namesKey = key;
+  }
+
+  private async readNames(key: string): Promise<void> {
+    const ports = new Set(this.members.flatMap((m) => (m.port ? [m.port] : [])));
+    if (ports.size === 0) return void (this.names = new Map());
+    const result = await this.options.host.run("ip", ["-j", "link", "show"]).catch(() => null);
+    if (result === null || result.code !== 0 || this.namesKey !== key) return;
+    const names = new Map<number, string>();
+    for (const link of linksOf(result.stdout))
+      if (ports.has(link.ifname)) names.set(link.ifindex, link.ifname);
+    this.names = names;
   }
 
   private view(): NetworkView {

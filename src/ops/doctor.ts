@@ -17,6 +17,8 @@ import { createEngineClient } from "../observe/engine-api.js";
 import { bridgeOf, subnetsOf } from "../observe/network.js";
 import { netnsKey, parseState, stateDir, writerAlive } from "./health.js";
 import { instancesIn, readKernelView, type KernelView } from "./inventory.js";
+import type { SwarmState } from "./state.js";
+import { nodeName } from "./status.js";
 
 export type Level = "pass" | "warn" | "fail" | "skip";
 
@@ -57,7 +59,16 @@ export interface Facts {
   boundGroups: number[];
   /** Instances whose daemon runs here (live state files). */
   liveInstances: string[];
+  /** The Swarm daemon's nodes, from its state file here (null: no Swarm daemon runs here). */
+  swarm: SwarmState | null;
+  /** A Swarm worker of this instance runs here (its rules are in an overlay's namespace). */
+  swarmWorkerHere: boolean;
+  /** When the facts were read (ms since the epoch). */
+  now: number;
 }
+
+/** A worker's status older than this is news that does not come: the channel is down. */
+export const STATUS_STALE_MS = 150_000;
 
 const CAP_NET_ADMIN = 12n;
 const CAP_SYS_ADMIN = 21n;
@@ -147,6 +158,19 @@ export function checks(f: Facts): CheckLine[] {
     );
   }
 
+  // The Swarm daemon enforces nothing where it runs: its nodes are what there is to check.
+  if (f.config?.swarmDaemon)
+    return [
+      ...out,
+      dockerCheck(f),
+      check(
+        "skip",
+        "this host",
+        "the Swarm daemon writes no rules here: each node's own checks run in its worker (docker exec <a worker task> trafficjam doctor)",
+      ),
+      ...swarmChecks(f),
+    ];
+
   // br_netfilter
   if (f.bridgeNetfilterOff === null)
     out.push(
@@ -222,24 +246,7 @@ export function checks(f: Facts): CheckLine[] {
         ),
   );
 
-  // Docker
-  if (!f.docker.ok)
-    out.push(
-      check(
-        "fail",
-        "docker",
-        `cannot reach Docker at ${f.docker.endpoint}: ${f.docker.error}`,
-        "check DOCKER_HOST and that dockerd runs",
-      ),
-    );
-  else
-    out.push(
-      check(
-        "pass",
-        "docker",
-        `Docker ${f.docker.version} (API ${f.docker.api}) at ${f.docker.endpoint}`,
-      ),
-    );
+  out.push(dockerCheck(f));
 
   // Docker's firewall: where its chains live
   const withUser = (["nft", "legacy"] as const).filter((fl) =>
@@ -489,29 +496,109 @@ export function checks(f: Facts): CheckLine[] {
     out.push(
       !n.found
         ? check("warn", "network", `${n.name} does not exist (yet): TrafficJam waits for it`)
-        : n.bridge === undefined
+        : n.driver === "overlay" && f.swarmWorkerHere
           ? check(
-              "fail",
-              "network",
-              `${n.name} is a ${n.driver} network, not a bridge: nothing can be enforced on it (Swarm overlays: SWARM_DAEMON=true)`,
-            )
-          : check(
               "pass",
               "network",
-              `${n.name}: bridge ${n.bridge}, subnets ${n.subnets.join(" ") || "none"}`,
-            ),
+              `${n.name}: overlay, subnets ${n.subnets.join(" ") || "none"}; this node's Swarm worker keeps the rules in its namespace`,
+            )
+          : n.bridge === undefined
+            ? check(
+                "fail",
+                "network",
+                `${n.name} is a ${n.driver} network, not a bridge: nothing can be enforced on it (Swarm overlays: SWARM_DAEMON=true)`,
+              )
+            : check(
+                "pass",
+                "network",
+                `${n.name}: bridge ${n.bridge}, subnets ${n.subnets.join(" ") || "none"}`,
+              ),
     );
   }
 
-  // Swarm: the hook for the Swarm part of this check list (each node's worker and its ports).
-  if (f.config?.swarmDaemon)
-    out.push(
+  return out;
+}
+
+/** Whether Docker answers, and which. */
+function dockerCheck(f: Facts): CheckLine {
+  return !f.docker.ok
+    ? check(
+        "fail",
+        "docker",
+        `cannot reach Docker at ${f.docker.endpoint}: ${f.docker.error}`,
+        "check DOCKER_HOST and that dockerd runs",
+      )
+    : check(
+        "pass",
+        "docker",
+        `Docker ${f.docker.version} (API ${f.docker.api}) at ${f.docker.endpoint}`,
+      );
+}
+
+/** Swarm mode: each node's worker, as the daemon running here last heard of it. */
+function swarmChecks(f: Facts): CheckLine[] {
+  const sw = f.swarm;
+  if (sw === null)
+    return [
       check(
-        "skip",
+        "fail",
         "swarm",
-        "Swarm checks (each node's worker, the channel port) are not part of this check yet",
+        "no Swarm daemon of this INSTANCE_ID runs here: the nodes are checked where it runs",
+        "run `docker exec <the daemon's container> trafficjam doctor`",
       ),
-    );
+    ];
+  const ports = `TCP ${sw.channelPort} from the daemon's node to every node (the workers' channel), and Swarm's own: TCP 2377, TCP+UDP 7946, UDP data-path port (4789 unless --data-path-port)`;
+  const out = [check("pass", "swarm ports", `the nodes need ${ports}`)];
+  for (const n of sw.nodes) {
+    const name = nodeName(n);
+    const st = n.status;
+    const age = n.heardAt === null ? null : f.now - n.heardAt;
+    if (n.worker === "no worker task")
+      out.push(
+        check(
+          "fail",
+          name,
+          "no worker task runs on it: nothing is enforced there",
+          "see `docker service ps` of the worker service (a constraint, a drained node, the image missing on the node)",
+        ),
+      );
+    else if (n.worker === "not connected")
+      out.push(
+        check(
+          "fail",
+          name,
+          `the daemon cannot reach its worker at ${n.address}:${sw.channelPort} (its last rules stay in force)`,
+          `let TCP ${sw.channelPort} through from the daemon's node to ${n.address}; see the worker's log (swarm.channel.*)`,
+        ),
+      );
+    else if (st === null || age === null || age > STATUS_STALE_MS)
+      out.push(check("warn", name, "its worker is connected but has told no status lately"));
+    else if (!st.lastPass?.ok)
+      out.push(
+        check(
+          "fail",
+          name,
+          `its worker's last pass failed: ${st.lastPass?.error ?? "no pass yet"}`,
+          "see the worker's log on that node (rules.failed)",
+        ),
+      );
+    else if (!st.attemptLog.reading)
+      out.push(
+        check(
+          "warn",
+          name,
+          `rules in force (${st.location ?? "?"}), but blocked attempts are not logged: ${st.attemptLog.reason ?? "unknown"}`,
+        ),
+      );
+    else
+      out.push(
+        check(
+          "pass",
+          name,
+          `worker connected at ${n.address}, rules in force (${st.location ?? "nowhere: the network is not on this node"}), ${st.mode}, attempt log reading`,
+        ),
+      );
+  }
   return out;
 }
 
@@ -621,7 +708,11 @@ export async function gatherFacts(
     ].map((t) => [t, onPath(t, env)]),
   );
   const [kernel, v6nft, v6legacy] = await Promise.all([
-    readKernelView(host),
+    // Without CAP_NET_ADMIN nothing can be read: the capabilities check says so, not a crash.
+    readKernelView(host).catch((): KernelView => ({
+      iptables: { nft: { chains: new Map() }, legacy: { chains: new Map() } },
+      nftTables: [],
+    })),
     readFilterTable(host, 6, "nft").catch(() => ({ chains: new Map() })),
     readFilterTable(host, 6, "legacy").catch(() => ({ chains: new Map() })),
   ]);
@@ -632,11 +723,17 @@ export async function gatherFacts(
     .filter((n) => Number.isInteger(n) && n > 0);
   const suffix = `.${netnsKey()}.json`;
   const live: string[] = [];
+  let swarm: SwarmState | null = null;
+  let swarmWorkerHere = false;
   try {
     for (const name of readdirSync(stateDir(env)).filter((n) => n.endsWith(suffix))) {
       try {
         const state = parseState(read(join(stateDir(env), name)));
-        if (writerAlive(state)) live.push(state.instanceId);
+        if (!writerAlive(state)) continue;
+        live.push(state.instanceId);
+        if (state.instanceId !== instanceId) continue;
+        if (state.swarm) swarm = state.swarm;
+        if (state.ruleset?.netns) swarmWorkerHere = true;
       } catch {
         // not a state file of ours
       }
@@ -664,6 +761,9 @@ export async function gatherFacts(
     processes: processNames(),
     boundGroups: bound,
     liveInstances: live,
+    swarm,
+    swarmWorkerHere,
+    now: Date.now(),
   };
   client.close();
   return facts;

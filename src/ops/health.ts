@@ -14,11 +14,13 @@ import { readFileSync, readlinkSync, renameSync, rmSync, mkdirSync, writeFileSyn
 import { join } from "node:path";
 import type { Ruleset } from "../model.js";
 import type { PassOutcome } from "../reconciler.js";
-import type { OpsState } from "./state.js";
+import type { OpsState, SwarmState } from "./state.js";
 
 type BackendMode = "auto" | "iptables" | "nftables";
 
 export const DEFAULT_STATE_DIR = "/run/trafficjam";
+/** The Swarm daemon's `location`: it writes no rules of its own. */
+export const SWARM_DAEMON_LOCATION = "swarm daemon";
 /** A pass older than this many poll intervals means the daemon is stuck. */
 export const STALE_AFTER_INTERVALS = 3;
 
@@ -42,6 +44,8 @@ export interface HealthState {
   problems: string[];
   /** What `trafficjam status` shows beyond health (see ops/state.ts); absent: not yet known. */
   ops?: OpsState;
+  /** The Swarm daemon's: every node and its worker (see ops/state.ts). */
+  swarm?: SwarmState;
 }
 
 export interface HealthVerdict {
@@ -134,6 +138,11 @@ export function assessHealth(
       reason: `kernel rules differ from the desired state: ${kernel.join("; ")}`,
     };
   }
+  if (state.swarm || state.location === SWARM_DAEMON_LOCATION)
+    return {
+      healthy: true,
+      reason: `the Swarm daemon: its workers enforce on the nodes (last reconcile ${ago})`,
+    };
   if (state.ruleset.bridge === null) {
     // Nothing to enforce: the daemon is doing its job if the network does not exist yet, and
     // cannot if it is not a bridge network.
@@ -211,6 +220,12 @@ export class HealthPublisher {
   setOps(ops: OpsState, write = false): void {
     this.state = { ...this.state, ops };
     if (write && !this.closed) this.write();
+  }
+
+  /** The Swarm daemon's nodes, written now. */
+  setSwarm(swarm: SwarmState): void {
+    this.state = { ...this.state, swarm };
+    if (!this.closed) this.write();
   }
 
   record(outcome: PassOutcome): void {

@@ -20,7 +20,12 @@ type MetricsModule = typeof import("./metrics.js");
 
 export class Operations {
   readonly policy: { mode: Mode; log: true };
-  private readonly attemptLog: AttemptLog;
+  private attemptLog: AttemptLog;
+  /** Where the rules, and so the kernel's log of their drops, are: null: our namespace. */
+  private rulesNetns: string | null = null;
+  /** Packets read by the readers of namespaces left behind (a Swarm overlay recreated). */
+  private packetsBefore = 0;
+  private running = false;
   private metrics: InstanceType<MetricsModule["Metrics"]> | null = null;
   private readonly state: OpsState;
   private readonly unbound = new Map<string, string>();
@@ -55,12 +60,19 @@ export class Operations {
       },
       metrics: config.metricsAddress ? addressText(config.metricsAddress) : null,
     };
-    this.attemptLog = new AttemptLog({
+    this.attemptLog = this.reader(host);
+  }
+
+  /** The blocked-attempt log's reader in `host`'s namespace, counting on with the last one's. */
+  private reader(host: Host, reporter?: AttemptLog["reporter"]): AttemptLog {
+    const groups = logGroupsOf(this.config.instanceId);
+    return new AttemptLog({
       host,
       groups,
-      mode: config.mode,
-      log,
-      network: config.network,
+      mode: this.config.mode,
+      log: this.log,
+      network: this.config.network,
+      ...(reporter ? { reporter } : {}),
       onAttempt: (attempt, verdict) => {
         if (verdict !== "known") this.metrics?.attempt(attempt.kind);
         this.noteAttempts();
@@ -117,12 +129,28 @@ export class Operations {
           : { unbound: this.unbound.get(m.id) ?? "no bridge port found" }),
       }));
     if (outcome.ok && outcome.ruleset) {
+      this.readIn(outcome.ruleset.netns ?? null);
       this.lastLocation = outcome.location ?? null;
       this.lastRulesetInstance = outcome.ruleset.instanceId;
       this.noteModeSwitch(outcome);
     }
     this.metrics?.passed(outcome, s.whitelisted.length);
     this.health.setOps(this.snapshotState());
+  }
+
+  /**
+   * The rules moved to another namespace (a Swarm worker's overlay: its namespace appears, or is
+   * made anew): the kernel's log of their drops is read there, by a reader started there.
+   */
+  private readIn(netns: string | null): void {
+    if (netns === this.rulesNetns) return;
+    this.rulesNetns = netns;
+    const old = this.attemptLog;
+    old.stop();
+    this.packetsBefore += old.packets;
+    this.attemptLog = this.reader(this.host.in(netns), old.reporter);
+    this.attemptLog.setMembers(this.members);
+    if (this.running) this.attemptLog.start();
   }
 
   /** The first pass in force after a start in another mode than the kernel's rules: said once. */
@@ -141,6 +169,7 @@ export class Operations {
 
   /** Once the first pass is done: the log reader, and the metrics if asked for. */
   async started(): Promise<void> {
+    this.running = true;
     this.attemptLog.start();
     const address = this.config.metricsAddress;
     if (!address) return;
@@ -154,7 +183,12 @@ export class Operations {
         mode: this.config.mode,
         readDrops: async () =>
           this.lastLocation
-            ? readDropCounts(this.host, this.config.instanceId, this.lastLocation, groups)
+            ? readDropCounts(
+                this.host.in(this.rulesNetns),
+                this.config.instanceId,
+                this.lastLocation,
+                groups,
+              )
             : null,
         healthy: () => assessHealth(this.health.current, Date.now(), true).healthy,
       });
@@ -172,6 +206,7 @@ export class Operations {
   }
 
   stop(): void {
+    this.running = false;
     this.attemptLog.stop();
     this.metrics?.close();
     if (this.stateTimer) clearTimeout(this.stateTimer);
@@ -185,7 +220,7 @@ export class Operations {
       ) as OpsState["attempts"]["byKind"],
       reported: r.reported,
       suppressed: r.suppressedTotal,
-      packets: this.attemptLog.packets,
+      packets: this.packetsBefore + this.attemptLog.packets,
     };
     return structuredClone(this.state);
   }

@@ -1,6 +1,7 @@
 // What the daemon publishes for `trafficjam status`, beside its health (ops/health.ts writes both
 // into the one state file). Plain data; the daemon's side fills it in ops/runtime.ts.
 import type { DropKind, LogGroups } from "../drops.js";
+import type { NodeStatus } from "../swarm/protocol.js";
 
 export interface WhitelistedState {
   name: string;
@@ -37,4 +38,25 @@ export interface OpsState {
   };
   /** METRICS_ADDRESS where the metrics are served, or null. */
   metrics: string | null;
+}
+
+/** The Swarm daemon's view of one node, from its worker's status over the channel. */
+export interface SwarmNodeState {
+  node: string;
+  hostname: string;
+  /** The node's underlay address, where its worker is dialled. */
+  address: string;
+  /** A worker task runs (or starts) there; connected: the daemon's channel to it is up. */
+  worker: "connected" | "not connected" | "no worker task";
+  /** When the daemon last received its status (its own clock), or null. */
+  heardAt: number | null;
+  status: NodeStatus | null;
+}
+
+/** What the Swarm daemon publishes for `status` and `doctor`. */
+export interface SwarmState {
+  /** NETWORK: the overlay the workers protect. */
+  network: string;
+  channelPort: number;
+  nodes: SwarmNodeState[];
 }

@@ -11,6 +11,7 @@ import { localHost, type Host } from "../host/host.js";
 import { formatTimestamp } from "../log.js";
 import { readDropCounts, type DropCounts } from "./counters.js";
 import {
+  SWARM_DAEMON_LOCATION,
   assessHealth,
   netnsKey,
   parseState,
@@ -19,7 +20,7 @@ import {
   type HealthState,
 } from "./health.js";
 import { instancesIn, readKernelView } from "./inventory.js";
-import type { OpsState } from "./state.js";
+import type { OpsState, SwarmNodeState } from "./state.js";
 
 export interface InstanceStatus {
   instanceId: string;
@@ -30,6 +31,8 @@ export interface InstanceStatus {
   backend?: { setting: string; location: string | null };
   /** Where the kernel holds the instance's rules. */
   rulesIn: string[];
+  /** Why the kernel could not be read here (rulesIn is then empty). */
+  kernelError?: string;
   health?: { healthy: boolean; reason: string };
   lastPass?: { ok: boolean; at: string; ago: string; error?: string };
   passes?: OpsState["passes"];
@@ -40,6 +43,8 @@ export interface InstanceStatus {
   attempts?: OpsState["attempts"];
   attemptLog?: OpsState["attemptLog"];
   metrics?: string | null;
+  /** The Swarm daemon's: every node, its worker and how it enforces (told over the channel). */
+  swarm?: { channelPort: number; nodes: Array<SwarmNodeState & { heardAgo: string | null }> };
 }
 
 const ago = (ms: number) => `${(Math.max(0, ms) / 1000).toFixed(1)} s ago`;
@@ -69,7 +74,12 @@ export async function collectStatus(
 ): Promise<InstanceStatus[]> {
   const tz = env.TZ?.trim() || "UTC";
   const time = (ms: number) => formatTimestamp(new Date(ms), tz);
-  const kernel = instancesIn(await readKernelView(host));
+  // The Swarm daemon's container may not read the kernel (it needs no capability): said, not fatal.
+  let kernelError: string | undefined;
+  const kernel = await readKernelView(host).then(instancesIn, (error: Error) => {
+    kernelError = error.message.split("\n")[0];
+    return [];
+  });
   const states = stateFiles(stateDir(env));
   const now = clock(); // after the files were read: no pass in them is from the future
   // A state file whose daemon is gone says nothing (a killed daemon leaves it): only the kernel.
@@ -78,8 +88,15 @@ export async function collectStatus(
   const out: InstanceStatus[] = [];
   for (const id of ids) {
     const state = live.find((s) => s.instanceId === id);
-    const rulesIn = kernel.find((k) => k.id === id)?.where ?? [];
     const alive = state ? writerAlive(state) : false;
+    // A Swarm worker's rules are in the overlay's namespace: its counters are read there.
+    const netns = (alive ? state?.ruleset?.netns : null) ?? null;
+    const rulesHost = host.in(netns);
+    const rulesIn = [...(kernel.find((k) => k.id === id)?.where ?? [])];
+    if (netns !== null) {
+      const there = await readKernelView(rulesHost).then(instancesIn, () => []);
+      rulesIn.push(...(there.find((k) => k.id === id)?.where ?? []).map((w) => `${w} in ${netns}`));
+    }
     const status: InstanceStatus = {
       instanceId: id,
       daemon: alive
@@ -90,11 +107,12 @@ export async function collectStatus(
           }
         : { running: false },
       rulesIn,
+      ...(kernelError ? { kernelError } : {}),
     };
     if (state && alive) {
       const r = state.ruleset;
       status.network = {
-        name: r?.networkName ?? state.ops?.network ?? null,
+        name: r?.networkName ?? state.ops?.network ?? state.swarm?.network ?? null,
         bridge: r?.bridge ?? null,
         subnets: r ? [...r.families[4].subnets, ...r.families[6].subnets] : [],
       };
@@ -116,14 +134,24 @@ export async function collectStatus(
         status.attemptLog = state.ops.attemptLog;
         status.metrics = state.ops.metrics;
       }
+      if (state.swarm)
+        status.swarm = {
+          channelPort: state.swarm.channelPort,
+          nodes: state.swarm.nodes.map((n) => ({
+            ...n,
+            heardAgo: n.heardAt === null ? null : ago(now - n.heardAt),
+          })),
+        };
     }
     const location =
-      (alive ? state?.location : null) ??
-      rulesIn.find((w) => /^(iptables-(nft|legacy)|nftables)$/.test(w)) ??
-      null;
+      alive && (state?.swarm || state?.location === SWARM_DAEMON_LOCATION)
+        ? null // the Swarm daemon's counters are its nodes'
+        : ((alive ? state?.location : null) ??
+          rulesIn.find((w) => /^(iptables-(nft|legacy)|nftables)$/.test(w)) ??
+          null);
     if (location) {
       try {
-        status.drops = await readDropCounts(host, id, location, logGroupsOf(id));
+        status.drops = await readDropCounts(rulesHost, id, location, logGroupsOf(id));
       } catch (error) {
         status.drops = { error: (error as Error).message };
       }
@@ -164,7 +192,16 @@ export function renderStatus(instances: readonly InstanceStatus[]): string {
         "backend",
         `FIREWALL_BACKEND=${s.backend.setting}, rules in ${s.backend.location ?? "(none yet)"}`,
       );
-    row("rules in", s.rulesIn.length ? s.rulesIn.join(", ") : "nothing in the kernel");
+    row(
+      "rules in",
+      s.rulesIn.length
+        ? s.rulesIn.join(", ")
+        : s.swarm
+          ? "none here: the workers keep them on the nodes (below)"
+          : s.kernelError
+            ? `cannot read the kernel here: ${s.kernelError}`
+            : "nothing in the kernel",
+    );
     if (s.health)
       row("health", `${s.health.healthy ? "healthy" : "unhealthy"}: ${s.health.reason}`);
     if (s.lastPass)
@@ -208,6 +245,16 @@ export function renderStatus(instances: readonly InstanceStatus[]): string {
       );
     }
     if (s.metrics !== undefined) row("metrics", s.metrics ? `http://${s.metrics}/metrics` : "off");
+    if (s.swarm) {
+      const nodes = s.swarm.nodes;
+      const up = nodes.filter((n) => n.worker === "connected").length;
+      row(
+        "swarm",
+        `${nodes.length} nodes, ${up} workers connected (channel port ${s.swarm.channelPort})`,
+      );
+      for (const n of nodes)
+        for (const [i, text] of nodeLines(n).entries()) row(i === 0 ? nodeName(n) : "", text);
+    }
     const width = Math.max(...lines.map(([k]) => k.length));
     return [
       `instance ${s.instanceId}`,
@@ -215,6 +262,36 @@ export function renderStatus(instances: readonly InstanceStatus[]): string {
     ].join("\n");
   });
   return `${blocks.join("\n\n")}\n`;
+}
+
+/** A node by its hostname and ID (nodes may share a hostname). */
+export const nodeName = (n: Pick<SwarmNodeState, "hostname" | "node">) =>
+  `node ${n.hostname ? `${n.hostname} ` : ""}${n.node.slice(0, 12)}`;
+
+/** A node of the swarm as the daemon last heard of it: a few lines. */
+function nodeLines(n: SwarmNodeState & { heardAgo: string | null }): string[] {
+  const worker =
+    n.worker === "connected"
+      ? `worker connected at ${n.address}`
+      : n.worker === "not connected"
+        ? `worker NOT CONNECTED at ${n.address} (its rules stay in force)`
+        : "NO WORKER TASK here: nothing enforced on this node";
+  const st = n.status;
+  if (!st) return [`${worker}; no status from it yet`];
+  const pass = st.lastPass
+    ? `last pass ${st.lastPass.ok ? "ok" : "FAILED"} ${ago(st.at - st.lastPass.at)} before its status${st.lastPass.error ? `: ${st.lastPass.error}` : ""}`
+    : "no pass yet";
+  const drops =
+    st.drops === null
+      ? "no counters (the network is not on this node)"
+      : "error" in st.drops
+        ? `cannot read the counters: ${st.drops.error}`
+        : `drops ${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${(st.drops as DropCounts)[k]}`).join(", ")}`;
+  return [
+    `${worker}, its status from ${n.heardAgo}`,
+    `${st.mode === "audit" ? "AUDIT" : "enforce"}, rules in ${st.location ?? "(none yet)"}${st.netns ? ` in ${st.netns}` : ""}; ${pass}; passes ${st.passes.ok} ok, ${st.passes.failed} failed, repairs ${st.repairs}`,
+    `${drops}; attempts ${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${st.attempts.byKind[k]}`).join(", ")}; attempt log ${st.attemptLog.reading ? "reading" : `NOT READING (${st.attemptLog.reason ?? "unknown"})`}`,
+  ];
 }
 
 /** `trafficjam status [--json]`: exit 0 (it reports; `healthcheck` is the check). */

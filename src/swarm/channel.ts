@@ -12,6 +12,7 @@ import {
   parseLine,
   workerMessageSchema,
   type AllowedMessage,
+  type NodeStatus,
   type Report,
 } from "./protocol.js";
 
@@ -70,6 +71,7 @@ export class WorkerListener {
   private readonly server: Server;
   private readonly sockets = new Set<TLSSocket>();
   private report: Report | null = null;
+  private status: NodeStatus | null = null;
 
   constructor(key: Buffer, events: ListenerEvents) {
     this.server = createServer(
@@ -98,6 +100,7 @@ export class WorkerListener {
         );
         events.onConnected(peer);
         if (this.report) send(socket, this.report);
+        if (this.status) send(socket, this.status);
       },
     );
     // A wrong key ends in the handshake.
@@ -122,6 +125,12 @@ export class WorkerListener {
     for (const socket of this.sockets) send(socket, report);
   }
 
+  /** How the node enforces, to every daemon connected now and, kept, to any that connects. */
+  sendStatus(status: NodeStatus): void {
+    this.status = status;
+    for (const socket of this.sockets) send(socket, status);
+  }
+
   get connected(): boolean {
     return this.sockets.size > 0;
   }
@@ -136,6 +145,7 @@ export class WorkerListener {
 
 export interface DialerEvents {
   onReport(report: Report, node: string): void;
+  onStatus(status: NodeStatus, node: string): void;
   /** What a worker is told when connected, and at every `keepalive()`. */
   current(): AllowedMessage;
   onConnected(node: string, address: string): void;
@@ -243,10 +253,11 @@ export class DaemonDialer {
       readLines(
         socket,
         workerMessageSchema,
-        (report) => {
+        (message) => {
           if (link.answerTimer) clearTimeout(link.answerTimer);
           link.answerTimer = null;
-          this.events.onReport(report, node);
+          if (message.type === "status") this.events.onStatus(message, node);
+          else this.events.onReport(message, node);
         },
         (error) => this.events.onRefused(node, `invalid message: ${error}`),
       );

@@ -12,7 +12,7 @@ import { healthPublisher } from "../daemon.js";
 import { computeRuleset } from "../policy.js";
 import { createEngineClient, parseDockerHost, type EngineClient } from "../observe/engine-api.js";
 import { EventWatcher } from "../observe/events.js";
-import { stateDir } from "../ops/health.js";
+import { SWARM_DAEMON_LOCATION, stateDir } from "../ops/health.js";
 import { PassQueue } from "../pass-queue.js";
 import { DaemonDialer, hostOf } from "./channel.js";
 import {
@@ -23,7 +23,8 @@ import {
   type EngineTask,
 } from "./swarm-api.js";
 import { AllowedLedger } from "./ledger.js";
-import type { AllowedMessage, Report } from "./protocol.js";
+import type { AllowedMessage, NodeStatus, Report } from "./protocol.js";
+import type { SwarmNodeState } from "../ops/state.js";
 import { checkReport, type ReportContext, type ScheduledTask } from "./report-check.js";
 import { LogRate } from "./rate-limit.js";
 import {
@@ -70,6 +71,7 @@ export function workerEnv(config: Config, env: NodeJS.ProcessEnv, channelPort: n
     "POLL_INTERVAL",
     "DOCKER_HOST",
     "FIREWALL_BACKEND",
+    "MODE",
   ];
   return [
     ...passed.flatMap((name) => (env[name] === undefined ? [] : [`${name}=${env[name]}`])),
@@ -267,6 +269,12 @@ class SwarmDaemon {
   /** Until then, a worker task not started yet is looked for again soon (see prune). */
   private deployingUntil = 0;
   private deployTimer: NodeJS.Timeout | null = null;
+  /** The nodes with a worker task, as the last pass found them (id → underlay address). */
+  private workerNodes = new Map<string, string>();
+  private readonly connected = new Set<string>();
+  /** Each node's last status from its worker, and when it came (for `status`, `doctor`). */
+  private readonly statuses = new Map<string, { status: NodeStatus; at: number }>();
+  private nodesKey = "";
 
   constructor(
     private readonly config: Config,
@@ -281,24 +289,29 @@ class SwarmDaemon {
     },
     private readonly keys: SigningKeys,
     psk: Buffer,
-    channelPort: number,
+    private readonly channelPort: number,
     private readonly health: ReturnType<typeof healthPublisher>,
   ) {
     this.dialer = new DaemonDialer(psk, channelPort, {
       current: () => this.current(),
       onConnected: (node, address) => {
         log.info("swarm.worker.connected", "connected to the node's worker", { node, address });
+        this.connected.add(node);
+        this.publishNodes();
         this.passes.request("worker:connected"); // a node new to the view, perhaps
       },
       onReport: (report, node) => this.onReport(report, node),
+      onStatus: (status, node) => this.onStatus(status, node),
       onRefused: (node, reason) =>
         this.refused("swarm.channel.refused", "a worker's answer was refused", { node, reason }),
-      onLost: (node, reason, retryInMs) =>
+      onLost: (node, reason, retryInMs) => {
+        if (this.connected.delete(node)) this.publishNodes();
         log.debug(
           "swarm.worker.disconnected",
           "no connection to the node's worker (its addresses stay allowed): dialling again",
           { node, reason, retryInMs },
-        ),
+        );
+      },
     });
   }
 
@@ -350,6 +363,51 @@ class SwarmDaemon {
       workers: this.dialer.connections,
     });
     this.dialer.broadcast(message);
+  }
+
+  /** A worker's status: kept for `status` and `doctor`; it decides nothing. */
+  private onStatus(status: NodeStatus, node: string): void {
+    if (status.node !== node)
+      return this.refused(
+        "swarm.report.rejected",
+        "a worker's status named another node: ignored",
+        {
+          node,
+          reported: status.node,
+        },
+      );
+    this.statuses.set(node, { status, at: Date.now() });
+    this.publishNodes(true);
+  }
+
+  /** Every node of the swarm and its worker, into the state file (when it changed, or `news`). */
+  private publishNodes(news = false): void {
+    const nodes = this.nodeList?.nodes ?? [];
+    for (const id of this.statuses.keys())
+      if (!nodes.some((n) => n.ID === id)) this.statuses.delete(id);
+    const list = nodes.map((n): SwarmNodeState => {
+      const heard = this.statuses.get(n.ID);
+      return {
+        node: n.ID,
+        hostname: n.Description.Hostname,
+        address: nodeAddress(n),
+        worker: !this.workerNodes.has(n.ID)
+          ? "no worker task"
+          : this.connected.has(n.ID)
+            ? "connected"
+            : "not connected",
+        heardAt: heard?.at ?? null,
+        status: heard?.status ?? null,
+      };
+    });
+    const key = JSON.stringify(list.map((n) => [n.node, n.hostname, n.address, n.worker]));
+    if (!news && key === this.nodesKey) return;
+    this.nodesKey = key;
+    this.health.setSwarm({
+      network: this.config.network,
+      channelPort: this.channelPort,
+      nodes: list,
+    });
   }
 
   private onReport(received: Report, node: string): void {
@@ -408,7 +466,7 @@ class SwarmDaemon {
           instanceId: this.config.instanceId,
           allowHostTraffic: true,
         }),
-        location: "swarm daemon",
+        location: SWARM_DAEMON_LOCATION,
       });
     } catch (error) {
       this.failures++;
@@ -490,9 +548,11 @@ class SwarmDaemon {
         )
         .map((t) => t.NodeID),
     );
-    this.dialer.setNodes(
-      new Map(nodes.filter((n) => workerNodes.has(n.ID)).map((n) => [n.ID, nodeAddress(n)])),
+    this.workerNodes = new Map(
+      nodes.filter((n) => workerNodes.has(n.ID)).map((n) => [n.ID, nodeAddress(n)]),
     );
+    this.dialer.setNodes(this.workerNodes);
+    this.publishNodes();
     this.context = {
       view: view?.endpoints ?? [],
       tasks: view ? scheduledOn(tasks, view.id) : [],

@@ -70,7 +70,37 @@ export const reportSchema = z.object({
 });
 export type Report = z.output<typeof reportSchema>;
 
-export const workerMessageSchema = reportSchema;
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const byKind = z.object({ "member-to-member": count, "member-to-host": count, forged: count });
+const text = z.string().max(2000);
+
+/**
+ * Worker → daemon, now and then: how its node enforces (for the daemon's `status` and `doctor`).
+ * Said, not decided on: nothing in it changes any rule.
+ */
+export const nodeStatusSchema = z.object({
+  type: z.literal("status"),
+  node: nodeId,
+  version: z.string().max(64),
+  mode: z.enum(["enforce", "audit"]),
+  /** Where the worker's rules are (the overlay's namespace), null before its first success. */
+  location: text.nullable(),
+  /** The overlay's namespace on the node, null while the network is not there. */
+  netns: text.nullable(),
+  lastPass: z.object({ ok: z.boolean(), at: z.number(), error: text.optional() }).nullable(),
+  passes: z.object({ ok: count, failed: count }),
+  repairs: count,
+  /** The kernel's drop counters there, read when the status was made; or why not. */
+  drops: z.union([byKind, z.object({ error: text })]).nullable(),
+  attempts: z.object({ byKind, reported: count, suppressed: count, packets: count }),
+  attemptLog: z.object({ reading: z.boolean(), reason: text.optional() }),
+  /** When the worker made this status (its clock). */
+  at: z.number(),
+});
+export type NodeStatus = z.output<typeof nodeStatusSchema>;
+
+export const workerMessageSchema = z.discriminatedUnion("type", [reportSchema, nodeStatusSchema]);
+export type WorkerMessage = z.output<typeof workerMessageSchema>;
 export const daemonMessageSchema = allowedSchema;
 
 /** Longest line accepted: a full allowed set of thousands of entries fits, a flood does not. */

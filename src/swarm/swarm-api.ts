@@ -79,6 +79,7 @@ const nodeSchema = z.object({
   Status: z.object({ State: z.string().default(""), Addr: z.string().default("") }).default({}),
   ManagerStatus: z.object({ Addr: z.string().default("") }).optional(),
   Spec: z.object({ Availability: z.string().default("") }).default({}),
+  Description: z.object({ Hostname: z.string().max(256).default("") }).default({}),
 });
 export type EngineNode = z.output<typeof nodeSchema>;
 

@@ -44,7 +44,16 @@ import type { ChangeMonitor } from "../firewall/converger.js";
 import { Conntrack } from "../host/conntrack.js";
 import { publicKeyOf, verifyMessage } from "./signing.js";
 import { SwarmApi, connectSwarm, type ClusterEndpoint } from "./swarm-api.js";
-import { overlayMac, type AllowedEntry, type AllowedMessage, type Report } from "./protocol.js";
+import {
+  overlayMac,
+  type AllowedEntry,
+  type AllowedMessage,
+  type NodeStatus,
+  type Report,
+} from "./protocol.js";
+import { logGroupsOf } from "../drops.js";
+import type { HealthState } from "../ops/health.js";
+import { VERSION } from "../version.js";
 
 export interface WorkerSettings {
   channelPort: number;
@@ -129,6 +138,14 @@ const SETTLE_LIMIT_MS = 30_000;
 const VIEW_TTL_MS = 10_000;
 /** How often, at most, it checks the overlay namespace's br_netfilter sysctls. */
 const SYSCTLS_TTL_MS = 60_000;
+/** A worker tells the daemon how its node enforces this often (its drop counters read then)… */
+const STATUS_EVERY_MS = 60_000;
+/** …and when a daemon connects, unless the last status is younger than this… */
+const STATUS_FRESH_MS = 10_000;
+/** …and within this long of new blocked attempts (looked for in memory, no kernel read). */
+const STATUS_NEWS_MS = 5_000;
+/** The drop counters are read again at least this often, logged packets or not. */
+const DROPS_REREAD_MS = 600_000;
 
 function loadSaved(path: string, log: Log): SavedSet | null {
   try {
@@ -253,6 +270,15 @@ class SwarmWorker {
   private netnsWatch: FSWatcher | null = null;
   /** Members' docker_gwbridge addresses whose flows to the node were cut (once each). */
   private readonly swept = new Set<string>();
+  /** What the daemon side publishes for `status`: the node's part of the Swarm daemon's. */
+  private readState: (() => HealthState) | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private statusMadeAt = 0;
+  private lastOk: boolean | null = null;
+  private statusAttempts = "";
+  /** The drop counters as last read, and what they were read for. */
+  private drops: { key: string; counts: NonNullable<NodeStatus["drops"]>; at: number } | null =
+    null;
 
   constructor(
     private readonly config: Config,
@@ -281,8 +307,11 @@ class SwarmWorker {
       }),
     );
     this.channel = new WorkerListener(pskKey, {
-      onConnected: (peer) =>
-        log.info("swarm.channel.connected", "the Swarm daemon connected", { peer }),
+      onConnected: (peer) => {
+        log.info("swarm.channel.connected", "the Swarm daemon connected", { peer });
+        // It got the kept status at once; a fresh one follows if that one is old.
+        if (Date.now() - this.statusMadeAt > STATUS_FRESH_MS) void this.sendStatus();
+      },
       onDisconnected: (peer) =>
         log.info("swarm.channel.lost", "the Swarm daemon hung up: enforcing the last set", {
           peer,
@@ -660,6 +689,7 @@ class SwarmWorker {
         this.watchNamespaces(requestPass);
       },
       stopping: () => {
+        if (this.statusTimer) clearInterval(this.statusTimer);
         this.netnsWatch?.close();
         this.overlay?.close();
         void this.channel.close();
@@ -668,7 +698,90 @@ class SwarmWorker {
         await this.guard.clear();
       },
       dockerReady: true,
+      operations: true,
+      // A pass that changes the outcome (the first, a failure, a recovery) is told at once.
+      passed: (outcome) => {
+        if (outcome.ok === this.lastOk) return;
+        this.lastOk = outcome.ok;
+        setImmediate(() => void this.sendStatus()); // after the state took the outcome
+      },
+      state: (read) => {
+        this.readState = read;
+        // New blocked attempts are told within STATUS_NEWS_MS; otherwise every STATUS_EVERY_MS.
+        this.statusTimer = setInterval(() => {
+          const attempts = read().ops?.attempts;
+          const key = attempts ? `${attempts.reported}/${attempts.suppressed}` : "";
+          if (key !== this.statusAttempts || Date.now() - this.statusMadeAt >= STATUS_EVERY_MS)
+            void this.sendStatus();
+        }, STATUS_NEWS_MS);
+        this.statusTimer.unref();
+      },
     });
+  }
+
+  /**
+   * How this node enforces, for the daemon's `status` and `doctor`: the last pass, the mode, the
+   * blocked attempts, and the drop counters of the overlay namespace (read again only when the
+   * kernel's log shows drops since the last read, or after DROPS_REREAD_MS).
+   */
+  private async sendStatus(): Promise<void> {
+    const state = this.readState?.();
+    if (!state) return;
+    this.statusMadeAt = Date.now();
+    const ops = state.ops;
+    this.statusAttempts = ops ? `${ops.attempts.reported}/${ops.attempts.suppressed}` : "";
+    const id = this.config.instanceId;
+    const netns = state.ruleset?.netns ?? null;
+    const error = (e: unknown) => String((e as Error).message ?? e).slice(0, 2000);
+    let drops: NodeStatus["drops"] = null;
+    if (state.location !== null && state.ruleset?.bridge) {
+      // A drop is logged unless its source's log budget is spent, which it is not for long:
+      // with no packet logged since the last read (and the log read), the counters are as read
+      // (but for the few dropped past the budget right after it: read again every 10 minutes).
+      const key = `${netns}|${state.location}|${ops?.attempts.packets}|${ops?.attemptLog.reading}`;
+      const recent = this.drops !== null && Date.now() - this.drops.at < DROPS_REREAD_MS;
+      if (recent && this.drops?.key === key && ops?.attemptLog.reading) drops = this.drops.counts;
+      else {
+        const { readDropCounts } = await import("../ops/counters.js");
+        drops = await readDropCounts(
+          localHost.in(netns),
+          id,
+          state.location,
+          logGroupsOf(id),
+        ).catch((e: unknown) => ({ error: error(e) }));
+        this.drops = "error" in drops ? null : { key, counts: drops, at: Date.now() };
+      }
+    }
+    const status: NodeStatus = {
+      type: "status",
+      node: this.node.id,
+      version: VERSION.slice(0, 64),
+      mode: this.config.mode,
+      location: state.location?.slice(0, 2000) ?? null,
+      netns: netns?.slice(0, 2000) ?? null,
+      lastPass: state.lastPass
+        ? {
+            ok: state.lastPass.ok,
+            at: state.lastPass.at,
+            ...(state.lastPass.error ? { error: error(state.lastPass.error) } : {}),
+          }
+        : null,
+      passes: ops?.passes ?? { ok: 0, failed: 0 },
+      repairs: ops?.repairs ?? 0,
+      drops,
+      attempts: ops?.attempts ?? {
+        byKind: { "member-to-member": 0, "member-to-host": 0, forged: 0 },
+        reported: 0,
+        suppressed: 0,
+        packets: 0,
+      },
+      attemptLog: {
+        reading: ops?.attemptLog.reading ?? false,
+        ...(ops?.attemptLog.reason ? { reason: error(ops.attemptLog.reason) } : {}),
+      },
+      at: Date.now(),
+    };
+    this.channel.sendStatus(status);
   }
 
   /**

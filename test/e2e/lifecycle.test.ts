@@ -296,12 +296,30 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
     const restartStarted = Date.now();
     await lab.restartDockerd();
     const dockerBack = Date.now();
-    const recoveryMs = await eventually(
-      "the proxy to reach b1 after the dockerd restart",
-      () => lab.tcp(t.proxy, b1.ipv4, 80, 300),
-      true,
-      10_000,
+    // Docker restarts the containers one by one after it answers, slowly on a loaded machine:
+    // TrafficJam's part is measured from when both ends run again (their State.StartedAt).
+    try {
+      await eventually(
+        "the proxy to reach b1 after the dockerd restart",
+        () => lab.tcp(t.proxy, b1.ipv4, 80, 300),
+        true,
+        30_000,
+      );
+    } catch (error) {
+      const ps = await lab.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}");
+      throw new Error(
+        `${(error as Error).message}\ncontainers:\n${ps}\nTrafficJam:\n${running.output(40)}`,
+        { cause: error },
+      );
+    }
+    const connectedAt = Date.now();
+    const startedAt = await Promise.all(
+      [t.proxy, b1].map(async (c) =>
+        Date.parse((await lab.docker("inspect", "-f", "{{.State.StartedAt}}", c.name)).trim()),
+      ),
     );
+    const bothRunning = Math.max(dockerBack, ...startedAt);
+    const recoveryMs = connectedAt - bothRunning;
     // TrafficJam's side of it: when it listed the proxy as whitelisted again
     const readmitted = entriesSince(running, mark).find(
       (e) =>
@@ -311,11 +329,11 @@ describe("TrafficJam lifecycle: restarts, kills, Docker restarts, conntrack", ()
     );
     const readmittedMs = readmitted ? Date.parse(String(readmitted.time)) - dockerBack : NaN;
     tc.diagnostic(
-      `dockerd restart took ${dockerBack - restartStarted} ms; after Docker answered: proxy whitelisted again at ${readmittedMs} ms (log), proxy→b1 connected at ${recoveryMs} ms (budget ${DOCKER_RECOVERY_BUDGET_MS} ms)`,
+      `dockerd restart took ${dockerBack - restartStarted} ms; after Docker answered: proxy whitelisted again at ${readmittedMs} ms (log), proxy and b1 running again at ${bothRunning - dockerBack} ms, proxy→b1 connected ${recoveryMs} ms after that (budget ${DOCKER_RECOVERY_BUDGET_MS} ms)`,
     );
     assert.ok(
       recoveryMs <= DOCKER_RECOVERY_BUDGET_MS,
-      `proxy→b1 took ${recoveryMs} ms after dockerd's return\n${running.output(30)}`,
+      `proxy→b1 took ${recoveryMs} ms after both ran again\n${running.output(30)}`,
     );
     assert.ok(running.running, `TrafficJam died with dockerd:\n${running.output(30)}`);
     await running.waitForLog(hasEvent("docker.events.lost"), 1_000, mark);

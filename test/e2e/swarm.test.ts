@@ -330,6 +330,124 @@ describe(
       assert.equal(await n2.ping(backend[2]!, standalone.ipv4), false, "ICMP task → plain, node2");
     });
 
+    it("each worker logs its node's blocked attempts within 1 s; status and doctor show every node, told over the channel", async (tc) => {
+      const n2 = swarm.node(2);
+      const from = (await tj.workerLog(2)).length;
+      // A port not tried before (an attempt is reported once), stamped by the kernel's clock.
+      const r = await n2.exec(backend[2]!, [
+        "tjprobe",
+        "stamp",
+        "tcp",
+        standalone.ipv4,
+        "81",
+        "300",
+      ]);
+      const stamp = Number(/^stamp (\d+)$/m.exec(r.stdout)?.[1]);
+      assert.ok(stamp > 0, r.stdout + r.stderr);
+      assert.equal(r.code, 1, `the connection must fail: ${r.stdout}${r.stderr}`);
+      const line = await tj.waitWorker(
+        2,
+        (l) =>
+          l.event === "attempt.blocked" &&
+          l.sourceAddress === backend[2]!.ipv4 &&
+          l.destinationAddress === standalone.ipv4 &&
+          l.port === 81,
+        "the blocked attempt logged",
+        10_000,
+        from,
+      );
+      const latency = Date.parse(String(line.time)) - stamp;
+      tc.diagnostic(
+        `node2's worker: ${JSON.stringify(line)}; logged ${latency} ms after it was sent`,
+      );
+      assert.ok(latency < 1000, `logged ${latency} ms after it was sent`);
+      assert.deepEqual(
+        [line.kind, line.protocol, line.source, line.destination],
+        ["member-to-member", "tcp", backend[2]!.name, standalone.name],
+      );
+
+      // The worker's own status: its counters read in the overlay namespace.
+      const worker2 = (await tj.workerContainer(2))!;
+      const own = await n2.dockerResult(["exec", worker2, "trafficjam", "status", "--json"]);
+      assert.equal(own.code, 0, own.stderr);
+      const [mine] = JSON.parse(own.stdout) as Array<{
+        drops: Record<string, number>;
+        rulesIn: string[];
+        attemptLog: { reading: boolean };
+      }>;
+      assert.ok(mine!.drops["member-to-member"]! > 0, JSON.stringify(mine));
+      assert.ok(
+        mine!.rulesIn.some((w) => w.includes(" in /")),
+        JSON.stringify(mine!.rulesIn),
+      );
+      assert.equal(mine!.attemptLog.reading, true);
+
+      // The daemon's status: every node, its worker connected, its counters and attempts.
+      const ids = await Promise.all(
+        [1, 2].map(async (n) =>
+          (await swarm.node(n).docker("info", "--format", "{{.Swarm.NodeID}}")).trim(),
+        ),
+      );
+      type NodeRow = {
+        node: string;
+        worker: string;
+        status: {
+          mode: string;
+          lastPass: { ok: boolean } | null;
+          drops: Record<string, number> | null;
+          attempts: { byKind: Record<string, number> };
+          attemptLog: { reading: boolean };
+        } | null;
+      };
+      const daemonStatus = async () => {
+        const out = await swarm
+          .node(1)
+          .dockerResult(["exec", tj.container, "trafficjam", "status", "--json"]);
+        assert.equal(out.code, 0, out.stderr);
+        return (JSON.parse(out.stdout) as Array<{ swarm?: { nodes: NodeRow[] } }>)[0]?.swarm;
+      };
+      // New attempts are told within 5 s (STATUS_NEWS_MS).
+      const seen = await waitFor(
+        async () => {
+          const sw = await daemonStatus();
+          const row = sw?.nodes.find((n) => n.node === ids[1]);
+          return (row?.status?.attempts.byKind["member-to-member"] ?? 0) > 0 ? sw : false;
+        },
+        {
+          timeoutMs: 20_000,
+          intervalMs: 500,
+          what: "node2's attempt in the daemon's status",
+          details: async () => JSON.stringify(await daemonStatus()),
+        },
+      );
+      for (const [i, id] of ids.entries()) {
+        const row = seen.nodes.find((n) => n.node === id);
+        assert.equal(row?.worker, "connected", `node${i + 1}: ${JSON.stringify(row)}`);
+        assert.equal(row?.status?.lastPass?.ok, true, `node${i + 1}`);
+        assert.equal(row?.status?.mode, "enforce");
+        assert.equal(row?.status?.attemptLog.reading, true, `node${i + 1}`);
+      }
+      const node2 = seen.nodes.find((n) => n.node === ids[1])!;
+      assert.ok(node2.status!.drops!["member-to-member"]! > 0, JSON.stringify(node2.status));
+      const text = await swarm.node(1).docker("exec", tj.container, "trafficjam", "status");
+      assert.match(text, /^ {2}swarm +\d+ nodes, \d+ workers connected/m);
+      tc.diagnostic(`the daemon's status:\n${text}`);
+
+      // doctor where the daemon runs: a line per node; in a worker, the overlay is its network.
+      const doctor = await swarm
+        .node(1)
+        .dockerResult(["exec", tj.container, "trafficjam", "doctor"]);
+      tc.diagnostic(`the daemon's doctor:\n${doctor.stdout}`);
+      assert.equal(doctor.code, 0, doctor.stdout + doctor.stderr);
+      for (const id of ids)
+        assert.match(
+          doctor.stdout,
+          new RegExp(`^pass {2}node .*${id.slice(0, 12)}: worker connected at `, "m"),
+        );
+      const inWorker = await n2.dockerResult(["exec", worker2, "trafficjam", "doctor"]);
+      assert.match(inWorker.stdout, new RegExp(`^pass {2}network: ${NET}: overlay`, "m"));
+    });
+
     it("forged proxy addresses are dropped: from a local port, and arriving from another node", async () => {
       const n1 = swarm.node(1);
       const n2 = swarm.node(2);

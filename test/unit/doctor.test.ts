@@ -1,4 +1,5 @@
 // `trafficjam doctor`'s checks, from made-up facts: each problem gives its line, level and fix.
+import type { NodeStatus } from "../../src/swarm/protocol.js";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config.js";
@@ -70,6 +71,9 @@ function facts(overrides: Partial<Facts> = {}): Facts {
     processes: ["systemd", "dockerd", "node"],
     boundGroups: [],
     liveInstances: ["web"],
+    swarm: null,
+    swarmWorkerHere: false,
+    now: 1_700_000_100_000,
     ...overrides,
   };
 }
@@ -230,4 +234,108 @@ test("MODE=audit warns; a configuration error fails; the network missing warns, 
     ),
     ["fail"],
   );
+});
+
+const NOW = 1_700_000_100_000;
+const status = (over: Partial<NodeStatus> = {}): NodeStatus => ({
+  type: "status",
+  node: "n1",
+  version: "1.0.0",
+  mode: "enforce",
+  location: "nftables",
+  netns: "/run/docker/netns/1-abc",
+  lastPass: { ok: true, at: NOW - 5_000 },
+  passes: { ok: 9, failed: 0 },
+  repairs: 0,
+  drops: { "member-to-member": 3, "member-to-host": 0, forged: 0 },
+  attempts: {
+    byKind: { "member-to-member": 1, "member-to-host": 0, forged: 0 },
+    reported: 1,
+    suppressed: 0,
+    packets: 3,
+  },
+  attemptLog: { reading: true },
+  at: NOW - 4_000,
+  ...over,
+});
+const swarmConfig = parseConfig({
+  NETWORK: "web",
+  WHITELIST_FILTER: "name=proxy",
+  INSTANCE_ID: "web",
+  SWARM_DAEMON: "true",
+});
+
+test("Swarm daemon: each node's worker is checked from what it last told; the host checks are the workers'", () => {
+  const node = (
+    id: string,
+    worker: "connected" | "not connected" | "no worker task",
+    st: NodeStatus | null,
+    heardAt: number | null = NOW - 4_000,
+  ) => ({ node: id, hostname: id, address: `10.9.0.${id.slice(1)}`, worker, heardAt, status: st });
+  const lines = checks(
+    facts({
+      config: swarmConfig,
+      network: { name: "web", found: true, bridge: undefined, subnets: [], driver: "overlay" },
+      capabilities: 0n, // the daemon needs no capability: nothing of this host is checked
+      swarm: {
+        network: "web",
+        channelPort: 7946,
+        nodes: [
+          node("n1", "connected", status()),
+          node("n2", "not connected", null, null),
+          node("n3", "no worker task", null, null),
+          node(
+            "n4",
+            "connected",
+            status({ node: "n4", lastPass: { ok: false, at: NOW, error: "nft: boom" } }),
+          ),
+          node(
+            "n5",
+            "connected",
+            status({ node: "n5", attemptLog: { reading: false, reason: "tcpdump exited (1)" } }),
+          ),
+          node("n6", "connected", status({ node: "n6" }), NOW - 600_000),
+        ],
+      },
+    }),
+  );
+  const of = (name: string) => lines.find((l) => l.check === name);
+  assert.equal(of("node n1 n1")?.level, "pass");
+  assert.match(
+    of("node n1 n1")!.message,
+    /worker connected at 10\.9\.0\.1, rules in force \(nftables\), enforce/,
+  );
+  assert.equal(of("node n2 n2")?.level, "fail");
+  assert.match(of("node n2 n2")!.fix!, /TCP 7946 .* 10\.9\.0\.2/);
+  assert.equal(of("node n3 n3")?.level, "fail");
+  assert.equal(of("node n4 n4")?.level, "fail");
+  assert.match(of("node n4 n4")!.message, /nft: boom/);
+  assert.equal(of("node n5 n5")?.level, "warn");
+  assert.equal(of("node n6 n6")?.level, "warn");
+  assert.equal(of("swarm ports")?.level, "pass");
+  assert.equal(of("this host")?.level, "skip");
+  // Nothing of the daemon's own host is judged: no capability, network or netns-mount lines.
+  for (const name of ["capabilities", "network", "netns mount", "br_netfilter"])
+    assert.equal(of(name), undefined, name);
+});
+
+test("Swarm daemon: doctor run where no daemon of the instance runs says where to run it", () => {
+  const lines = checks(facts({ config: swarmConfig, swarm: null }));
+  const swarm = lines.find((l) => l.check === "swarm");
+  assert.equal(swarm?.level, "fail");
+  assert.match(swarm!.fix!, /docker exec/);
+});
+
+test("a Swarm worker's node: the overlay network passes where the instance's worker runs", () => {
+  const overlay = {
+    name: "web",
+    found: true as const,
+    bridge: undefined,
+    subnets: ["10.0.1.0/24"],
+    driver: "overlay",
+  };
+  assert.deepEqual(levelOf(facts({ network: overlay, swarmWorkerHere: true }), "network"), [
+    "pass",
+  ]);
+  assert.deepEqual(levelOf(facts({ network: overlay }), "network"), ["fail"]);
 });

@@ -3,11 +3,13 @@
 // switch of MODE it logs when the rules in force were written in the other mode.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
+import { PassThrough } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config.js";
-import type { Host, RunResult } from "../../src/host/host.js";
+import type { Host, RunResult, TiedProcess } from "../../src/host/host.js";
 import { ruleId } from "../../src/firewall/nftables/table.js";
 import { HealthPublisher } from "../../src/ops/health.js";
 import { Operations } from "../../src/ops/runtime.js";
@@ -134,4 +136,81 @@ test("MODE: audit said at start; a switch from the mode of the rules in force lo
       done();
     }
   }
+});
+
+test("the blocked-attempt log reads where the rules are: a Swarm overlay's namespace, anew when it is made anew", async () => {
+  const started: Array<{ netns: string | null; ended: boolean }> = [];
+  const hostIn = (netns: string | null): Host => ({
+    netns,
+    now: Date.now,
+    in: (other) => hostIn(other),
+    run: async () => ({ stdout: JSON.stringify({ nftables: [] }), stderr: "", code: 0 }),
+    stream: () => {
+      const entry = { netns, ended: false };
+      started.push(entry);
+      const child = Object.assign(new EventEmitter(), {
+        stdout: new PassThrough(),
+        stderr: new PassThrough(),
+        stdin: new PassThrough(),
+      });
+      child.stdin.on("finish", () => (entry.ended = true));
+      return child as unknown as TiedProcess;
+    },
+  });
+  const dir = mkdtempSync(join(tmpdir(), "tj-ops-"));
+  const silent = () => undefined;
+  const log = { debug: silent, info: silent, warn: silent, error: silent };
+  const config = parseConfig({
+    NETWORK: "web",
+    WHITELIST_FILTER: "name=proxy",
+    INSTANCE_ID: "web",
+  });
+  const health = new HealthPublisher(
+    join(dir, "web.json"),
+    { instanceId: "web", firewallBackend: "auto", pollIntervalMs: 5000 },
+    silent,
+  );
+  const ops = new Operations(config, log, hostIn(null), health);
+  try {
+    const base = rulesetOf(scenario);
+    const inNs = (netns: string) => ({ ...base, netns });
+    ops.passed({
+      ok: true,
+      at: 1,
+      ruleset: inNs("/run/docker/netns/1-aaa"),
+      location: "iptables-nft",
+      changed: true,
+    });
+    await ops.started();
+    assert.deepEqual(started, [{ netns: "/run/docker/netns/1-aaa", ended: false }]);
+    ops.passed({
+      ok: true,
+      at: 2,
+      ruleset: inNs("/run/docker/netns/1-aaa"),
+      location: "iptables-nft",
+      changed: false,
+    });
+    assert.equal(started.length, 1, "the same namespace: the same reader");
+    ops.passed({
+      ok: true,
+      at: 3,
+      ruleset: inNs("/run/docker/netns/1-bbb"),
+      location: "iptables-nft",
+      changed: true,
+    });
+    await new Promise((resolve) => setImmediate(resolve)); // the old reader's stdin ends
+    assert.deepEqual(started, [
+      { netns: "/run/docker/netns/1-aaa", ended: true },
+      { netns: "/run/docker/netns/1-bbb", ended: false },
+    ]);
+  } finally {
+    ops.stop();
+    health.close();
+    rmSync(dir, { recursive: true });
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(
+    started.every((s) => s.ended),
+    `stopped with the daemon: ${JSON.stringify(started)}`,
+  );
 });

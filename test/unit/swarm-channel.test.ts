@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { DaemonDialer, WorkerListener, hostOf } from "../../src/swarm/channel.js";
-import type { AllowedMessage, Report } from "../../src/swarm/protocol.js";
+import type { AllowedMessage, NodeStatus, Report } from "../../src/swarm/protocol.js";
 
 const HOST = "127.0.0.1";
 const NODE = "3b2mz8p0v1q9xk7w4e5r6t8y0";
@@ -91,12 +91,14 @@ async function startWorker(key: Buffer, port?: number) {
 function startDialer(key: Buffer, port: number) {
   const seen = {
     reports: [] as Report[],
+    statuses: [] as NodeStatus[],
     lost: [] as string[],
     connected: 0,
     current: allowed("10.20.0.3"),
   };
   const dialer = new DaemonDialer(key, port, {
     onReport: (report) => seen.reports.push(report),
+    onStatus: (status) => seen.statuses.push(status),
     current: () => seen.current,
     onConnected: () => seen.connected++,
     onLost: (_node, reason) => seen.lost.push(reason),
@@ -120,6 +122,41 @@ test("the daemon dials the worker: the worker's report arrives, and the set is t
   await until("the new report", () =>
     daemon.seen.reports.some((r) => r.loadBalancer === "10.20.0.9"),
   );
+});
+
+const STATUS: NodeStatus = {
+  type: "status",
+  node: NODE,
+  version: "1.0.0",
+  mode: "enforce",
+  location: "nftables",
+  netns: "/run/docker/netns/1-abcdef",
+  lastPass: { ok: true, at: 1_700_000_000_000 },
+  passes: { ok: 3, failed: 0 },
+  repairs: 1,
+  drops: { "member-to-member": 5, "member-to-host": 0, forged: 2 },
+  attempts: {
+    byKind: { "member-to-member": 1, "member-to-host": 0, forged: 1 },
+    reported: 2,
+    suppressed: 0,
+    packets: 7,
+  },
+  attemptLog: { reading: true },
+  at: 1_700_000_000_500,
+};
+
+test("a worker's status reaches the daemon apart from its report, and again on a new connection", async () => {
+  const key = randomBytes(32);
+  const worker = await startWorker(key);
+  worker.listener.sendStatus(STATUS);
+  const daemon = startDialer(key, worker.seen.port);
+  await until("the status", () => daemon.seen.statuses.length > 0);
+  assert.deepEqual(daemon.seen.statuses[0], STATUS);
+  assert.ok(daemon.seen.reports.length > 0, "the report too");
+  worker.listener.sendStatus({ ...STATUS, repairs: 2 });
+  await until("the new status", () => daemon.seen.statuses.some((s) => s.repairs === 2));
+  // Nothing of a status is taken as a report (it allows nothing).
+  assert.ok(daemon.seen.reports.every((r) => r.type === "report"));
 });
 
 test("a daemon with another key is refused: nothing is told either way", async () => {

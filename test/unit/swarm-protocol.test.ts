@@ -11,6 +11,7 @@ import {
   reportSchema,
   workerMessageSchema,
   type AllowedMessage,
+  type NodeStatus,
   type Report,
 } from "../../src/swarm/protocol.js";
 import { hostOf } from "../../src/swarm/channel.js";
@@ -53,7 +54,10 @@ test("a valid report and a valid allowed message parse back to themselves", () =
     message: ALLOWED,
   });
   // What each end reads is what the other sends.
-  assert.equal(workerMessageSchema, reportSchema);
+  assert.deepEqual(parseLine(workerMessageSchema, JSON.stringify(REPORT)), {
+    ok: true,
+    message: REPORT,
+  });
   assert.equal(daemonMessageSchema, allowedSchema);
   const noLb = { ...REPORT, loadBalancer: null, whitelisted: [], known: ALLOWED };
   assert.deepEqual(parseLine(reportSchema, JSON.stringify(noLb)), { ok: true, message: noLb });
@@ -155,4 +159,40 @@ test("hostOf: the host part of a manager's address, IPv4 or bracketed IPv6", () 
   // No port: the address as is (an unbracketed IPv6 address is not split at its last colon).
   assert.equal(hostOf("10.0.0.1"), "10.0.0.1");
   assert.equal(hostOf("fd00::1"), "fd00::1");
+});
+
+test("a worker's status: counts are whole and bounded, kinds exact, and it names its node", () => {
+  const status: NodeStatus = {
+    type: "status",
+    node: NODE,
+    version: "1.0.0",
+    mode: "audit",
+    location: "iptables-nft",
+    netns: "/run/docker/netns/1-abc",
+    lastPass: { ok: false, at: 1_700_000_000_000, error: "nft: no such table" },
+    passes: { ok: 1, failed: 1 },
+    repairs: 0,
+    drops: { error: "nft -j list table failed" },
+    attempts: {
+      byKind: { "member-to-member": 0, "member-to-host": 0, forged: 2 },
+      reported: 2,
+      suppressed: 0,
+      packets: 2,
+    },
+    attemptLog: { reading: false, reason: "tcpdump exited (1)" },
+    at: 1_700_000_000_100,
+  };
+  assert.deepEqual(parseLine(workerMessageSchema, JSON.stringify(status)), {
+    ok: true,
+    message: status,
+  });
+  const bad = (change: Record<string, unknown>) =>
+    refused(workerMessageSchema, JSON.stringify({ ...status, ...change }));
+  assert.match(bad({ repairs: -1 }), /^repairs: /);
+  assert.match(bad({ passes: { ok: 1.5, failed: 0 } }), /^passes\.ok: /);
+  assert.match(bad({ mode: "off" }), /^mode: /);
+  assert.match(bad({ node: "../etc" }), /^node: /);
+  assert.match(bad({ drops: { "member-to-member": 1 } }), /^drops/);
+  assert.match(bad({ location: "x".repeat(3000) }), /^location: /);
+  assert.match(bad({ type: "hello" }), /^type: /);
 });

@@ -129,6 +129,7 @@ test("workerEnv passes on exactly the worker's variables that are set, and the c
     POLL_INTERVAL: "2",
     DOCKER_HOST: "unix:///var/run/docker.sock",
     FIREWALL_BACKEND: "nftables",
+    MODE: "audit",
     // The daemon's own: never a worker's.
     SWARM_DAEMON: "true",
     SWARM_IMAGE: "kaysond/trafficjam",
@@ -146,6 +147,7 @@ test("workerEnv passes on exactly the worker's variables that are set, and the c
     "POLL_INTERVAL=2",
     "DOCKER_HOST=unix:///var/run/docker.sock",
     "FIREWALL_BACKEND=nftables",
+    "MODE=audit",
     "SWARM_CHANNEL_PORT=7400",
   ]);
 });
