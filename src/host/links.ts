@@ -34,14 +34,22 @@ async function ipJson<T>(
   return parsed.data;
 }
 
-/** An interface's index from sysfs (tiny files: read synchronously), or null once it is gone. */
-function indexOf(name: string): number | null {
+/**
+ * An interface's index in our namespace, from sysfs (tiny files: read synchronously), or null
+ * once it is gone.
+ */
+export function interfaceIndex(name: string): number | null {
   try {
-    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8"));
+    const index = Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8").trim());
+    return Number.isInteger(index) ? index : null;
   } catch {
     return null;
   }
 }
+
+/** Every interface of `host`'s namespace (`ip -j link show` there). */
+export const listLinks = (host: Host): Promise<IpLink[]> =>
+  ipJson(host, linkSchema, ["link", "show"]);
 
 /** Above this many new ports, one listing of all is cheaper than one `ip` per port (a process each). */
 const LIST_ALL_ABOVE = 1;
@@ -74,7 +82,8 @@ function bridgePortReader(host: Host): BridgePortDeps["bridgePorts"] {
     // peer. Checking every entry costs a read per port: done when asked (the finder asks once
     // the port it matched turned out to have another index, see portIsCurrent).
     if (revalidate)
-      for (const [name, link] of cache) if (indexOf(name) !== link.ifindex) cache.delete(name);
+      for (const [name, link] of cache)
+        if (interfaceIndex(name) !== link.ifindex) cache.delete(name);
     const fresh = names.filter((name) => !cache.has(name));
     const read =
       fresh.length > LIST_ALL_ABOVE
@@ -103,13 +112,13 @@ export const hostBridgePortDeps = (
 ): BridgePortDeps => ({
   inspect,
   bridgePorts: bridgePortReader(host),
-  portIsCurrent: (link) => host.netns !== null || indexOf(link.ifname) === link.ifindex,
+  portIsCurrent: (link) => host.netns !== null || interfaceIndex(link.ifname) === link.ifindex,
   async namedNamespaceIds() {
     // Ids are as the bridge's namespace sees the others: asked there.
     const listed = await ipJson(host, netnsSchema, ["netns", "list"]);
     return new Map(listed.flatMap((n) => (n.id === undefined ? [] : [[n.name, n.id] as const])));
   },
-  linksIn: (nsPath) => ipJson(host.in(nsPath), linkSchema, ["link", "show"]),
+  linksIn: (nsPath) => listLinks(host.in(nsPath)),
   namespaceInode: (path) =>
     stat(path).then(
       (s) => s.ino,

@@ -4,10 +4,10 @@
 // a netlink socket without a native module, and libpcap reads NFLOG groups as a link type of its
 // own, `nflog:<group>,…`, writing pcap we parse here (ops/nflog.ts): a well-known tool, in
 // Debian and in the image, with a stable binary format rather than text to scrape.
-import { readFileSync } from "node:fs";
 import type { DropKind, LogGroups, Mode } from "../drops.js";
 import { kindOfGroup } from "../drops.js";
 import type { Host, TiedProcess } from "../host/host.js";
+import { interfaceIndex as sysfsInterfaceIndex, listLinks } from "../host/links.js";
 import type { Log } from "../log.js";
 import type { Member } from "../model.js";
 import {
@@ -48,32 +48,6 @@ export function tcpdumpArgs(groups: LogGroups): string[] {
   return ["-i", `nflog:${list.join(",")}`, "-w", "-", "-U", "-n"];
 }
 
-/** `ip -j link` → index and name of each link (tool output: checked, never trusted). */
-function linksOf(json: string): Array<{ ifindex: number; ifname: string }> {
-  let value: unknown;
-  try {
-    value = JSON.parse(json);
-  } catch {
-    return [];
-  }
-  if (!Array.isArray(value)) return [];
-  return value.flatMap((l: unknown) => {
-    const link = l as { ifindex?: unknown; ifname?: unknown } | null;
-    return link && Number.isInteger(link.ifindex) && typeof link.ifname === "string"
-      ? [{ ifindex: link.ifindex as number, ifname: link.ifname }]
-      : [];
-  });
-}
-
-function sysfsIndex(name: string): number | null {
-  try {
-    const index = Number(readFileSync(`/sys/class/net/${name}/ifindex`, "utf8").trim());
-    return Number.isInteger(index) ? index : null;
-  } catch {
-    return null;
-  }
-}
-
 export class AttemptLog {
   readonly reporter: AttemptReporter;
   private child: TiedProcess | null = null;
@@ -109,7 +83,7 @@ export class AttemptLog {
     const { host, interfaceIndex } = this.options;
     // Another namespace's ports (a Swarm overlay's): our sysfs does not show them; `ip` there.
     if (!interfaceIndex && host.netns !== null) return void this.readNames(key);
-    const index = interfaceIndex ?? sysfsIndex;
+    const index = interfaceIndex ?? sysfsInterfaceIndex;
     const names = new Map<number, string>();
     for (const m of this.members) {
       if (!m.port) continue;
@@ -122,11 +96,10 @@ export class AttemptLog {
   private async readNames(key: string): Promise<void> {
     const ports = new Set(this.members.flatMap((m) => (m.port ? [m.port] : [])));
     if (ports.size === 0) return void (this.names = new Map());
-    const result = await this.options.host.run("ip", ["-j", "link", "show"]).catch(() => null);
-    if (result === null || result.code !== 0 || this.namesKey !== key) return;
+    const links = await listLinks(this.options.host).catch(() => null);
+    if (links === null || this.namesKey !== key) return;
     const names = new Map<number, string>();
-    for (const link of linksOf(result.stdout))
-      if (ports.has(link.ifname)) names.set(link.ifindex, link.ifname);
+    for (const link of links) if (ports.has(link.ifname)) names.set(link.ifindex, link.ifname);
     this.names = names;
   }
 
