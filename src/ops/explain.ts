@@ -4,11 +4,11 @@
 // (ops/trace.ts): the bridge guard's chains, then the instance's IP chains. Ends are containers
 // of the network (by name or ID), or addresses (the host's, or anybody's). Changes nothing.
 import { isIP } from "node:net";
-import { z } from "zod/v3";
 import type { Config } from "../config.js";
 import { canonicalIpv6 } from "../addresses.js";
 import { kindOfGroup, type DropKind } from "../drops.js";
-import { localHost, runChecked, type Host } from "../host/host.js";
+import { localHost, type Host } from "../host/host.js";
+import { hostAddresses } from "../host/links.js";
 import type { Member } from "../model.js";
 import { createBackend } from "../firewall/index.js";
 import { desiredNow, render, type Rendered } from "./desired.js";
@@ -186,19 +186,6 @@ export function explainPacket(
     layers,
     packet,
   };
-}
-
-const addressesSchema = z.array(
-  z.object({ addr_info: z.array(z.object({ local: z.string().optional() })).optional() }),
-);
-
-/** Every address of the host's interfaces (where its rules are: our network namespace). */
-export async function hostAddresses(host: Host): Promise<string[]> {
-  const parsed = addressesSchema.safeParse(
-    JSON.parse(await runChecked(host, "ip", ["-j", "addr", "show"])),
-  );
-  if (!parsed.success) throw new Error("unexpected `ip -j addr show` output");
-  return parsed.data.flatMap((i) => (i.addr_info ?? []).flatMap((a) => (a.local ? [a.local] : [])));
 }
 
 const endText = (end: End) =>
