@@ -127,13 +127,13 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
       return { changed: false, differences: [], revoked: [], location: settled.location };
     if (current.cached) {
       try {
-        return await this.pass(current, desired, options);
+        return await this.pass(current, desired, key, options);
       } catch (error) {
         this.onStaleView(error);
       }
       current = await this.readNow();
     }
-    return this.pass(current, desired, options);
+    return this.pass(current, desired, key, options);
   }
 
   /** Compares a read made now with `desired`, changing nothing. */
@@ -162,9 +162,11 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
     return { state, readAt, cached: false };
   }
 
+  /** `key`: `desired` as JSON (what `settled` remembers it by). */
   private async pass(
     view: KernelView<S>,
     desired: D | null,
+    key: string,
     options: SyncOptions,
   ): Promise<SyncResult> {
     const { state } = view;
@@ -175,7 +177,6 @@ export class Converger<S, P extends KernelPlan, D = Ruleset> {
       revoked: plan.revoked,
       location: plan.location,
     };
-    const key = JSON.stringify(desired);
     if (!plan.changed) {
       const readAt = this.cache?.state === state ? this.cache.readAt : null;
       this.settled = readAt === null ? null : { readAt, key, location: plan.location };
