@@ -15,7 +15,7 @@ import { readFilterTable, type Flavour } from "../firewall/iptables/backend.js";
 import type { FilterTable } from "../firewall/iptables/save-format.js";
 import { createEngineClient } from "../observe/engine-api.js";
 import { bridgeOf, subnetsOf } from "../observe/network.js";
-import { netnsKey, parseState, stateDir, writerAlive } from "./health.js";
+import { liveStates, stateDir } from "./health.js";
 import { instancesIn, readKernelView, type KernelView } from "./inventory.js";
 import type { SwarmState } from "./state.js";
 import { nodeName } from "./status.js";
@@ -721,26 +721,10 @@ export async function gatherFacts(
     .split("\n")
     .map((l) => Number(l.trim().split(/\s+/)[0]))
     .filter((n) => Number.isInteger(n) && n > 0);
-  const suffix = `.${netnsKey()}.json`;
-  const live: string[] = [];
-  let swarm: SwarmState | null = null;
-  let swarmWorkerHere = false;
-  try {
-    for (const name of readdirSync(stateDir(env)).filter((n) => n.endsWith(suffix))) {
-      try {
-        const state = parseState(read(join(stateDir(env), name)));
-        if (!writerAlive(state)) continue;
-        live.push(state.instanceId);
-        if (state.instanceId !== instanceId) continue;
-        if (state.swarm) swarm = state.swarm;
-        if (state.ruleset?.netns) swarmWorkerHere = true;
-      } catch {
-        // not a state file of ours
-      }
-    }
-  } catch {
-    // no state folder: no daemon here
-  }
+  const states = liveStates(stateDir(env));
+  const ours = states.filter((s) => s.instanceId === instanceId);
+  const swarm = ours.find((s) => s.swarm)?.swarm ?? null;
+  const swarmWorkerHere = ours.some((s) => s.ruleset?.netns);
   const facts: Facts = {
     instanceId,
     config,
@@ -760,7 +744,7 @@ export async function gatherFacts(
       existsSync("/.dockerenv") && / \/ \/ .* - overlay /.test(read("/proc/self/mountinfo")),
     processes: processNames(),
     boundGroups: bound,
-    liveInstances: live,
+    liveInstances: states.map((s) => s.instanceId),
     swarm,
     swarmWorkerHere,
     now: Date.now(),

@@ -10,7 +10,15 @@
 // <netns> is the network namespace's inode ("net4026531840"). Keying by namespace lets daemons with
 // the same INSTANCE_ID in different network namespaces share /run; the health check runs in the
 // daemon's namespace (same container, or `ip netns exec`), so it finds the right file.
-import { readFileSync, readlinkSync, renameSync, rmSync, mkdirSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { Ruleset } from "../model.js";
 import type { PassOutcome } from "../reconciler.js";
@@ -184,6 +192,28 @@ export function parseState(text: string): HealthState {
   )
     throw new Error(`not a TrafficJam state file (version ${STATE_VERSION})`);
   return value as unknown as HealthState;
+}
+
+/**
+ * The state files of this network namespace's instances whose daemon still runs (a killed
+ * daemon leaves its file behind: it says nothing).
+ */
+export function liveStates(dir: string): HealthState[] {
+  const suffix = `.${netnsKey()}.json`;
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith(suffix));
+  } catch {
+    return []; // no state folder: no daemon here
+  }
+  return names.flatMap((name) => {
+    try {
+      const state = parseState(readFileSync(join(dir, name), "utf8"));
+      return writerAlive(state) ? [state] : [];
+    } catch {
+      return []; // not a state file of ours
+    }
+  });
 }
 
 /** Publishes the daemon's state after each pass; writes are atomic (temp file + rename). */

@@ -4,21 +4,11 @@
 // the last pass, repairs since the start, the drop counters per kind read from the kernel now,
 // and the blocked attempts. Changes nothing. An instance whose rules are in force but whose
 // daemon does not run here (stopped: the rules stay) is listed from the kernel alone.
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { DROP_KINDS, logGroupsOf, type DropKind, type Mode } from "../drops.js";
 import { localHost, type Host } from "../host/host.js";
 import { formatTimestamp } from "../log.js";
 import { readDropCounts, type DropCounts } from "./counters.js";
-import {
-  SWARM_DAEMON_LOCATION,
-  assessHealth,
-  netnsKey,
-  parseState,
-  stateDir,
-  writerAlive,
-  type HealthState,
-} from "./health.js";
+import { SWARM_DAEMON_LOCATION, assessHealth, liveStates, stateDir } from "./health.js";
 import { instancesIn, readKernelView } from "./inventory.js";
 import type { OpsState, SwarmNodeState } from "./state.js";
 
@@ -49,24 +39,6 @@ export interface InstanceStatus {
 
 const ago = (ms: number) => `${(Math.max(0, ms) / 1000).toFixed(1)} s ago`;
 
-/** The state files of this network namespace's instances. */
-function stateFiles(dir: string): HealthState[] {
-  const suffix = `.${netnsKey()}.json`;
-  let names: string[];
-  try {
-    names = readdirSync(dir).filter((n) => n.endsWith(suffix));
-  } catch {
-    return [];
-  }
-  return names.flatMap((name) => {
-    try {
-      return [parseState(readFileSync(join(dir, name), "utf8"))];
-    } catch {
-      return [];
-    }
-  });
-}
-
 export async function collectStatus(
   env: Record<string, string | undefined>,
   host: Host = localHost,
@@ -80,15 +52,14 @@ export async function collectStatus(
     kernelError = error.message.split("\n")[0];
     return [];
   });
-  const states = stateFiles(stateDir(env));
-  const now = clock(); // after the files were read: no pass in them is from the future
   // A state file whose daemon is gone says nothing (a killed daemon leaves it): only the kernel.
-  const live = states.filter((s) => writerAlive(s));
+  const live = liveStates(stateDir(env));
+  const now = clock(); // after the files were read: no pass in them is from the future
   const ids = [...new Set([...live.map((s) => s.instanceId), ...kernel.map((k) => k.id)])].sort();
   const out: InstanceStatus[] = [];
   for (const id of ids) {
     const state = live.find((s) => s.instanceId === id);
-    const alive = state ? writerAlive(state) : false;
+    const alive = state !== undefined;
     // A Swarm worker's rules are in the overlay's namespace: its counters are read there.
     const netns = (alive ? state?.ruleset?.netns : null) ?? null;
     const rulesHost = host.in(netns);
