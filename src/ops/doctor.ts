@@ -171,6 +171,8 @@ export function checks(f: Facts): CheckLine[] {
       ...swarmChecks(f),
     ];
 
+  const mounts = parseMountinfo(f.mountinfo);
+
   // br_netfilter
   if (f.bridgeNetfilterOff === null)
     out.push(
@@ -206,7 +208,7 @@ export function checks(f: Facts): CheckLine[] {
       ),
     );
   else {
-    const netnsMounted = dockerNetnsMount(parseMountinfo(f.mountinfo)) !== undefined;
+    const netnsMounted = dockerNetnsMount(mounts) !== undefined;
     out.push(
       has(f.capabilities, CAP_SYS_ADMIN) || netnsMounted
         ? check(
@@ -337,7 +339,6 @@ export function checks(f: Facts): CheckLine[] {
   }
 
   // the netns mount and its propagation
-  const mounts = parseMountinfo(f.mountinfo);
   const netns = dockerNetnsMount(mounts);
   if (netns) {
     out.push(
@@ -725,6 +726,7 @@ export async function gatherFacts(
   const ours = states.filter((s) => s.instanceId === instanceId);
   const swarm = ours.find((s) => s.swarm)?.swarm ?? null;
   const swarmWorkerHere = ours.some((s) => s.ruleset?.netns);
+  const mountinfo = read("/proc/self/mountinfo");
   const facts: Facts = {
     instanceId,
     config,
@@ -737,11 +739,10 @@ export async function gatherFacts(
     kernel,
     ip6tables: { nft: v6nft, legacy: v6legacy },
     ipv6Kernel: existsSync("/proc/sys/net/ipv6"),
-    mountinfo: read("/proc/self/mountinfo"),
+    mountinfo,
     // A container of Docker's (its marker file, and an overlay root: a machine built from an
     // image may keep the marker on a disk of its own)
-    inContainer:
-      existsSync("/.dockerenv") && / \/ \/ .* - overlay /.test(read("/proc/self/mountinfo")),
+    inContainer: existsSync("/.dockerenv") && / \/ \/ .* - overlay /.test(mountinfo),
     processes: processNames(),
     boundGroups: bound,
     liveInstances: states.map((s) => s.instanceId),
