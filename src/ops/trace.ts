@@ -5,7 +5,7 @@
 // given), not a second copy of the policy: a rule it cannot read is an error, never a guess.
 // Pure.
 import { isIPv6 } from "node:net";
-import { canonicalIpv6 } from "../addresses.js";
+import { canonicalIpv6, ipv6Hex } from "../addresses.js";
 import { splitArgs } from "../firewall/iptables/save-format.js";
 import type { ChainBlock, TableModel } from "../firewall/nftables/table.js";
 
@@ -306,12 +306,7 @@ function inPrefix(address: string, cidr: string): boolean {
   const length = lengthText === undefined ? bits : Number(lengthText);
   const toBig = (a: string): bigint => {
     if (!v6) return a.split(".").reduce((n, o) => (n << 8n) | BigInt(Number(o)), 0n);
-    const full = canonicalIpv6(a);
-    const [head = "", tail = ""] = full.includes("::") ? full.split("::") : [full, ""];
-    const left = head ? head.split(":") : [];
-    const right = tail ? tail.split(":") : [];
-    const groups = [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
-    return groups.reduce((n, g) => (n << 16n) | BigInt(parseInt(g, 16)), 0n);
+    return BigInt(ipv6Hex(a));
   };
   const shift = BigInt(bits - length);
   return toBig(address) >> shift === toBig(base) >> shift;
