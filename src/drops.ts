@@ -12,6 +12,13 @@ import { createHash } from "node:crypto";
 export type DropKind = "member-to-member" | "member-to-host" | "forged";
 export const DROP_KINDS: readonly DropKind[] = ["member-to-member", "member-to-host", "forged"];
 
+/** A count per kind, all zero. */
+export const zeroCounts = (): Record<DropKind, number> => ({
+  "member-to-member": 0,
+  "member-to-host": 0,
+  forged: 0,
+});
+
 /** `enforce`: drop. `audit`: the same rules, but what they would drop is logged and accepted. */
 export type Mode = "enforce" | "audit";
 export const MODES: readonly Mode[] = ["enforce", "audit"];

@@ -4,7 +4,7 @@
 // has been quiet for a while. Reports are rate-limited per source and overall, and every table is
 // bounded, so a flood costs a bounded number of log lines and of bytes of memory. Pure: the clock
 // is given.
-import type { DropKind } from "../drops.js";
+import { zeroCounts, type DropKind } from "../drops.js";
 import type { Member } from "../model.js";
 import type { NflogPacket, PacketHeaders } from "./nflog.js";
 
@@ -179,11 +179,7 @@ export class AttemptReporter {
   private readonly overall: Bucket;
   private suppressed = new Map<string, number>();
   /** New attempts by kind since the start (reported or suppressed). */
-  readonly attempts: Record<DropKind, number> = {
-    "member-to-member": 0,
-    "member-to-host": 0,
-    forged: 0,
-  };
+  readonly attempts: Record<DropKind, number> = zeroCounts();
   reported = 0;
   suppressedTotal = 0;
 

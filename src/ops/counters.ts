@@ -3,7 +3,7 @@
 // from the rules themselves: in iptables, a DROP (RETURN in audit) counts the kind of the NFLOG
 // rule just before it; in nftables, a log rule's `counter` counts the kind of its `log group`,
 // and the bridge guard's chains `forged`, `member` and `host` count theirs.
-import { DROP_KINDS, kindOfGroup, type DropKind, type LogGroups } from "../drops.js";
+import { DROP_KINDS, kindOfGroup, zeroCounts, type DropKind, type LogGroups } from "../drops.js";
 import type { Family } from "../model.js";
 import type { Host } from "../host/host.js";
 import { runChecked } from "../host/host.js";
@@ -15,12 +15,6 @@ import { tableName } from "../firewall/nftables/layout.js";
 import { listingSchema, validated } from "../firewall/nftables/table.js";
 
 export type DropCounts = Record<DropKind, number>;
-
-export const zeroCounts = (): DropCounts => ({
-  "member-to-member": 0,
-  "member-to-host": 0,
-  forged: 0,
-});
 
 export function addCounts(a: DropCounts, b: DropCounts): DropCounts {
   return Object.fromEntries(DROP_KINDS.map((k) => [k, a[k] + b[k]])) as DropCounts;

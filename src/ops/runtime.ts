@@ -3,7 +3,7 @@
 // a few points (daemon.ts: `ops?.…`); it decides nothing about the rules beyond the policy
 // options it hands the reconciler (the mode, and that drops are logged).
 import type { Config } from "../config.js";
-import { DROP_KINDS, logGroupsOf, type Mode } from "../drops.js";
+import { logGroupsOf, type LogGroups, type Mode } from "../drops.js";
 import type { Host } from "../host/host.js";
 import type { Log } from "../log.js";
 import type { Member, NetworkSnapshot } from "../model.js";
@@ -11,7 +11,7 @@ import type { PassOutcome } from "../reconciler.js";
 import { AttemptLog } from "./attempt-log.js";
 import { assessHealth, type HealthPublisher } from "./health.js";
 import { modeInKernel } from "./mode.js";
-import type { OpsState, WhitelistedState } from "./state.js";
+import { noAttempts, type OpsState, type WhitelistedState } from "./state.js";
 
 /** The state file is written again for new attempts at most this often (else after each pass). */
 const STATE_EVERY_MS = 1_000;
@@ -35,6 +35,8 @@ export class Operations {
   private stateTimer: NodeJS.Timeout | null = null;
   private lastLocation: string | null = null;
   private lastRulesetInstance: string | null = null;
+  /** The instance's NFLOG groups (from INSTANCE_ID). */
+  private readonly groups: LogGroups;
 
   constructor(
     private readonly config: Config,
@@ -42,7 +44,7 @@ export class Operations {
     private readonly host: Host,
     private readonly health: HealthPublisher,
   ) {
-    const groups = logGroupsOf(config.instanceId);
+    const groups = (this.groups = logGroupsOf(config.instanceId));
     this.policy = { mode: config.mode, log: true };
     this.state = {
       startedAt: Date.now(),
@@ -52,12 +54,7 @@ export class Operations {
       repairs: 0,
       whitelisted: [],
       attemptLog: { groups, reading: false, reason: "not started yet" },
-      attempts: {
-        byKind: { "member-to-member": 0, "member-to-host": 0, forged: 0 },
-        reported: 0,
-        suppressed: 0,
-        packets: 0,
-      },
+      attempts: noAttempts(),
       metrics: config.metricsAddress ? addressText(config.metricsAddress) : null,
     };
     this.attemptLog = this.reader(host);
@@ -65,7 +62,7 @@ export class Operations {
 
   /** The blocked-attempt log's reader in `host`'s namespace, counting on with the last one's. */
   private reader(host: Host, reporter?: AttemptLog["reporter"]): AttemptLog {
-    const groups = logGroupsOf(this.config.instanceId);
+    const groups = this.groups;
     return new AttemptLog({
       host,
       groups,
@@ -176,7 +173,6 @@ export class Operations {
     try {
       const { Metrics } = (await import("./metrics.js")) as MetricsModule;
       const { readDropCounts } = await import("./counters.js");
-      const groups = logGroupsOf(this.config.instanceId);
       const metrics = new Metrics({
         instanceId: this.config.instanceId,
         network: this.config.network,
@@ -187,7 +183,7 @@ export class Operations {
                 this.host.in(this.rulesNetns),
                 this.config.instanceId,
                 this.lastLocation,
-                groups,
+                this.groups,
               )
             : null,
         healthy: () => assessHealth(this.health.current, Date.now(), true).healthy,
@@ -215,9 +211,7 @@ export class Operations {
   private snapshotState(): OpsState {
     const r = this.attemptLog.reporter;
     this.state.attempts = {
-      byKind: Object.fromEntries(
-        DROP_KINDS.map((k) => [k, r.attempts[k]]),
-      ) as OpsState["attempts"]["byKind"],
+      byKind: { ...r.attempts },
       reported: r.reported,
       suppressed: r.suppressedTotal,
       packets: this.packetsBefore + this.attemptLog.packets,

@@ -1,6 +1,6 @@
 // What the daemon publishes for `trafficjam status`, beside its health (ops/health.ts writes both
 // into the one state file). Plain data; the daemon's side fills it in ops/runtime.ts.
-import type { DropKind, LogGroups } from "../drops.js";
+import { zeroCounts, type DropKind, type LogGroups } from "../drops.js";
 import type { NodeStatus } from "../swarm/protocol.js";
 
 export interface WhitelistedState {
@@ -39,6 +39,14 @@ export interface OpsState {
   /** METRICS_ADDRESS where the metrics are served, or null. */
   metrics: string | null;
 }
+
+/** No blocked attempt yet. */
+export const noAttempts = (): OpsState["attempts"] => ({
+  byKind: zeroCounts(),
+  reported: 0,
+  suppressed: 0,
+  packets: 0,
+});
 
 /** The Swarm daemon's view of one node, from its worker's status over the channel. */
 export interface SwarmNodeState {

@@ -53,6 +53,7 @@ import {
 } from "./protocol.js";
 import { logGroupsOf } from "../drops.js";
 import type { HealthState } from "../ops/health.js";
+import { noAttempts } from "../ops/state.js";
 import { VERSION } from "../version.js";
 
 export interface WorkerSettings {
@@ -769,12 +770,7 @@ class SwarmWorker {
       passes: ops?.passes ?? { ok: 0, failed: 0 },
       repairs: ops?.repairs ?? 0,
       drops,
-      attempts: ops?.attempts ?? {
-        byKind: { "member-to-member": 0, "member-to-host": 0, forged: 0 },
-        reported: 0,
-        suppressed: 0,
-        packets: 0,
-      },
+      attempts: ops?.attempts ?? noAttempts(),
       attemptLog: {
         reading: ops?.attemptLog.reading ?? false,
         ...(ops?.attemptLog.reason ? { reason: error(ops.attemptLog.reason) } : {}),
