@@ -148,6 +148,12 @@ const STATUS_NEWS_MS = 5_000;
 /** The drop counters are read again at least this often, logged packets or not. */
 const DROPS_REREAD_MS = 600_000;
 
+/** What changes when the blocked-attempt log takes a new attempt (reported or held back). */
+const attemptsKey = (state: HealthState) => {
+  const attempts = state.ops?.attempts;
+  return attempts ? `${attempts.reported}/${attempts.suppressed}` : "";
+};
+
 function loadSaved(path: string, log: Log): SavedSet | null {
   try {
     return savedSetSchema.parse(JSON.parse(readFileSync(path, "utf8")));
@@ -704,16 +710,14 @@ class SwarmWorker {
       passed: (outcome) => {
         if (outcome.ok === this.lastOk) return;
         this.lastOk = outcome.ok;
-        setImmediate(() => void this.sendStatus()); // after the state took the outcome
+        void this.sendStatus(); // runDaemon records the outcome in the state before this
       },
       state: (read) => {
         this.readState = read;
         // New blocked attempts are told within STATUS_NEWS_MS; otherwise every STATUS_EVERY_MS.
         this.statusTimer = setInterval(() => {
-          const attempts = read().ops?.attempts;
-          const key = attempts ? `${attempts.reported}/${attempts.suppressed}` : "";
-          if (key !== this.statusAttempts || Date.now() - this.statusMadeAt >= STATUS_EVERY_MS)
-            void this.sendStatus();
+          const news = attemptsKey(read()) !== this.statusAttempts;
+          if (news || Date.now() - this.statusMadeAt >= STATUS_EVERY_MS) void this.sendStatus();
         }, STATUS_NEWS_MS);
         this.statusTimer.unref();
       },
@@ -730,7 +734,7 @@ class SwarmWorker {
     if (!state) return;
     this.statusMadeAt = Date.now();
     const ops = state.ops;
-    this.statusAttempts = ops ? `${ops.attempts.reported}/${ops.attempts.suppressed}` : "";
+    this.statusAttempts = attemptsKey(state);
     const id = this.config.instanceId;
     const netns = state.ruleset?.netns ?? null;
     const error = (e: unknown) => String((e as Error).message ?? e).slice(0, 2000);
