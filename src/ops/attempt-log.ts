@@ -63,7 +63,6 @@ export class AttemptLog {
   /** When the names were last read for an unknown port (at most once a second: a flood). */
   private namesReadAt = 0;
   reading = false;
-  reason: string | undefined = "not started";
   /** Packets read from the kernel's log since the start (what the kernel's limits let through). */
   packets = 0;
 
@@ -136,7 +135,6 @@ export class AttemptLog {
       stderr = (stderr + text).slice(-2000);
       if (!this.reading && /listening on nflog/.test(stderr)) {
         this.reading = true;
-        this.reason = undefined;
         this.unavailableSaid = false;
         this.options.onState?.(true);
         log.info("attempts.reading", "blocked-attempt log: reading the kernel's log groups", {
@@ -177,7 +175,6 @@ export class AttemptLog {
   }
 
   private unavailable(reason: string): void {
-    this.reason = reason;
     this.options.onState?.(false, reason);
     const { log } = this.options;
     (this.unavailableSaid ? log.debug : log.warn)(

@@ -138,6 +138,10 @@ const KIND_NAMES: Record<DropKind, string> = {
   forged: "forged identity at a port",
 };
 
+/** "member → member 4, member → host 0, forged identity at a port 1". */
+const perKind = (counts: Record<DropKind, number>) =>
+  DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${counts[k]}`).join(", ");
+
 /** The text `trafficjam status` prints: one block per instance, `key  value` lines. */
 export function renderStatus(instances: readonly InstanceStatus[]): string {
   if (instances.length === 0)
@@ -198,13 +202,12 @@ export function renderStatus(instances: readonly InstanceStatus[]): string {
         "drops",
         "error" in s.drops
           ? `cannot read the counters: ${s.drops.error}`
-          : DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${(s.drops as DropCounts)[k]}`).join(", ") +
-              " (packets, kernel counters since the rules were written)",
+          : perKind(s.drops) + " (packets, kernel counters since the rules were written)",
       );
     if (s.attempts)
       row(
         "attempts",
-        `${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${s.attempts!.byKind[k]}`).join(", ")} (new since start); ${s.attempts.reported} reported, ${s.attempts.suppressed} over the rate limit; ${s.attempts.packets ?? 0} packets read from the kernel's log`,
+        `${perKind(s.attempts.byKind)} (new since start); ${s.attempts.reported} reported, ${s.attempts.suppressed} over the rate limit; ${s.attempts.packets ?? 0} packets read from the kernel's log`,
       );
     if (s.attemptLog) {
       const groups = DROP_KINDS.map((k) => `${s.attemptLog!.groups[k]} (${k})`).join(", ");
@@ -257,11 +260,11 @@ function nodeLines(n: SwarmNodeState & { heardAgo: string | null }): string[] {
       ? "no counters (the network is not on this node)"
       : "error" in st.drops
         ? `cannot read the counters: ${st.drops.error}`
-        : `drops ${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${(st.drops as DropCounts)[k]}`).join(", ")}`;
+        : `drops ${perKind(st.drops)}`;
   return [
     `${worker}, its status from ${n.heardAgo}`,
     `${st.mode === "audit" ? "AUDIT" : "enforce"}, rules in ${st.location ?? "(none yet)"}${st.netns ? ` in ${st.netns}` : ""}; ${pass}; passes ${st.passes.ok} ok, ${st.passes.failed} failed, repairs ${st.repairs}`,
-    `${drops}; attempts ${DROP_KINDS.map((k) => `${KIND_NAMES[k]} ${st.attempts.byKind[k]}`).join(", ")}; attempt log ${st.attemptLog.reading ? "reading" : `NOT READING (${st.attemptLog.reason ?? "unknown"})`}`,
+    `${drops}; attempts ${perKind(st.attempts.byKind)}; attempt log ${st.attemptLog.reading ? "reading" : `NOT READING (${st.attemptLog.reason ?? "unknown"})`}`,
   ];
 }
 
