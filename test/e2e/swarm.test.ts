@@ -610,29 +610,41 @@ describe(
           ),
         { timeoutMs: 20_000, intervalMs: 250, what: "node3's tunnel check to name the proxy" },
       );
-      await unguard1();
-      const forged = tag("forged-tunnel");
-      await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, forged);
-      // The real proxy's datagram after it, through the tunnel too: the log holds what came before.
-      const marker = tag("after-forged");
-      await swarm.node(proxyNode).spoofUdp(proxy, proxy.ipv4, backend[3]!.ipv4, 9000, marker);
-      const log = await n3.udpLogThrough(backend[3]!, marker);
-      assert.ok(
-        !log.some((l) => l.includes(forged)),
-        `node3 dropped the proxy's address sent by node1: ${log.join(" | ")}`,
-      );
-      // Control: without node3's check of the tunnel's sender, the same packet gets through (node1's
-      // worker repairs its rules at its next resync: the control is tried again if it did).
+      // The workers repair a foreign change at once (their nft monitor): node1's is held still
+      // (docker pause) while its rules are gone, so what stops the forgery is node3's check.
+      const worker1 = (await tj.workerContainer(1))!;
+      const worker3 = (await tj.workerContainer(3))!;
+      await n1.docker("pause", worker1);
+      const paused = [() => n1.docker("unpause", worker1)];
       let through = false;
-      for (let attempt = 0; attempt < 3 && !through; attempt++) {
+      try {
         await unguard1();
-        await n3.nsRun(["nft", "delete", "table", "inet", "trafficjam-node_sw1"]); // gone already: fine
-        const control = tag("control");
-        await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, control);
-        through = await received(control, 2000);
+        const forged = tag("forged-tunnel");
+        await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, forged);
+        // The real proxy's datagram after it, through the tunnel too: the log holds what came before.
+        const marker = tag("after-forged");
+        await swarm.node(proxyNode).spoofUdp(proxy, proxy.ipv4, backend[3]!.ipv4, 9000, marker);
+        const log = await n3.udpLogThrough(backend[3]!, marker);
+        assert.ok(
+          !log.some((l) => l.includes(forged)),
+          `node3 dropped the proxy's address sent by node1: ${log.join(" | ")}`,
+        );
+        // Control: without node3's check of the tunnel's sender, the same packet gets through
+        // (node3's worker held still too, or it would put its check back at once).
+        await n3.docker("pause", worker3);
+        paused.push(() => n3.docker("unpause", worker3));
+        for (let attempt = 0; attempt < 3 && !through; attempt++) {
+          await unguard1();
+          await n3.nsRun(["nft", "delete", "table", "inet", "trafficjam-node_sw1"]); // gone already: fine
+          const control = tag("control");
+          await n1.spoofUdp(backend[1]!, proxy.ipv4, backend[3]!.ipv4, 9000, control);
+          through = await received(control, 2000);
+        }
+      } finally {
+        for (const unpause of paused) await unpause();
       }
       assert.equal(through, true, "the control got through: the test can fail");
-      // Both repaired by the workers' next resync.
+      // Both repaired once their workers run again.
       await waitFor(
         async () => /trafficjam-node_sw1/.test(await n3.nsExec(["nft", "list", "tables"])),
         { timeoutMs: 20_000, intervalMs: 250, what: "node3's worker to put its tunnel check back" },
